@@ -1,0 +1,142 @@
+"""Data containers shared by loaders, preprocessing, graphs, tasks and the trainer.
+
+Two stages:
+- ``RawDataset``: what a loader read from a release, in file order, with raw ids and the raw
+  counts of ``../shared/datasets/README.md`` (``raw_counts``). No filtering.
+- ``RecDataset``: after preprocessing (implicit feedback, de-duplication, k-core, contiguous
+  0-based ids, relations and labels restricted to kept entities, self-loops dropped) and the
+  per-user split. This is what graphs, tasks and the trainer use.
+
+All id arrays are ``numpy.int64``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Side = Literal["user", "item"]
+
+
+@dataclass
+class RawLabels:
+    """Label assignments of one label set, one row per (entity, label) pair as given.
+
+    ``multi``: multi-label (BCE head) if True; else single-label (softmax head), reduced in
+    preprocessing to each entity's most frequent label (ties to the lower label id).
+    ``top_k``: keep only the ``top_k`` labels used on the most distinct kept entities, chosen
+    after filtering (lastfm's 100 tags); None keeps all.
+    """
+
+    side: Side
+    entity: np.ndarray  # raw entity ids
+    label: np.ndarray  # label ids, 0 <= label < len(names)
+    names: list[str]
+    multi: bool
+    top_k: int | None = None
+
+
+@dataclass
+class RawDataset:
+    """A release as read, before any filtering.
+
+    ``user_relations`` / ``item_relations`` map a relation name (``trust``, ``friends``,
+    ``coview``, ``kg``) to ``(src, dst)`` raw ids, rows as given (directed; loaders may already
+    have derived pairs, e.g. co-view from item-view rows). ``raw_counts`` holds exactly the
+    keys and values of the datasets README's raw-count table.
+    """
+
+    name: str
+    users: np.ndarray  # raw user id per interaction row, file order
+    items: np.ndarray  # raw item id per interaction row, file order
+    ratings: np.ndarray | None  # float per row, or None for implicit releases
+    user_relations: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    item_relations: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    labels: dict[str, RawLabels] = field(default_factory=dict)
+    raw_counts: dict[str, int | str] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)  # e.g. ml-100k's kg pair count
+
+
+@dataclass
+class Relation:
+    """A same-side relation between kept entities, directed rows, no self-loops, no duplicates."""
+
+    name: str
+    side: Side
+    src: np.ndarray
+    dst: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.src.shape[0])
+
+
+@dataclass
+class LabelSet:
+    """Labels of kept entities: one row per (entity, label); single-label sets have one row per entity."""
+
+    name: str
+    side: Side
+    entity: np.ndarray
+    label: np.ndarray
+    num_labels: int
+    multi: bool
+    names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.entity.shape[0])
+
+
+@dataclass
+class Split:
+    """Per-user split of the processed interactions into [n, 2] (user, item) arrays."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    train_only_users: int  # users with fewer than 3 interactions: all to training, counted
+    split_seed: int
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "train": int(len(self.train)),
+            "valid": int(len(self.valid)),
+            "test": int(len(self.test)),
+            "train_only_users": int(self.train_only_users),
+            "split_seed": int(self.split_seed),
+        }
+
+
+@dataclass
+class RecDataset:
+    """A preprocessed, split dataset: contiguous ids 0..num_users-1 and 0..num_items-1."""
+
+    name: str
+    num_users: int
+    num_items: int
+    interactions: np.ndarray  # [n, 2] unique (user, item) pairs kept
+    relations: dict[str, Relation]
+    labels: dict[str, LabelSet]
+    split: Split
+    raw_counts: dict[str, int | str]
+    user_ids: np.ndarray  # raw id of each processed user
+    item_ids: np.ndarray  # raw id of each processed item
+    params: dict[str, object] = field(default_factory=dict)  # preprocessing parameters used
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def processed_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {
+            "users": self.num_users,
+            "items": self.num_items,
+            "interactions": int(len(self.interactions)),
+        }
+        for name, rel in self.relations.items():
+            out[name] = len(rel)
+        for name, lab in self.labels.items():
+            out[f"{name}_labels"] = lab.num_labels
+            out[f"{name}_assignments"] = len(lab)
+        return out
+
+    def user_relation_names(self) -> list[str]:
+        return [n for n, r in self.relations.items() if r.side == "user"]

@@ -1,0 +1,178 @@
+"""The interface every multi-task weighting method implements.
+
+The trainer runs the encoder once, computes each task's gradient with respect to every
+user/item representation row touched in the step, and hands them to a method:
+
+    combine(grads [K, E, D], active [E, K], side [E], losses [K], ctx)
+        -> CombineResult(combined [E, D], head_weights [K], diagnostics)
+
+- ``grads[k, e]`` is dL_k/dz_e (zero where task k did not touch entity e); task 0 is the main
+  task. Rows ``e`` are the step's touched users first, then its touched items.
+- ``active[e, k]`` is True where task k touched entity e (anchor, positive or negative).
+- ``side[e]`` is 0 for a user row, 1 for an item row.
+- ``losses[k]`` is task k's mean batch loss (detached).
+- ``combined`` is back-propagated through the encoder once; task heads (label classifiers)
+  receive ``head_weights[k] * grad(L_k)``.
+- ``diagnostics`` maps names to small detached tensors; keys the recorder understands:
+  ``entity_weights`` [E, K] (per-entity task weights), ``norm_ratio_before`` /
+  ``norm_ratio_after`` [2, K] (per side: task magnitude over the main task's, before and after
+  balancing), ``beta`` (scalar), ``task_weights`` [K] (global weights of loss-weighting methods).
+
+Methods whose papers act on shared parameters (PCGrad, MGDA, CAGrad, ...) act here on the
+flattened block [K, E*D] of the step's representation gradients (``FlatGradientMethod``); for
+MF this is the same thing as the parameter form.
+
+A method may keep state (moving averages, learnable weights with their own optimizer); it is
+explicit, seeded through ``ctx.generator``, and saved with the run by ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class StepContext:
+    """What a method may know about the step besides the gradients."""
+
+    step: int  # global step count, from 0
+    epoch: int  # current epoch, from 0
+    steps_per_epoch: int
+    task_names: list[str]
+    generator: torch.Generator  # seeded; the only source of randomness a method may use
+    main_task: int = 0
+
+    @property
+    def fractional_epoch(self) -> float:
+        return self.step / max(1, self.steps_per_epoch)
+
+
+@dataclass
+class CombineResult:
+    combined: torch.Tensor  # [E, D]
+    head_weights: torch.Tensor  # [K]
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class WeightingMethod:
+    """Base class: subclasses set ``name`` and implement ``combine``.
+
+    Hyper-parameters are constructor keyword arguments, validated there.
+    """
+
+    name: ClassVar[str] = "base"
+    #: True if the method needs ``after_step`` with the losses after the update (FAMO).
+    needs_losses_after: ClassVar[bool] = False
+
+    def __init__(self, num_tasks: int, **params: Any):
+        if params:
+            raise TypeError(f"method {self.name!r}: unknown parameter(s) {sorted(params)}")
+        self.num_tasks = num_tasks
+
+    def combine(
+        self,
+        grads: torch.Tensor,
+        active: torch.Tensor,
+        side: torch.Tensor,
+        losses: torch.Tensor,
+        ctx: StepContext,
+    ) -> CombineResult:
+        raise NotImplementedError
+
+    # Optional hooks -------------------------------------------------------------------
+    def on_epoch_end(self, mean_losses: torch.Tensor, epoch: int) -> None:
+        """Called with each task's mean loss over the finished epoch (DWA)."""
+
+    def after_step(self, losses_after: torch.Tensor, ctx: StepContext) -> None:
+        """Called with the losses on the same batch after the update (FAMO)."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Learnable parameters the method owns (updated by its own optimizer)."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state but got keys {sorted(state)}")
+
+    def to(self, device: torch.device | str) -> WeightingMethod:
+        for p in self.parameters():
+            p.data = p.data.to(device)
+        return self
+
+
+class EqualWeighting(WeightingMethod):
+    """EW: the update of sum_k L_k. Every task's gradient added with weight 1."""
+
+    name = "ew"
+
+    def combine(self, grads, active, side, losses, ctx):
+        k = grads.shape[0]
+        return CombineResult(
+            combined=grads.sum(0),
+            head_weights=torch.ones(k, dtype=grads.dtype, device=grads.device),
+        )
+
+
+AggregateFn = Callable[..., torch.Tensor]
+
+#: name -> method class; filled by ``register``.
+METHODS: dict[str, type[WeightingMethod]] = {}
+#: name -> function G [K, D] -> [D] for gradient-manipulation methods.
+AGGREGATORS: dict[str, AggregateFn] = {}
+
+
+def register(cls: type[WeightingMethod]) -> type[WeightingMethod]:
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def register_aggregator(name: str) -> Callable[[AggregateFn], AggregateFn]:
+    def deco(fn: AggregateFn) -> AggregateFn:
+        AGGREGATORS[name] = fn
+        return fn
+
+    return deco
+
+
+register(EqualWeighting)
+
+
+class FlatGradientMethod(WeightingMethod):
+    """Adapter: a gradient-manipulation aggregator applied to the flattened [K, E*D] block.
+
+    Subclasses set ``name`` (the aggregator's registry name) and accept its parameters.
+    ``head_weights`` are the aggregator's implied task weights where it defines them, else 1.
+    """
+
+    def __init__(self, num_tasks: int, **params: Any):
+        super().__init__(num_tasks)
+        self.params = params
+
+    def combine(self, grads, active, side, losses, ctx):
+        k, e, d = grads.shape
+        flat = grads.reshape(k, e * d)
+        out = AGGREGATORS[self.name](flat, generator=ctx.generator, **self.params)
+        return CombineResult(
+            combined=out.reshape(e, d),
+            head_weights=torch.ones(k, dtype=grads.dtype, device=grads.device),
+        )
+
+
+def make_method(name: str, num_tasks: int, **params: Any) -> WeightingMethod:
+    """Build a registered method by name; an unknown name lists the known ones."""
+    from pmtrec_lab import mtl as _mtl  # noqa: F401  (imports every method module)
+
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+    return cls(num_tasks, **params)

@@ -1,0 +1,64 @@
+"""Where datasets are read from and where derived files are written.
+
+Data directory: ``--data-dir`` > ``PMTREC_DATA_DIR`` > ``~/.cache/pmtrec-lab/datasets``
+(``$XDG_CACHE_HOME`` honoured). Release files are read from ``<data-dir>/<name>/`` and never
+written to. Derived files (the extracted ml-100k release, preprocessed datasets) go to
+``PMTREC_CACHE_DIR`` > ``<project>/.cache`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pmtrec-lab" / "datasets"
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Resolve the data directory: explicit argument, then PMTREC_DATA_DIR, then the default."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get("PMTREC_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return default_data_dir()
+
+
+def cache_dir() -> Path:
+    """Directory for derived files; created on demand."""
+    env = os.environ.get("PMTREC_CACHE_DIR")
+    path = Path(env).expanduser().resolve() if env else PROJECT_ROOT / ".cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+
+    On error the temporary file is removed and ``target`` is untouched, so nothing already
+    written is lost or left half-written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
