@@ -1,0 +1,184 @@
+"""One validated run configuration (pydantic), loadable from YAML or a dict, with ``--set`` overrides.
+
+Layers, later wins: defaults here < a YAML file < ``--set a.b=c`` overrides (values parsed as
+YAML, so ``method.params.tau=.inf`` and ``tasks.include=[social:trust]`` work). An unknown or
+ill-typed key is an error naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pmtrec_lab.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    name: str = "ml-100k"
+    data_dir: str | None = None  # None: PMTREC_DATA_DIR, then the default cache location
+    k_core: int | None = Field(default=None, ge=1)  # None: the dataset's default
+    rating_threshold: float | None = None
+    split_seed: int = 0
+    loader_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EncoderConfig(_Strict):
+    name: Literal["mf", "lightgcn", "hetero"] = "mf"
+    dim: int = Field(default=64, ge=1)
+    num_layers: int = Field(default=3, ge=0)
+    propagation: Literal["auto", "dgl", "sparse"] = "auto"
+    #: relation/label name -> fraction of its rows used for message passing (the task trains on
+    #: the rest); relations predicted by an active task and not listed here are left out.
+    split_relations: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskConfig(_Strict):
+    type: Literal["rec", "social", "item_item", "item_label", "user_label"]
+    source: str
+    name: str | None = None
+    batch_size: int | None = Field(default=None, ge=1)  # None: cover the data once per epoch
+    reject_observed: bool = True
+
+    def resolved_name(self) -> str:
+        return self.name or ("rec" if self.type == "rec" else f"{self.type}:{self.source}")
+
+
+class TasksConfig(_Strict):
+    #: names of the dataset's default auxiliary tasks to use ("social:trust", ...); None: the
+    #: dataset's defaults that are enabled; [] trains the main task only.
+    include: list[str] | None = None
+    #: extra tasks beyond the dataset defaults
+    custom: list[TaskConfig] = Field(default_factory=list)
+
+
+class MethodConfig(_Strict):
+    name: str = "ew"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    l2: float = Field(default=1e-4, ge=0)  # on the batch's layer-0 rows, outside the combination
+    batch_size: int = Field(default=2048, ge=1)  # main task
+    epochs: int = Field(default=100, ge=1)
+
+
+class EvalConfig(_Strict):
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 50])
+    every: int = Field(default=1, ge=1)
+    patience: int = Field(default=5, ge=1)
+    metric: str = "ndcg@20"
+    chunk_users: int | None = Field(default=None, ge=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return sorted(set(v))
+
+
+class DiagnosticsConfig(_Strict):
+    enabled: bool = True
+    #: epochs at which per-entity task weights are stored; None: 0, 1, 2, 4, 8, ... and the last
+    weight_epochs: list[int] | None = None
+    max_entities: int = Field(default=5000, ge=1)  # per side; beyond it a seeded cohort
+    cosine_bins: int = Field(default=40, ge=4)
+
+
+class RunConfig(_Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    seed: int = 0
+    device: str = "cpu"
+    progress: Literal["auto", "bar", "log", "none"] = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_errors(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=c"`` -> (["a", "b"], yaml-parsed c)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. method.params.tau=0.5")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build a validated RunConfig from a YAML file and/or a dict, then ``--set`` overrides."""
+    raw: dict[str, Any] = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping at the top level")
+        raw = _deep_merge(raw, loaded)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}: {_format_errors(err)}") from None
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,68 @@
+"""Label tasks: a linear head on user or item representations.
+
+Softmax cross-entropy for single-label sets (one label per entity: ciao's category, ml-100k's
+occupation and age band), binary cross-entropy for multi-label sets (genres, tags, categories).
+The head's parameters are the task's own; they receive head_weights[k] * grad(L_k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pmtrec_lab.data.types import LabelSet
+from pmtrec_lab.tasks.base import Task, TaskBatch
+
+
+class LabelTask(Task):
+    def __init__(self, name: str, labels: LabelSet, dim: int, batch_size: int | None):
+        entities = np.unique(labels.entity)
+        super().__init__(name, len(entities), batch_size)
+        self.type = f"{labels.side}_label"
+        self.side = labels.side
+        self.multi = labels.multi
+        self.num_labels = labels.num_labels
+        self.register_buffer("entities", torch.as_tensor(entities, dtype=torch.int64), persistent=False)
+        # targets aligned with ``entities``: class index, or a CSR of label lists (multi-label)
+        pos = np.searchsorted(entities, labels.entity)
+        if self.multi:
+            order = np.argsort(pos, kind="stable")
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=len(entities)))])
+            self.register_buffer("indptr", torch.as_tensor(indptr, dtype=torch.int64), persistent=False)
+            self.register_buffer(
+                "indices", torch.as_tensor(labels.label[order], dtype=torch.int64), persistent=False
+            )
+        else:
+            target = np.empty(len(entities), dtype=np.int64)
+            target[pos] = labels.label
+            self.register_buffer("target", torch.as_tensor(target), persistent=False)
+        self.head = nn.Linear(dim, self.num_labels)
+
+    def make_batch(self, rows, generator):
+        ent = self.entities[rows]
+        if self.multi:
+            starts, ends = self.indptr[rows], self.indptr[rows + 1]
+            lengths = ends - starts
+            row_of = torch.repeat_interleave(torch.arange(len(rows)), lengths)
+            offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
+                torch.cumsum(lengths, 0) - lengths, lengths
+            )
+            cols = self.indices[starts[row_of] + offsets]
+            y = torch.zeros(len(rows), self.num_labels)
+            y[row_of, cols] = 1.0
+        else:
+            y = self.target[rows]
+        roles = {"entity": ent}
+        if self.side == "user":
+            return TaskBatch(roles, user_roles=("entity",), item_roles=(), extra={"y": y})
+        return TaskBatch(roles, user_roles=(), item_roles=("entity",), extra={"y": y})
+
+    def loss(self, zu, zi, local, batch):
+        z = (zu if self.side == "user" else zi)[local["entity"]]
+        logits = self.head(z)
+        y = batch.extra["y"].to(logits.device)
+        if self.multi:
+            return F.binary_cross_entropy_with_logits(logits, y)
+        return F.cross_entropy(logits, y)

@@ -1,0 +1,74 @@
+"""Link tasks with BPR losses (Rendle et al., UAI 2009): the main task and same-side links.
+
+- ``RecTask`` (``rec``, main): BPR over (u, i+, i-) with uniform negatives from the training pairs.
+- ``SocialTask`` (``social``): BPR over (u, linked v, random w), dot-product scores.
+- ``ItemItemTask`` (``item_item``): BPR over (i, related j, random j').
+Negatives that are observed positives are rejected by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pmtrec_lab.tasks.base import Task, TaskBatch
+from pmtrec_lab.tasks.sampling import ObservedPairs, sample_negatives
+
+
+def bpr(anchor: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    return -F.logsigmoid((anchor * pos).sum(-1) - (anchor * neg).sum(-1)).mean()
+
+
+class _PairTask(Task):
+    """BPR over (anchor, target+, target-) with anchor on side ``anchor_side``."""
+
+    anchor_side = "user"
+    target_side = "item"
+
+    def __init__(self, name, src: np.ndarray, dst: np.ndarray, num_targets: int, batch_size, reject_observed):
+        super().__init__(name, len(src), batch_size)
+        self.register_buffer("src", torch.as_tensor(src, dtype=torch.int64), persistent=False)
+        self.register_buffer("dst", torch.as_tensor(dst, dtype=torch.int64), persistent=False)
+        self.num_targets = num_targets
+        self.observed = ObservedPairs(self.src, self.dst, num_targets) if reject_observed else None
+
+    def make_batch(self, rows, generator):
+        a, p = self.src[rows], self.dst[rows]
+        n = sample_negatives(a, self.num_targets, generator, self.observed)
+        roles = {"anchor": a, "pos": p, "neg": n}
+        if self.anchor_side == self.target_side:
+            side_roles = ("anchor", "pos", "neg")
+            return TaskBatch(
+                roles,
+                user_roles=side_roles if self.anchor_side == "user" else (),
+                item_roles=side_roles if self.anchor_side == "item" else (),
+            )
+        return TaskBatch(roles, user_roles=("anchor",), item_roles=("pos", "neg"))
+
+    def _table(self, zu, zi, role: str):
+        side = self.anchor_side if role == "anchor" else self.target_side
+        return zu if side == "user" else zi
+
+    def loss(self, zu, zi, local, batch):
+        return bpr(
+            self._table(zu, zi, "anchor")[local["anchor"]],
+            self._table(zu, zi, "pos")[local["pos"]],
+            self._table(zu, zi, "neg")[local["neg"]],
+        )
+
+
+class RecTask(_PairTask):
+    type = "rec"
+
+
+class SocialTask(_PairTask):
+    type = "social"
+    anchor_side = "user"
+    target_side = "user"
+
+
+class ItemItemTask(_PairTask):
+    type = "item_item"
+    anchor_side = "item"
+    target_side = "item"
