@@ -1,0 +1,135 @@
+"""``pmtrec-lab``: datasets, training, evaluation, comparisons and reports from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pmtrec_lab.errors import PmtrecError
+
+
+def _cmd_datasets_list(args: argparse.Namespace) -> int:
+    from pmtrec_lab.data.registry import DATASETS
+    from pmtrec_lab.paths import data_dir
+
+    root = data_dir(args.data_dir)
+    print(f"data directory: {root}")
+    print(f"{'name':<10} {'k-core':>6}  {'available':<10} tasks")
+    for spec in DATASETS.values():
+        if spec.generated:
+            avail = "generated"
+        elif spec.embedded:
+            avail = "embedded"
+        else:
+            ok = all((root / spec.name / f).is_file() for f in spec.files)
+            avail = "yes" if ok else "missing"
+        tasks = ", ".join(t.name + ("" if t.enabled else " (off)") for t in spec.tasks)
+        print(f"{spec.name:<10} {spec.k_core:>6}  {avail:<10} rec, {tasks}")
+    return 0
+
+
+def _cmd_datasets_info(args: argparse.Namespace) -> int:
+    from pmtrec_lab.data import dataset_info, load_dataset
+
+    ds = load_dataset(args.name, args.data_dir, k_core=args.k_core, split_seed=args.split_seed)
+    info = dataset_info(ds)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"dataset {info['name']}")
+    for section in ("raw", "processed", "split"):
+        print(f"  {section}:")
+        for k, v in info[section].items():
+            print(f"    {k}: {v}")
+    return 0
+
+
+def _load_cfg(args: argparse.Namespace):
+    from pmtrec_lab.config import load_config
+
+    return load_config(args.config, args.set)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pmtrec_lab.train import train
+
+    cfg = _load_cfg(args)
+    run = train(cfg, args.out, resume=not args.restart)
+    print(
+        json.dumps({"best_epoch": run.metrics.get("best_epoch"), "test": run.metrics.get("test")}, indent=2)
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pmtrec_lab.train import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run_dir, device=args.device), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pmtrec-lab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="list datasets or show their statistics")
+    ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
+    dl = ds_sub.add_parser("list", help="registered datasets and whether their files are present")
+    dl.add_argument("--data-dir", default=None)
+    dl.set_defaults(func=_cmd_datasets_list)
+    di = ds_sub.add_parser("info", help="raw and preprocessed counts, relation and split sizes")
+    di.add_argument("name")
+    di.add_argument("--data-dir", default=None)
+    di.add_argument("--k-core", type=int, default=None)
+    di.add_argument("--split-seed", type=int, default=0)
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(func=_cmd_datasets_info)
+
+    tr = sub.add_parser("train", help="train one configuration into a run directory")
+    tr.add_argument("--config", default=None, help="YAML configuration file")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
+    tr.add_argument("--out", required=True, help="run directory (resumed if it holds an unfinished run)")
+    tr.add_argument("--restart", action="store_true", help="ignore last.pt and start over")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on test")
+    ev.add_argument("run_dir")
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+def _register_compare(sub) -> None:
+    try:
+        from pmtrec_lab.compare import add_compare_command
+    except ImportError:
+        return
+    add_compare_command(sub)
+
+
+def _register_report(sub) -> None:
+    try:
+        from pmtrec_lab.reports.cli import add_report_command
+    except ImportError:
+        return
+    add_report_command(sub)
+
+
+_EXTRA_COMMANDS = [_register_compare, _register_report]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (PmtrecError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Per-epoch diagnostics, bounded in memory and file size, saved as Parquet tables.
+
+Schema (``<run>/diagnostics/``):
+- ``epochs.parquet``: long table ``epoch, task, side, metric, value`` with metrics
+  ``loss`` (side "all"), ``grad_norm`` (mean per-row norm of the raw task gradient over the rows
+  the task touched), ``norm_ratio_before`` / ``norm_ratio_after`` (the method's task magnitude
+  over the main task's, before and after balancing), ``conflict_fraction`` (share of touched
+  rows whose task gradient has negative cosine with the main-task gradient; "raw" before any
+  manipulation), ``conflict_fraction_combined`` (share whose combined gradient opposes the
+  main-task gradient), ``beta`` (task "all"), ``task_weight`` (global weights, if any).
+- ``cosine_hist.parquet``: ``epoch, task, side, kind, bin_left, bin_right, count``; kind "raw"
+  (task gradient vs main), "after" (after the method's alignment, if reported), "combined"
+  (combined gradient vs main, task "combined").
+- ``entity_weights.parquet``: ``epoch, side, entity, task, weight, steps``: per-entity task
+  weights averaged over the steps of the epoch that touched the entity, for all entities of a
+  side (or a fixed, seeded cohort of ``max_entities``) at the chosen epochs.
+Load everything with ``pmtrec_lab.train.run.load_diagnostics``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pmtrec_lab.paths import atomic_path
+
+SIDES = ("user", "item")
+
+
+def default_weight_epochs(epochs: int) -> list[int]:
+    out, e = [0], 1
+    while e < epochs:
+        out.append(e)
+        e *= 2
+    if epochs - 1 not in out:
+        out.append(epochs - 1)
+    return out
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of [..., E, D] with [E, D]; nan where either row is zero."""
+    dots = (a * b).sum(-1)
+    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    den = na * nb
+    return torch.where(den > 0, dots / den.clamp_min(1e-30), torch.full_like(dots, float("nan")))
+
+
+class DiagnosticsRecorder:
+    def __init__(
+        self,
+        task_names: list[str],
+        num_users: int,
+        num_items: int,
+        weight_epochs: list[int],
+        max_entities: int,
+        bins: int,
+        seed: int,
+    ):
+        self.task_names = task_names
+        self.k = len(task_names)
+        self.sizes = (num_users, num_items)
+        self.weight_epochs = set(weight_epochs)
+        self.bins = bins
+        gen = np.random.default_rng(seed)
+        self.cohorts = [
+            np.arange(n) if n <= max_entities else np.sort(gen.choice(n, max_entities, replace=False))
+            for n in self.sizes
+        ]
+        self.rows: list[dict] = []
+        self.hist_rows: list[pd.DataFrame] = []
+        self.weight_frames: list[pd.DataFrame] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        k, b = self.k, self.bins
+        self.loss_sum = torch.zeros(k, dtype=torch.float64)
+        self.steps = 0
+        self.norm_sum = torch.zeros(2, k, dtype=torch.float64)
+        self.norm_cnt = torch.zeros(2, k, dtype=torch.float64)
+        self.conf = torch.zeros(2, k, dtype=torch.float64)
+        self.conf_cnt = torch.zeros(2, k, dtype=torch.float64)
+        self.conf_comb = torch.zeros(2, dtype=torch.float64)
+        self.conf_comb_cnt = torch.zeros(2, dtype=torch.float64)
+        self.hist = {kind: torch.zeros(2, k, b, dtype=torch.float64) for kind in ("raw", "after")}
+        self.hist_comb = torch.zeros(2, b, dtype=torch.float64)
+        self.ratio_sum: dict[str, torch.Tensor] = {}
+        self.ratio_n: dict[str, int] = {}
+        self.beta: float | None = None
+        self.task_weight_sum: torch.Tensor | None = None
+        self.w_sum = [torch.zeros(n, k, dtype=torch.float64) for n in self.sizes]
+        self.w_cnt = [torch.zeros(n, dtype=torch.float64) for n in self.sizes]
+
+    def _histc(self, values: torch.Tensor) -> torch.Tensor:
+        v = values[~torch.isnan(values)]
+        return torch.histc(v.double(), bins=self.bins, min=-1.0, max=1.0)
+
+    @torch.no_grad()
+    def update(self, step, epoch: int) -> None:
+        """Accumulate one step (a ``StepResult``)."""
+        grads, lay, res = step.grads.detach(), step.layout, step.result
+        self.loss_sum += step.losses.detach().double().cpu()
+        self.steps += 1
+        active = lay.active
+        side = lay.side
+        norms = grads.norm(dim=-1).T  # [E, K]
+        cos_raw = _cos(grads, grads[0].unsqueeze(0)).T  # [E, K]
+        cos_comb = _cos(res.combined.detach(), grads[0])  # [E]
+        cos_after = res.diagnostics.get("cos_main_after")
+        has_main = active[:, 0]
+        for s in range(2):
+            on_side = side == s
+            for k in range(self.k):
+                m = on_side & active[:, k]
+                self.norm_sum[s, k] += norms[m, k].double().sum().cpu()
+                self.norm_cnt[s, k] += m.sum().cpu()
+                if k == 0:
+                    continue
+                mk = m & has_main
+                c = cos_raw[mk, k]
+                c = c[~torch.isnan(c)]
+                self.conf[s, k] += (c < 0).sum().cpu()
+                self.conf_cnt[s, k] += c.numel()
+                self.hist["raw"][s, k] += self._histc(c).cpu()
+                if cos_after is not None:
+                    self.hist["after"][s, k] += self._histc(cos_after[mk, k].detach()).cpu()
+            mc = on_side & has_main
+            cc = cos_comb[mc]
+            cc = cc[~torch.isnan(cc)]
+            self.conf_comb[s] += (cc < 0).sum().cpu()
+            self.conf_comb_cnt[s] += cc.numel()
+            self.hist_comb[s] += self._histc(cc).cpu()
+        for key in ("norm_ratio_before", "norm_ratio_after"):
+            if key in res.diagnostics:
+                v = res.diagnostics[key].detach().double().cpu()
+                self.ratio_sum[key] = self.ratio_sum.get(key, 0) + v
+                self.ratio_n[key] = self.ratio_n.get(key, 0) + 1
+        if "beta" in res.diagnostics:
+            self.beta = float(res.diagnostics["beta"])
+        if "task_weights" in res.diagnostics:
+            tw = res.diagnostics["task_weights"].detach().double().cpu()
+            self.task_weight_sum = tw if self.task_weight_sum is None else self.task_weight_sum + tw
+        ew = res.diagnostics.get("entity_weights")
+        if ew is not None and epoch in self.weight_epochs:
+            eu = lay.num_users
+            ew = ew.detach().double().cpu()
+            for s, ids, rows in ((0, lay.users, ew[:eu]), (1, lay.items, ew[eu:])):
+                idx = ids.cpu()
+                self.w_sum[s].index_add_(0, idx, rows)
+                self.w_cnt[s].index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+
+    def end_epoch(self, epoch: int) -> None:
+        names = self.task_names
+        add = self.rows.append
+        for k, n in enumerate(names):
+            add(
+                {
+                    "epoch": epoch,
+                    "task": n,
+                    "side": "all",
+                    "metric": "loss",
+                    "value": float(self.loss_sum[k] / max(1, self.steps)),
+                }
+            )
+            for s, sname in enumerate(SIDES):
+                if self.norm_cnt[s, k] > 0:
+                    add(
+                        {
+                            "epoch": epoch,
+                            "task": n,
+                            "side": sname,
+                            "metric": "grad_norm",
+                            "value": float(self.norm_sum[s, k] / self.norm_cnt[s, k]),
+                        }
+                    )
+                if k > 0 and self.conf_cnt[s, k] > 0:
+                    add(
+                        {
+                            "epoch": epoch,
+                            "task": n,
+                            "side": sname,
+                            "metric": "conflict_fraction",
+                            "value": float(self.conf[s, k] / self.conf_cnt[s, k]),
+                        }
+                    )
+                for key, tot in self.ratio_sum.items():
+                    v = float(tot[s, k] / self.ratio_n[key])
+                    if np.isfinite(v):
+                        add({"epoch": epoch, "task": n, "side": sname, "metric": key, "value": v})
+            if self.task_weight_sum is not None:
+                add(
+                    {
+                        "epoch": epoch,
+                        "task": n,
+                        "side": "all",
+                        "metric": "task_weight",
+                        "value": float(self.task_weight_sum[k] / max(1, self.steps)),
+                    }
+                )
+        for s, sname in enumerate(SIDES):
+            if self.conf_comb_cnt[s] > 0:
+                add(
+                    {
+                        "epoch": epoch,
+                        "task": "combined",
+                        "side": sname,
+                        "metric": "conflict_fraction_combined",
+                        "value": float(self.conf_comb[s] / self.conf_comb_cnt[s]),
+                    }
+                )
+        if self.beta is not None:
+            add({"epoch": epoch, "task": "all", "side": "all", "metric": "beta", "value": self.beta})
+        edges = np.linspace(-1.0, 1.0, self.bins + 1)
+        frames = []
+        for kind, h in self.hist.items():
+            for s, sname in enumerate(SIDES):
+                for k in range(1, self.k):
+                    if h[s, k].sum() > 0:
+                        frames.append(self._hist_frame(epoch, names[k], sname, kind, edges, h[s, k]))
+        for s, sname in enumerate(SIDES):
+            if self.hist_comb[s].sum() > 0:
+                frames.append(
+                    self._hist_frame(epoch, "combined", sname, "combined", edges, self.hist_comb[s])
+                )
+        self.hist_rows.extend(frames)
+        if epoch in self.weight_epochs:
+            for s, sname in enumerate(SIDES):
+                cohort = self.cohorts[s]
+                cnt = self.w_cnt[s][cohort].numpy()
+                seen = cnt > 0
+                if not seen.any():
+                    continue
+                ids = cohort[seen]
+                w = (self.w_sum[s][cohort][seen] / self.w_cnt[s][cohort][seen].unsqueeze(1)).numpy()
+                self.weight_frames.append(
+                    pd.DataFrame(
+                        {
+                            "epoch": np.int32(epoch),
+                            "side": sname,
+                            "entity": np.repeat(ids, self.k).astype(np.int64),
+                            "task": np.tile(np.array(names), len(ids)),
+                            "weight": w.reshape(-1).astype(np.float32),
+                            "steps": np.repeat(cnt[seen], self.k).astype(np.int32),
+                        }
+                    )
+                )
+        self._reset()
+
+    @staticmethod
+    def _hist_frame(epoch, task, side, kind, edges, counts) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "epoch": epoch,
+                "task": task,
+                "side": side,
+                "kind": kind,
+                "bin_left": edges[:-1],
+                "bin_right": edges[1:],
+                "count": counts.numpy().astype(np.int64),
+            }
+        )
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tables = {
+            "epochs": pd.DataFrame(self.rows, columns=["epoch", "task", "side", "metric", "value"]),
+            "cosine_hist": pd.concat(self.hist_rows, ignore_index=True)
+            if self.hist_rows
+            else pd.DataFrame(columns=["epoch", "task", "side", "kind", "bin_left", "bin_right", "count"]),
+            "entity_weights": pd.concat(self.weight_frames, ignore_index=True)
+            if self.weight_frames
+            else pd.DataFrame(columns=["epoch", "side", "entity", "task", "weight", "steps"]),
+        }
+        for name, df in tables.items():
+            with atomic_path(directory / f"{name}.parquet", suffix=".parquet") as tmp:
+                df.to_parquet(tmp, index=False)
+
+    def state(self) -> dict:
+        return {"rows": self.rows, "hist": self.hist_rows, "weights": self.weight_frames}
+
+    def load_state(self, state: dict) -> None:
+        self.rows = list(state["rows"])
+        self.hist_rows = list(state["hist"])
+        self.weight_frames = list(state["weights"])

@@ -1,0 +1,180 @@
+"""One training step with per-entity task gradients (steps 1 and 6 of the method document).
+
+The representation-gradient pattern: run the encoder once on the step's touched users and
+items, detach the representations into leaves, compute each task's loss on the leaves and its
+gradient with respect to every touched row (K small autograd calls that traverse only the task
+heads), let the weighting method combine them per entity, then back-propagate the combined
+gradient through the encoder once. Task heads get ``head_weights[k] * grad(L_k)``. L2
+regularization acts on the batch's layer-0 rows directly, outside the combination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pmtrec_lab.errors import TrainingDivergedError
+from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod
+from pmtrec_lab.tasks.base import Task, TaskBatch
+
+
+@dataclass
+class StepLayout:
+    """The union of touched rows and each task's role indices into it."""
+
+    users: torch.Tensor  # unique touched user ids
+    items: torch.Tensor  # unique touched item ids
+    local: list[dict[str, torch.Tensor]]  # per task: role -> position in users/items
+    active: torch.Tensor  # [E, K] bool, users first then items
+    side: torch.Tensor  # [E] 0 user, 1 item
+
+    @property
+    def num_users(self) -> int:
+        return int(self.users.numel())
+
+
+def layout_step(batches: list[TaskBatch], device: torch.device) -> StepLayout:
+    """Map every task's global ids to positions in the step's sorted unique users/items."""
+    user_parts = [t for b in batches for t in b.users()]
+    item_parts = [t for b in batches for t in b.items()]
+    empty = torch.zeros(0, dtype=torch.int64)
+    all_u = torch.cat(user_parts) if user_parts else empty
+    all_i = torch.cat(item_parts) if item_parts else empty
+    users, inv_u = torch.unique(all_u, return_inverse=True)
+    items, inv_i = torch.unique(all_i, return_inverse=True)
+    eu, ei, k = users.numel(), items.numel(), len(batches)
+    active = torch.zeros(eu + ei, k, dtype=torch.bool)
+    local: list[dict[str, torch.Tensor]] = []
+    off_u = off_i = 0
+    for j, b in enumerate(batches):
+        loc: dict[str, torch.Tensor] = {}
+        for role in b.user_roles:
+            n = b.roles[role].numel()
+            loc[role] = inv_u[off_u : off_u + n]
+            off_u += n
+            active[loc[role], j] = True
+        for role in b.item_roles:
+            n = b.roles[role].numel()
+            loc[role] = inv_i[off_i : off_i + n]
+            off_i += n
+            active[eu + loc[role], j] = True
+        local.append({r: v.to(device) for r, v in loc.items()})
+    side = torch.cat([torch.zeros(eu, dtype=torch.int64), torch.ones(ei, dtype=torch.int64)])
+    return StepLayout(users.to(device), items.to(device), local, active.to(device), side.to(device))
+
+
+@dataclass
+class StepResult:
+    losses: torch.Tensor  # [K] detached
+    grads: torch.Tensor  # [K, E, D]
+    layout: StepLayout
+    result: CombineResult
+
+
+def task_gradients(
+    zu: torch.Tensor,
+    zi: torch.Tensor,
+    tasks: list[Task],
+    batches: list[TaskBatch],
+    layout: StepLayout,
+) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor | None]]]:
+    """Each task's loss and gradient w.r.t. every touched row: (losses [K], grads [K, E, D], head grads)."""
+    lu = zu.detach().requires_grad_(True)
+    li = zi.detach().requires_grad_(True)
+    k, eu, d = len(tasks), zu.shape[0], zu.shape[1] if zu.dim() == 2 else zi.shape[1]
+    grads = zu.new_zeros(k, eu + zi.shape[0], d)
+    losses = zu.new_zeros(k)
+    head_grads: list[list[torch.Tensor | None]] = []
+    for j, (task, batch) in enumerate(zip(tasks, batches)):
+        loss = task.loss(lu, li, layout.local[j], batch)
+        params = task.head_parameters()
+        needs_u, needs_i = bool(batch.user_roles), bool(batch.item_roles)
+        inputs = ([lu] if needs_u else []) + ([li] if needs_i else []) + params
+        g = torch.autograd.grad(loss, inputs, allow_unused=True)
+        pos = 0
+        if needs_u:
+            if g[0] is not None:
+                grads[j, :eu] = g[0]
+            pos += 1
+        if needs_i:
+            if g[pos] is not None:
+                grads[j, eu:] = g[pos]
+            pos += 1
+        head_grads.append(list(g[pos:]))
+        losses[j] = loss.detach()
+    return losses, grads, head_grads
+
+
+def check_finite(
+    losses: torch.Tensor, combined: torch.Tensor, grads: torch.Tensor, names: list[str], step: int
+) -> None:
+    """Raise TrainingDivergedError naming the task and step when a loss or gradient is NaN/inf."""
+    if bool(torch.isfinite(losses).all()) and bool(torch.isfinite(combined).all()):
+        return
+    bad_loss = (~torch.isfinite(losses)).nonzero().flatten().tolist()
+    bad_grad = (~torch.isfinite(grads).flatten(1).all(1)).nonzero().flatten().tolist()
+    bad = bad_loss or bad_grad
+    what = "loss" if bad_loss else "gradient"
+    who = ", ".join(names[i] for i in bad) if bad else "the combined gradient"
+    raise TrainingDivergedError(f"non-finite {what} at step {step} in task(s): {who}")
+
+
+def train_step(
+    encoder: torch.nn.Module,
+    tasks: list[Task],
+    batches: list[TaskBatch],
+    method: WeightingMethod,
+    ctx: StepContext,
+    l2: float,
+    device: torch.device,
+) -> StepResult:
+    """Forward, per-entity task gradients, combination, one backward. Gradients are accumulated
+    into ``.grad``; the caller zeroes them before and steps the optimizer after."""
+    layout = layout_step(batches, device)
+    zu, zi = encoder.encode(layout.users, layout.items)
+    losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
+    result = method.combine(grads, layout.active, layout.side, losses, ctx)
+    check_finite(losses, result.combined, grads, [t.name for t in tasks], ctx.step)
+    eu = layout.num_users
+    outputs: list[torch.Tensor] = []
+    upstream: list[torch.Tensor | None] = []
+    if eu:
+        outputs.append(zu)
+        upstream.append(result.combined[:eu])
+    if zi.shape[0]:
+        outputs.append(zi)
+        upstream.append(result.combined[eu:])
+    main = batches[0]
+    if l2 > 0:
+        eu0, ei0 = encoder.layer0(torch.cat(main.users()).to(device), torch.cat(main.items()).to(device))
+        batch = main.roles[main.user_roles[0] if main.user_roles else main.item_roles[0]].numel()
+        outputs.append(l2 * (eu0.pow(2).sum() + ei0.pow(2).sum()) / 2 / batch)
+        upstream.append(None)
+    torch.autograd.backward(outputs, upstream)
+    hw = result.head_weights
+    for j, task in enumerate(tasks):
+        for p, g in zip(task.head_parameters(), head_grads[j]):
+            if g is not None:
+                p.grad = g * hw[j] if p.grad is None else p.grad + g * hw[j]
+    return StepResult(losses=losses, grads=grads, layout=layout, result=result)
+
+
+def plain_ew_step(
+    encoder: torch.nn.Module,
+    tasks: list[Task],
+    batches: list[TaskBatch],
+    l2: float,
+    device: torch.device,
+) -> torch.Tensor:
+    """Reference step: ``sum(losses).backward()`` on the same model (benchmarks, tests)."""
+    layout = layout_step(batches, device)
+    zu, zi = encoder.encode(layout.users, layout.items)
+    total = sum(t.loss(zu, zi, layout.local[j], b) for j, (t, b) in enumerate(zip(tasks, batches)))
+    main = batches[0]
+    if l2 > 0:
+        eu0, ei0 = encoder.layer0(torch.cat(main.users()).to(device), torch.cat(main.items()).to(device))
+        batch = main.roles[main.user_roles[0]].numel()
+        total = total + l2 * (eu0.pow(2).sum() + ei0.pow(2).sum()) / 2 / batch
+    total.backward()
+    return total.detach()
