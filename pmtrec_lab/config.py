@@ -109,6 +109,13 @@ class RunConfig(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def updated(self, changes: dict[str, Any]) -> RunConfig:
+        """A validated copy with ``changes`` (a nested dict) merged in."""
+        try:
+            return RunConfig.model_validate(_deep_merge(self.to_dict(), changes))
+        except ValidationError as err:
+            raise ConfigError(f"invalid configuration: {_format_errors(err)}") from None
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 

@@ -146,8 +146,18 @@ def _state(model, optimizer, method, epoch, step, history, best, bad, recorder) 
     }
 
 
-def train(cfg: RunConfig, out_dir: str | Path, resume: bool = True, dataset: RecDataset | None = None) -> Run:
-    """Train (or resume, or return the finished run in ``out_dir``) and evaluate on test."""
+def train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    dataset: RecDataset | None = None,
+    max_epochs_this_call: int | None = None,
+) -> Run:
+    """Train (or resume, or return the finished run in ``out_dir``) and evaluate on test.
+
+    ``max_epochs_this_call`` stops after that many epochs in this call, leaving a resumable run
+    (state "paused"): a long run can be done over several sittings.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_text = cfg.to_yaml()
@@ -204,10 +214,15 @@ def train(cfg: RunConfig, out_dir: str | Path, resume: bool = True, dataset: Rec
     stop_reason = "max_epochs"
     if bad >= cfg.eval.patience:
         stop_reason = "early_stopping"
+    done_this_call = 0
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
             if stop_reason == "early_stopping":
                 break
+            if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
+                write_json(out / "status.json", {"state": "paused", "epoch": epoch - 1})
+                return load_run(out)
+            done_this_call += 1
             t0 = time.perf_counter()
             gen = _epoch_generator(cfg.seed, epoch)
             ctx_gen = _epoch_generator(cfg.seed, epoch, 1)

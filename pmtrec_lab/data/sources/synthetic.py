@@ -1,0 +1,161 @@
+"""A synthetic release with planted structure, for tests, demos and sanity checks of auxiliary tasks.
+
+Users belong to communities and items to categories. Each community prefers a few categories;
+interactions are drawn mostly from the user's community's preferred categories, and friendship
+links mostly stay within a community (homophily, cf. McPherson et al., "Birds of a Feather",
+Annu. Rev. Sociol. 2001; the premise of social recommendation, e.g. Ma et al., SoRec, CIKM'08).
+So the social task and the category/community label tasks genuinely carry information about the
+preferences the main ranking task has to learn. Fully vectorized: millions of interactions in
+about a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pmtrec_lab.data.sources._io import count_unique, count_unique_pairs
+from pmtrec_lab.data.types import RawDataset, RawLabels
+
+
+def _balanced_assignment(rng: np.random.Generator, n: int, groups: int) -> np.ndarray:
+    """Each of ``n`` entities gets one of ``groups`` groups, group sizes differing by at most one."""
+    return rng.permutation(np.arange(n, dtype=np.int64) % groups)
+
+
+def _pick_members(
+    rng: np.random.Generator,
+    group: np.ndarray,
+    members_sorted: np.ndarray,
+    start: np.ndarray,
+    size: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """A uniform random member of each row's group (``positions`` in [0, 1) override the uniform draw)."""
+    u = rng.random(len(group)) if positions is None else positions
+    offset = np.minimum((u * size[group]).astype(np.int64), size[group] - 1)
+    return members_sorted[start[group] + offset]
+
+
+def load_raw(
+    root: Path | None = None,
+    num_users: int = 2000,
+    num_items: int = 1000,
+    interactions_per_user: int = 20,
+    num_communities: int = 8,
+    num_categories: int = 10,
+    friends_per_user: int = 6,
+    homophily: float = 0.8,
+    seed: int = 0,
+    preferred_per_community: int = 2,
+    preference_strength: float = 0.85,
+    popularity_exponent: float = 1.5,
+    **_: object,
+) -> RawDataset:
+    """Generate a dataset; ``root`` is ignored (nothing is read or written).
+
+    - ``homophily``: probability a friend link stays inside the user's community (the rest go to
+      uniformly random other users). Each user starts ``friends_per_user`` directed links.
+    - ``preference_strength``: probability an interaction comes from one of the community's
+      ``preferred_per_community`` categories; otherwise from a uniformly random category.
+    - ``popularity_exponent`` (>= 1): within a category, item position ``floor(size * u**e)``
+      makes low positions popular (1 = uniform).
+    Interaction rows may repeat a (user, item) pair; ``raw_counts["interactions"]`` counts unique pairs.
+    """
+    if min(num_users, num_items, num_communities, num_categories) < 1 or interactions_per_user < 0:
+        raise ValueError("num_users, num_items, num_communities, num_categories must be >= 1")
+    if num_users < 2 and friends_per_user > 0:
+        raise ValueError("friends need at least 2 users")
+    if not 0.0 <= homophily <= 1.0 or not 0.0 <= preference_strength <= 1.0:
+        raise ValueError("homophily and preference_strength must lie in [0, 1]")
+    if popularity_exponent <= 0:
+        raise ValueError("popularity_exponent must be > 0")
+    num_categories = min(num_categories, num_items)
+    preferred_per_community = max(1, min(preferred_per_community, num_categories))
+    rng = np.random.default_rng(seed)
+
+    community = _balanced_assignment(rng, num_users, num_communities)
+    category = _balanced_assignment(rng, num_items, num_categories)
+    # Each community's preferred categories: distinct categories per row (argsort of random keys).
+    preferred = np.argsort(rng.random((num_communities, num_categories)), axis=1)[:, :preferred_per_community]
+
+    # Items grouped by category: sorted member list, group start and size.
+    items_sorted = np.argsort(category, kind="stable")
+    cat_size = np.bincount(category, minlength=num_categories)
+    cat_start = np.concatenate([[0], np.cumsum(cat_size)[:-1]])
+
+    # Interactions.
+    users = np.repeat(np.arange(num_users, dtype=np.int64), interactions_per_user)
+    n = len(users)
+    from_pref = rng.random(n) < preference_strength
+    pref_choice = preferred[community[users], rng.integers(preferred_per_community, size=n)]
+    cats = np.where(from_pref, pref_choice, rng.integers(num_categories, size=n))
+    items = _pick_members(rng, cats, items_sorted, cat_start, cat_size, rng.random(n) ** popularity_exponent)
+
+    # Friend links: homophilous ones to another member of the same community, the rest uniform.
+    src = np.repeat(np.arange(num_users, dtype=np.int64), friends_per_user)
+    m = len(src)
+    users_sorted = np.argsort(community, kind="stable")
+    com_size = np.bincount(community, minlength=num_communities)
+    com_start = np.concatenate([[0], np.cumsum(com_size)[:-1]])
+    rank = np.empty(num_users, dtype=np.int64)  # position of each user in its community's list
+    rank[users_sorted] = np.arange(num_users) - com_start[community[users_sorted]]
+    c = community[src]
+    inside = (rng.random(m) < homophily) & (com_size[c] > 1)
+    # Uniform over the community minus the user itself: draw among size-1 slots, skip own slot.
+    slot = np.minimum((rng.random(m) * (com_size[c] - 1)).astype(np.int64), np.maximum(com_size[c] - 2, 0))
+    slot = slot + (slot >= rank[src])
+    dst_in = users_sorted[com_start[c] + np.minimum(slot, com_size[c] - 1)]
+    dst_out = (src + 1 + rng.integers(max(num_users - 1, 1), size=m)) % num_users
+    dst = np.where(inside, dst_in, dst_out).astype(np.int64)
+
+    raw_counts: dict[str, int | str] = {
+        "users": count_unique(users),
+        "items": count_unique(items),
+        "interactions": count_unique_pairs(users, items),
+        "rows": int(n),
+        "friends": int(m),
+        "categories": int(num_categories),
+        "communities": int(num_communities),
+    }
+    return RawDataset(
+        name="synthetic",
+        users=users,
+        items=items.astype(np.int64),
+        ratings=None,
+        user_relations={"friends": (src, dst)},
+        labels={
+            "category": RawLabels(
+                side="item",
+                entity=np.arange(num_items, dtype=np.int64),
+                label=category,
+                names=[f"category_{k}" for k in range(num_categories)],
+                multi=False,
+            ),
+            "community": RawLabels(
+                side="user",
+                entity=np.arange(num_users, dtype=np.int64),
+                label=community,
+                names=[f"community_{k}" for k in range(num_communities)],
+                multi=False,
+            ),
+        },
+        raw_counts=raw_counts,
+        extra={
+            "preferred_categories": preferred,
+            "params": {
+                "num_users": num_users,
+                "num_items": num_items,
+                "interactions_per_user": interactions_per_user,
+                "num_communities": num_communities,
+                "num_categories": num_categories,
+                "friends_per_user": friends_per_user,
+                "homophily": homophily,
+                "seed": seed,
+                "preferred_per_community": preferred_per_community,
+                "preference_strength": preference_strength,
+                "popularity_exponent": popularity_exponent,
+            },
+        },
+    )
