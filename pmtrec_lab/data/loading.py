@@ -101,7 +101,10 @@ def load_dataset(
                     return pickle.load(f)
             except (pickle.UnpicklingError, EOFError, AttributeError):
                 cache_file.unlink(missing_ok=True)  # stale or damaged: rebuild
-    raw = spec.load_function()(None if spec.generated else root, **args)
+    try:
+        raw = spec.load_function()(None if spec.generated else root, **args)
+    except TypeError as exc:
+        raise ValueError(f"dataset {spec.name!r}: bad data.loader_args {sorted(args)}: {exc}") from None
     ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed)
     ds.params = params
     if cache_file is not None:

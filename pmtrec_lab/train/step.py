@@ -10,6 +10,8 @@ regularization acts on the batch's layer-0 rows directly, outside the combinatio
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,31 +81,43 @@ def task_gradients(
     batches: list[TaskBatch],
     layout: StepLayout,
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor | None]]]:
-    """Each task's loss and gradient w.r.t. every touched row: (losses [K], grads [K, E, D], head grads)."""
-    lu = zu.detach().requires_grad_(True)
-    li = zi.detach().requires_grad_(True)
-    k, eu, d = len(tasks), zu.shape[0], zu.shape[1] if zu.dim() == 2 else zi.shape[1]
-    grads = zu.new_zeros(k, eu + zi.shape[0], d)
-    losses = zu.new_zeros(k)
-    head_grads: list[list[torch.Tensor | None]] = []
-    for j, (task, batch) in enumerate(zip(tasks, batches)):
-        loss = task.loss(lu, li, layout.local[j], batch)
+    """Each task's loss and gradient w.r.t. every touched row: (losses [K], grads [K, E, D], head grads).
+
+    Every task reads its own detached leaf copy of the representations, so ONE backward call over
+    the sum of the losses yields each task's gradient separately (in its leaves) at the cost of a
+    single autograd traversal of the task heads.
+    """
+    eu = zu.shape[0]
+    leaves_u = [zu.detach().requires_grad_(bool(b.user_roles)) for b in batches]
+    leaves_i = [zi.detach().requires_grad_(bool(b.item_roles)) for b in batches]
+    losses_list = [
+        task.loss(lu, li, layout.local[j], batch)
+        for j, (task, batch, lu, li) in enumerate(zip(tasks, batches, leaves_u, leaves_i))
+    ]
+    inputs: list[torch.Tensor] = []
+    slots: list[tuple[int | None, int | None, list[int]]] = []
+    for j, task in enumerate(tasks):
+        iu = ii = None
+        if batches[j].user_roles:
+            iu = len(inputs)
+            inputs.append(leaves_u[j])
+        if batches[j].item_roles:
+            ii = len(inputs)
+            inputs.append(leaves_i[j])
         params = task.head_parameters()
-        needs_u, needs_i = bool(batch.user_roles), bool(batch.item_roles)
-        inputs = ([lu] if needs_u else []) + ([li] if needs_i else []) + params
-        g = torch.autograd.grad(loss, inputs, allow_unused=True)
-        pos = 0
-        if needs_u:
-            if g[0] is not None:
-                grads[j, :eu] = g[0]
-            pos += 1
-        if needs_i:
-            if g[pos] is not None:
-                grads[j, eu:] = g[pos]
-            pos += 1
-        head_grads.append(list(g[pos:]))
-        losses[j] = loss.detach()
-    return losses, grads, head_grads
+        slots.append((iu, ii, list(range(len(inputs), len(inputs) + len(params)))))
+        inputs.extend(params)
+    losses = torch.stack(losses_list)
+    g = torch.autograd.grad(losses.sum(), inputs, allow_unused=True)
+    d = zu.shape[1] if zu.dim() == 2 and zu.shape[0] else zi.shape[1]
+    rows = []
+    head_grads: list[list[torch.Tensor | None]] = []
+    for iu, ii, hp in slots:
+        gu = g[iu] if iu is not None and g[iu] is not None else zu.new_zeros(eu, d)
+        gi = g[ii] if ii is not None and g[ii] is not None else zi.new_zeros(zi.shape[0], d)
+        rows.append(torch.cat([gu, gi]))
+        head_grads.append([g[h] for h in hp])
+    return losses.detach(), torch.stack(rows), head_grads
 
 
 def check_finite(
@@ -128,13 +142,19 @@ def train_step(
     ctx: StepContext,
     l2: float,
     device: torch.device,
+    timings: dict[str, float] | None = None,
 ) -> StepResult:
     """Forward, per-entity task gradients, combination, one backward. Gradients are accumulated
-    into ``.grad``; the caller zeroes them before and steps the optimizer after."""
+    into ``.grad``; the caller zeroes them before and steps the optimizer after. ``timings``, if
+    given, accumulates seconds per phase (forward, task_gradients, combine, backward)."""
+    tick = _ticker(timings)
     layout = layout_step(batches, device)
     zu, zi = encoder.encode(layout.users, layout.items)
+    tick("forward")
     losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
+    tick("task_gradients")
     result = method.combine(grads, layout.active, layout.side, losses, ctx)
+    tick("combine")
     check_finite(losses, result.combined, grads, [t.name for t in tasks], ctx.step)
     eu = layout.num_users
     outputs: list[torch.Tensor] = []
@@ -157,7 +177,21 @@ def train_step(
         for p, g in zip(task.head_parameters(), head_grads[j]):
             if g is not None:
                 p.grad = g * hw[j] if p.grad is None else p.grad + g * hw[j]
+    tick("backward")
     return StepResult(losses=losses, grads=grads, layout=layout, result=result)
+
+
+def _ticker(timings: dict[str, float] | None) -> Callable[[str], None]:
+    if timings is None:
+        return lambda name: None
+    last = [time.perf_counter()]
+
+    def tick(name: str) -> None:
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - last[0]
+        last[0] = now
+
+    return tick
 
 
 def plain_ew_step(

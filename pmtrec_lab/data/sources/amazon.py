@@ -27,7 +27,7 @@ from pmtrec_lab.data.types import RawDataset, RawLabels
 FILES = ("user_item.dat", "item_view.dat", "item_category.dat", "item_brand.dat")
 
 
-def load_raw(root: Path, **_: object) -> RawDataset:
+def load_raw(root: Path) -> RawDataset:
     """Read the HERec Amazon release from ``root``."""
     root = Path(root)
     require_files(root, FILES, "amazon")

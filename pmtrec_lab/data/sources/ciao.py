@@ -44,7 +44,7 @@ def read_category_names(path: Path) -> dict[int, str]:
     return names
 
 
-def load_raw(root: Path, name: str = "ciao", **_: object) -> RawDataset:
+def load_raw(root: Path, name: str = "ciao") -> RawDataset:
     """Read a Ciao or Epinions release from ``root`` (``<data-dir>/<name>/``)."""
     root = Path(root)
     require_files(root, FILES, name)

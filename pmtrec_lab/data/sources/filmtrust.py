@@ -18,7 +18,7 @@ from pmtrec_lab.data.types import RawDataset
 FILES = ("ratings.txt", "trust.txt")
 
 
-def load_raw(root: Path, **_: object) -> RawDataset:
+def load_raw(root: Path) -> RawDataset:
     """Read the FilmTrust release from ``root``."""
     root = Path(root)
     require_files(root, FILES, "filmtrust")

@@ -23,7 +23,7 @@ FILES = ("user_artists.dat", "user_friends.dat", "user_taggedartists.dat", "tags
 TOP_TAGS = 100
 
 
-def load_raw(root: Path, **_: object) -> RawDataset:
+def load_raw(root: Path) -> RawDataset:
     """Read the hetrec2011-lastfm-2k release from ``root``."""
     root = Path(root)
     require_files(root, FILES, "lastfm")

@@ -159,7 +159,7 @@ def _read_atomic(path: Path, columns: list[Column], header: list[str]) -> dict[s
     return read_table(path, columns, sep="\t", header=True, header_names=header)
 
 
-def load_raw(root: Path | None = None, **_: object) -> RawDataset:
+def load_raw(root: Path | None = None) -> RawDataset:
     """Read ml-100k from ``root`` if it holds the five files, else from the cache (fetched if needed)."""
     folder = Path(root) if root is not None and _complete(Path(root)) else ensure_ml100k()
     inter = _read_atomic(

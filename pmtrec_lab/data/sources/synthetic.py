@@ -51,7 +51,6 @@ def load_raw(
     preferred_per_community: int = 2,
     preference_strength: float = 0.85,
     popularity_exponent: float = 1.5,
-    **_: object,
 ) -> RawDataset:
     """Generate a dataset; ``root`` is ignored (nothing is read or written).
 

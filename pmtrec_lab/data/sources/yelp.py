@@ -42,7 +42,7 @@ def _read(root: Path, file: str, columns: list[Column]) -> dict[str, np.ndarray]
     return table
 
 
-def load_raw(root: Path, **_: object) -> RawDataset:
+def load_raw(root: Path) -> RawDataset:
     """Read the HERec Yelp release from ``root``."""
     root = Path(root)
     require_files(root, FILES, "yelp")
