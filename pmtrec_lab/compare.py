@@ -1,0 +1,378 @@
+"""``pmtrec-lab compare``: a resumable grid of methods x datasets x seeds, and its result tables.
+
+Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
+1. every method gets the same budget (MF, dim 64, at most ``epochs`` epochs, patience 5); the
+   learning rate is chosen per (dataset, method) among ``lrs`` on seed 0's validation NDCG@20;
+2. the chosen learning rate is run with the remaining seeds;
+3. tables: mean and standard deviation of test Recall@20 and NDCG@20 per (dataset, method);
+   the strongest baseline per dataset by mean validation NDCG@20; a Wilcoxon signed-rank test of
+   PMTRec against it over per-user test NDCG@20 averaged over seeds; the same by user group.
+Finished runs are never redone (``train`` returns them); unfinished ones resume from ``last.pt``.
+Test metrics never choose anything.
+
+Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
+``grid.yaml``, ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run directories), ``summary.csv``,
+``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``, ``significance_groups.csv``,
+``summary.md`` (the tables as Markdown, for the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.eval.significance import wilcoxon_paired
+from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.train.run import load_run
+
+#: the baselines of issue 4 (the strongest is chosen among these)
+BASELINES: tuple[str, ...] = (
+    "single-task",
+    "ew",
+    "uw",
+    "dwa",
+    "gradnorm",
+    "mgda",
+    "pcgrad",
+    "cagrad",
+    "imtl-g",
+    "aligned-mtl",
+    "nash-mtl",
+    "famo",
+    "db-mtl",
+    "metabalance",
+)
+#: PMTRec and its named ablations
+PMTREC_FAMILY: tuple[str, ...] = (
+    "pmtrec",
+    "pmtrec-no-personalization",
+    "pmtrec-no-align",
+    "pmtrec-no-schedule",
+    "pmtrec-no-gmb",
+    "ew-align",
+    "ew-gmb",
+)
+METRIC = "ndcg@20"
+
+
+class GridSpec(BaseModel):
+    """A comparison grid (YAML). ``base`` is a nested RunConfig dict applied to every run."""
+
+    model_config = ConfigDict(extra="forbid")
+    datasets: list[str] = Field(default_factory=lambda: ["ciao", "lastfm", "amazon"])
+    methods: list[str] = Field(default_factory=lambda: [*BASELINES, *PMTREC_FAMILY])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    lrs: list[float] = Field(default_factory=lambda: [1e-3, 3e-3])
+    base: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "encoder": {"name": "mf", "dim": 64},
+            "optim": {"epochs": 100},
+            "eval": {"patience": 5},
+            "progress": "log",
+        }
+    )
+    pmtrec: str = "pmtrec"
+    #: named method variants usable in ``methods``: label -> {"name": method, "params": {...}}
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def load_grid(path: str | Path | None) -> GridSpec:
+    if path is None:
+        return GridSpec()
+    return GridSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def run_config(
+    spec: GridSpec, dataset: str, method: str, lr: float, seed: int, data_dir: str | None
+) -> RunConfig:
+    cfg = load_config(base=spec.base)
+    variant = spec.variants.get(method, {"name": method, "params": {}})
+    return cfg.updated(
+        {
+            "data": {"name": dataset, "data_dir": data_dir or cfg.data.data_dir},
+            "method": {"name": variant["name"], "params": variant.get("params", {})},
+            "optim": {"lr": lr},
+            "seed": seed,
+        }
+    )
+
+
+def run_path(out: Path, dataset: str, method: str, lr: float, seed: int) -> Path:
+    return out / "runs" / dataset / method / f"lr{lr:g}-seed{seed}"
+
+
+def _valid(run_dir: Path) -> float:
+    m = load_run(run_dir).metrics
+    return float(m.get("valid", {}).get(METRIC, float("nan")))
+
+
+def run_grid(spec: GridSpec, out: Path, data_dir: str | None = None, max_runs: int | None = None) -> int:
+    """Run (or resume) every run of the grid; returns the number of runs trained in this call."""
+    from pmtrec_lab.train import train
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "grid.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    trained = 0
+    seed0 = spec.seeds[0]
+    for dataset in spec.datasets:
+        from pmtrec_lab.data import load_dataset
+
+        for method in spec.methods:
+            plan = [(lr, seed0) for lr in spec.lrs]
+            for phase in (0, 1):
+                if phase == 1:
+                    lr = choose_lr(out, dataset, method, spec)
+                    if lr is None:
+                        break
+                    plan = [(lr, s) for s in spec.seeds if s != seed0]
+                for lr, seed in plan:
+                    rd = run_path(out, dataset, method, lr, seed)
+                    if (rd / "status.json").is_file() and load_run(rd).finished:
+                        continue
+                    if max_runs is not None and trained >= max_runs:
+                        return trained
+                    cfg = run_config(spec, dataset, method, lr, seed, data_dir)
+                    t0 = time.perf_counter()
+                    ds = load_dataset(cfg.data.name, cfg.data.data_dir, k_core=cfg.data.k_core)
+                    train(cfg, rd, dataset=ds)
+                    trained += 1
+                    print(
+                        f"[compare] {dataset} {method} lr={lr:g} seed={seed}: "
+                        f"{time.perf_counter() - t0:.0f}s",
+                        flush=True,
+                    )
+    return trained
+
+
+def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | None:
+    """The learning rate with the best seed-0 validation NDCG@20 (None until all have finished)."""
+    best, best_v = None, -math.inf
+    for lr in spec.lrs:
+        rd = run_path(out, dataset, method, lr, spec.seeds[0])
+        if not (rd / "metrics.json").is_file():
+            return None
+        v = _valid(rd)
+        if v > best_v:
+            best, best_v = lr, v
+    return best
+
+
+def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
+    """One row per finished run: dataset, method, lr, seed, valid/test metrics, epochs."""
+    rows = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            for lr in spec.lrs:
+                for seed in spec.seeds:
+                    rd = run_path(out, dataset, method, lr, seed)
+                    if not (rd / "metrics.json").is_file():
+                        continue
+                    m = load_run(rd).metrics
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "method": method,
+                            "lr": lr,
+                            "seed": seed,
+                            "valid_ndcg@20": m["valid"].get("ndcg@20"),
+                            "test_recall@20": m["test"].get("recall@20"),
+                            "test_ndcg@20": m["test"].get("ndcg@20"),
+                            "best_epoch": m.get("best_epoch"),
+                            "epochs_run": m.get("epochs_run"),
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
+    """Write the result tables (CSV + Markdown) from the finished runs; return them."""
+    runs = collect(out, spec)
+    tables: dict[str, pd.DataFrame] = {}
+    if runs.empty:
+        return tables
+    chosen = []
+    for (dataset, method), _ in runs.groupby(["dataset", "method"], sort=False):
+        lr = choose_lr(out, dataset, method, spec)
+        if lr is not None:
+            chosen.append({"dataset": dataset, "method": method, "lr": lr})
+    lr_choice = pd.DataFrame(chosen, columns=["dataset", "method", "lr"])
+    tables["lr_choice"] = lr_choice
+    sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
+    agg = (
+        sel.groupby(["dataset", "method"], sort=False)
+        .agg(
+            lr=("lr", "first"),
+            seeds=("seed", "count"),
+            valid_ndcg20=("valid_ndcg@20", "mean"),
+            recall20_mean=("test_recall@20", "mean"),
+            recall20_std=("test_recall@20", "std"),
+            ndcg20_mean=("test_ndcg@20", "mean"),
+            ndcg20_std=("test_ndcg@20", "std"),
+            epochs=("epochs_run", "mean"),
+        )
+        .reset_index()
+    )
+    tables["summary"] = agg
+    strongest = []
+    sig_rows, group_rows = [], []
+    for dataset, part in agg.groupby("dataset", sort=False):
+        base = part[part["method"].isin(BASELINES)]
+        if base.empty:
+            continue
+        row = base.loc[base["valid_ndcg20"].idxmax()]
+        strongest.append({"dataset": dataset, "baseline": row["method"], "valid_ndcg20": row["valid_ndcg20"]})
+        if spec.pmtrec not in set(part["method"]):
+            continue
+        a = _per_user_mean(out, dataset, spec.pmtrec, sel)
+        b = _per_user_mean(out, dataset, row["method"], sel)
+        if a is None or b is None:
+            continue
+        merged = a.merge(b, on="user", suffixes=("_a", "_b"))
+        test = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
+        sig_rows.append(
+            {
+                "dataset": dataset,
+                "method": spec.pmtrec,
+                "baseline": row["method"],
+                "pmtrec_ndcg20": merged[f"{METRIC}_a"].mean(),
+                "baseline_ndcg20": merged[f"{METRIC}_b"].mean(),
+                **test,
+            }
+        )
+        for col in ("activity", "social"):
+            if f"{col}_a" not in merged:
+                continue
+            for level, g in merged.groupby(f"{col}_a", observed=True):
+                t = wilcoxon_paired(g[f"{METRIC}_a"].to_numpy(), g[f"{METRIC}_b"].to_numpy())
+                group_rows.append(
+                    {
+                        "dataset": dataset,
+                        "grouping": col,
+                        "group": level,
+                        "baseline": row["method"],
+                        "pmtrec_ndcg20": g[f"{METRIC}_a"].mean(),
+                        "baseline_ndcg20": g[f"{METRIC}_b"].mean(),
+                        **t,
+                    }
+                )
+    tables["strongest_baseline"] = pd.DataFrame(strongest)
+    tables["significance"] = pd.DataFrame(sig_rows)
+    tables["significance_groups"] = pd.DataFrame(group_rows)
+    for name, df in tables.items():
+        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
+    write_text_atomic(out / "summary.md", markdown_tables(tables))
+    return tables
+
+
+def _per_user_mean(out: Path, dataset: str, method: str, sel: pd.DataFrame) -> pd.DataFrame | None:
+    part = sel[(sel["dataset"] == dataset) & (sel["method"] == method)]
+    frames = []
+    for _, r in part.iterrows():
+        p = run_path(out, dataset, method, r["lr"], r["seed"]) / "per_user_test.parquet"
+        if p.is_file():
+            frames.append(pd.read_parquet(p))
+    if not frames:
+        return None
+    allf = pd.concat(frames)
+    cols = [c for c in ("activity", "social") if c in allf.columns]
+    mean = allf.groupby("user")[METRIC].mean().reset_index()
+    if cols:
+        mean = mean.merge(allf.drop_duplicates("user")[["user", *cols]], on="user")
+    return mean
+
+
+def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
+    parts = []
+    s = tables.get("summary")
+    if s is not None and not s.empty:
+        parts.append("### Test metrics (mean ± std over seeds, x100; lr chosen on seed-0 validation)\n")
+        parts.append("| dataset | method | lr | seeds | valid NDCG@20 | Recall@20 | NDCG@20 |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in s.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['method']} | {r['lr']:g} | {r['seeds']} | "
+                f"{100 * r['valid_ndcg20']:.2f} | "
+                f"{_pm(r['recall20_mean'], r['recall20_std'])} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} |"
+            )
+    sig = tables.get("significance")
+    if sig is not None and not sig.empty:
+        parts.append("\n### PMTRec vs the strongest baseline (Wilcoxon over per-user test NDCG@20)\n")
+        parts.append("| dataset | baseline | PMTRec | baseline | mean diff | p | users |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in sig.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['baseline']} | {100 * r['pmtrec_ndcg20']:.2f} | "
+                f"{100 * r['baseline_ndcg20']:.2f} | {100 * r['mean_diff']:+.2f} | "
+                f"{r['p_value']:.3g} | {r['n']} |"
+            )
+    g = tables.get("significance_groups")
+    if g is not None and not g.empty:
+        parts.append("\n### By user group\n")
+        parts.append("| dataset | grouping | group | PMTRec | baseline | mean diff | p | users |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in g.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['grouping']} | {r['group']} | {100 * r['pmtrec_ndcg20']:.2f} | "
+                f"{100 * r['baseline_ndcg20']:.2f} | {100 * r['mean_diff']:+.2f} | "
+                f"{r['p_value']:.3g} | {r['n']} |"
+            )
+    return "\n".join(parts) + "\n"
+
+
+def _pm(mean: float, std: float) -> str:
+    s = 0.0 if std is None or (isinstance(std, float) and np.isnan(std)) else std
+    return f"{100 * mean:.2f} ± {100 * s:.2f}"
+
+
+def load_results(out: str | Path) -> dict[str, pd.DataFrame]:
+    """The committed result tables of a grid directory (empty dict when there are none)."""
+    out = Path(out)
+    tables = {}
+    for name in ("summary", "lr_choice", "strongest_baseline", "significance", "significance_groups"):
+        p = out / f"{name}.csv"
+        if p.is_file() and p.stat().st_size > 1:
+            tables[name] = pd.read_csv(p)
+    return tables
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    spec = load_grid(args.grid)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in GridSpec.model_fields:
+            raise ValueError(f"--set {key}: unknown grid field; known: {sorted(GridSpec.model_fields)}")
+        spec = spec.model_copy(update={key: yaml.safe_load(value)})
+        spec = GridSpec.model_validate(spec.model_dump())
+    out = Path(args.out)
+    if not args.tables_only:
+        run_grid(spec, out, args.data_dir, args.max_runs)
+    tables = summarize(out, spec)
+    if "summary" in tables:
+        print(markdown_tables(tables))
+    return 0
+
+
+def add_compare_command(sub) -> None:
+    p = sub.add_parser("compare", help="run a resumable grid of methods x datasets x seeds and write tables")
+    p.add_argument("--grid", default=None, help="grid YAML (datasets, methods, seeds, lrs, base)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a grid field, e.g. datasets=[ciao] or seeds=[0]",
+    )
+    p.add_argument("--out", default="results/grid", help="grid directory (runs + tables)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--max-runs", type=int, default=None, help="stop after training this many runs")
+    p.add_argument("--tables-only", action="store_true", help="only rebuild tables from finished runs")
+    p.set_defaults(func=_cmd_compare)
