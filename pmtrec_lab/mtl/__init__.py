@@ -6,6 +6,7 @@ gradient matrix.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -19,6 +20,15 @@ from pmtrec_lab.mtl.base import (
     WeightingMethod,
     make_method,
 )
+
+# Every method module registers itself on import; one file per method.
+_METHOD_MODULES = (
+    "single_task", "uncertainty", "dwa", "gradnorm", "famo", "metabalance",
+    "mgda", "pcgrad", "cagrad", "imtl", "aligned_mtl", "nash_mtl", "dbmtl",
+    "pmtrec", "presets",
+)
+for _m in _METHOD_MODULES:
+    importlib.import_module(f"pmtrec_lab.mtl.{_m}")
 
 __all__ = [
     "AGGREGATORS",

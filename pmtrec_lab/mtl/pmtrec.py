@@ -1,0 +1,421 @@
+"""PMTRec: personalized multi-task training (Yang et al., "Personalized Multi-task Training for
+Recommender System", arXiv 2407.21364, IEEE BigData 2024).
+
+Implements steps 2-6 of ``docs/pmtrec-method.md`` on the per-entity task gradients that the
+trainer extracts (step 1). Notation: entity x (a user or item row), side s(x), task 0 the main
+task (``main_task``), A_x the tasks that touched x in this step, g_x^k = dL_k/dz_x,
+n_x^k = ||g_x^k||.
+
+2. Task magnitudes ``m^{k,s}``: an exponential moving average (``ema_decay``) of the mean of
+   n_x^k over the entities of side s that task k touched; it starts at the first batch's mean,
+   is updated before use, and keeps its value when task k touched no entity of side s.
+   Relative magnitudes ``r_x^k = n_x^k / m^{k,s(x)}``.
+3. Gradient Magnitude Balancing (GMB): ``gb_x^k = g_x^k * ((1 - rho) + rho * T^s / m^{k,s})``.
+4. Weights: personalized ``w_x = softmax_{k in A_x}(r_x^k / tau + beta(t) [k = 0])``;
+   shared: the batch mean of the personalized weights over the entities of the same side
+   *with the same task set A_x* (the spec's "per-side batch mean renormalized over A_x",
+   made exact: averaging over entities with different A_x would make shared weights differ
+   from uniform even when the personalized ones are uniform, and would shrink rare tasks;
+   with a single task set per side the two readings coincide); uniform: tau = infinity
+   (beta(t) still applies: uniform with the schedule off is exactly 1 / |A_x|).
+5. Task Focusing: (a) alignment: for every auxiliary k with ``<gb_x^k, g_x^0> < 0`` (only
+   entities that have a main-task gradient) the conflicting component along g_x^0 is
+   projected out; (b) schedule ``beta(t)``, t = ``ctx.fractional_epoch``, from 0 to
+   ``beta_max`` over ``horizon`` epochs (linear or cosine).
+6. ``G_x = |A_x| * sum_k w_x^k gb_x^k`` (``normalize=True`` drops the |A_x| factor).
+
+Everything is a handful of batched ops: GMB scales, weights and the alignment projection are
+per-(entity, task) coefficients on the raw gradients, computed from the per-entity Gramian
+(``_gram.entity_gram``, one ``bmm``), and the result is one pass ``sum_k coef[:, k] * g^k``.
+No Python loop over entities and no host sync in ``combine`` (except shared mode with more than
+12 tasks, which compacts its group codes with ``torch.unique``).
+
+The preset defaults (``PMTREC_DEFAULTS``) and the ablation configurations live in
+``presets.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from pmtrec_lab.mtl._gram import (
+    combine_rows,
+    conflict_projection,
+    entity_gram,
+    side_masked_mean,
+    side_onehot,
+    side_table,
+    task_major_stats,
+)
+from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+
+__all__ = ["PARAM_NAMES", "PMTRec", "schedule_beta"]
+
+#: Every PMTRec hyper-parameter (all keyword); ``PMTREC_DEFAULTS`` must define each.
+PARAM_NAMES: tuple[str, ...] = (
+    "tau",
+    "weight_mode",
+    "rho",
+    "gmb_target",
+    "ema_decay",
+    "align",
+    "schedule",
+    "beta_max",
+    "horizon",
+    "normalize",
+    "main_task",
+)
+WEIGHT_MODES = ("personalized", "shared", "uniform")
+GMB_TARGETS = ("main", "mean", "max")
+SCHEDULES = ("none", "linear", "cosine")
+NUM_SIDES = 2  # 0 = user, 1 = item
+
+
+def schedule_beta(t: float, schedule: str, beta_max: float, horizon: float) -> float:
+    """Task Focusing schedule beta(t) at fractional epoch ``t`` (spec step 5b).
+
+    ``none``: 0; ``linear``: beta_max * min(t / H, 1); ``cosine``:
+    beta_max * (1 - cos(pi * min(t / H, 1))) / 2. Negative t counts as 0.
+    """
+    if schedule == "none":
+        return 0.0
+    frac = min(max(float(t), 0.0) / horizon, 1.0)
+    if schedule == "linear":
+        return beta_max * frac
+    if schedule == "cosine":
+        return beta_max * (1.0 - math.cos(math.pi * frac)) / 2.0
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _group_mean(w: torch.Tensor, active: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+    """Shared weights: each entity gets the batch mean of the personalized weights over the
+    entities of its side with the same task set A_x. ``w`` and ``active`` are task-major
+    [K, E]; returns [K, E] (columns still sum to 1 over A_x). Groups are (side, A_x) codes;
+    one ``index_add_`` each for sums and counts."""
+    k, n_ent = w.shape
+    if k <= 12:
+        bits = 2 ** torch.arange(k, device=w.device)
+        gid = side * (1 << k) + (active.long() * bits.unsqueeze(1)).sum(0)  # no integer matmul on CUDA
+        n_groups = NUM_SIDES << k
+    else:  # many tasks: compact the codes (one host sync)
+        codes = torch.cat([side.unsqueeze(0), active.long()], dim=0).T
+        _, gid = torch.unique(codes, dim=0, return_inverse=True)
+        n_groups = int(gid.max()) + 1
+    sums = torch.zeros(k, n_groups, dtype=w.dtype, device=w.device).index_add_(1, gid, w)
+    counts = torch.zeros(n_groups, dtype=w.dtype, device=w.device).index_add_(
+        0, gid, torch.ones(n_ent, dtype=w.dtype, device=w.device)
+    )
+    return (sums / counts.clamp_min(1))[:, gid]
+
+
+@register
+class PMTRec(WeightingMethod):
+    """PMTRec (Yang et al., arXiv 2407.21364): per-entity task weights from relative gradient
+    magnitudes, Gradient Magnitude Balancing and Task Focusing.
+
+    Parameters (keyword; a parameter not given takes the preset's ``overrides`` value, else
+    ``presets.PMTREC_DEFAULTS``):
+
+    - ``tau`` (float > 0, or ``math.inf``): softmax temperature on r_x^k; inf = uniform.
+    - ``weight_mode``: ``"personalized"`` | ``"shared"`` | ``"uniform"`` (= tau inf).
+    - ``rho`` (in [0, 1]): GMB strength; 0 switches GMB off.
+    - ``gmb_target``: ``"main"`` (T^s = m^{0,s}) | ``"mean"`` | ``"max"`` over the tasks whose
+      magnitude on side s is defined (they touched side s at least once).
+    - ``ema_decay`` (in [0, 1)): moving-average decay of the task magnitudes.
+    - ``align`` (bool): TF alignment (project out conflicts with the main task).
+    - ``schedule``: ``"none"`` | ``"linear"`` | ``"cosine"``; ``beta_max`` (>= 0) and
+      ``horizon`` (H > 0, epochs) shape it.
+    - ``normalize`` (bool): drop the |A_x| factor of step 6.
+    - ``main_task`` (int): index of the main task; must equal ``ctx.main_task``.
+
+    ``head_weights[k]``: the mean, over the entities task k touched, of the multiplier the
+    combination applies to task k's weight, ``|A_x| w_x^k`` (``w_x^k`` with
+    ``normalize=True``); GMB and alignment act on representation gradients only, not heads.
+    1 for a task that touched no entity this step.
+
+    Diagnostics (detached): ``entity_weights`` [E, K] (w_x^k, 0 where inactive);
+    ``norm_ratio_before`` / ``norm_ratio_after`` [2, K] (m^{k,s}/m^{0,s} before and after GMB,
+    NaN where a magnitude is undefined); ``magnitude`` [2, K] (m^{k,s}); ``beta`` (CPU scalar);
+    ``conflict_fraction`` [K] (among entities touched by k that have a main-task gradient, the
+    fraction with cos(g^k, g^0) < 0: where alignment fires); ``cos_main`` [E, K] (NaN where
+    task k or the main task did not touch the entity); ``cos_main_after`` [E, K] (the same
+    after TF alignment: >= 0 where aligned; equal to ``cos_main`` with ``align=False``).
+    The [E, K] tensors are transposed views of task-major [K, E] tables (see ``_gram``).
+    """
+
+    name: ClassVar[str] = "pmtrec"
+    #: Preset-specific defaults layered over ``PMTREC_DEFAULTS`` (user params override both).
+    overrides: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, num_tasks: int, **params: Any):
+        # Imported here: presets.py subclasses PMTRec, so it imports this module first.
+        from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+
+        unknown = {k: v for k, v in params.items() if k not in PARAM_NAMES}
+        super().__init__(num_tasks, **unknown)  # TypeError naming unknown parameters
+        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
+            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        cfg = {**PMTREC_DEFAULTS, **self.overrides, **params}
+        missing = [k for k in PARAM_NAMES if k not in cfg]
+        if missing:
+            raise ValueError(f"PMTREC_DEFAULTS lacks parameter(s) {missing}")
+        self._configure(**{k: cfg[k] for k in PARAM_NAMES})
+        self.params: dict[str, Any] = {k: getattr(self, k) for k in PARAM_NAMES}
+        # State: per (side, task) magnitudes m^{k,s} and whether each has been initialized.
+        self._magnitude = torch.zeros(NUM_SIDES, num_tasks)
+        self._initialized = torch.zeros(NUM_SIDES, num_tasks, dtype=torch.bool)
+
+    # Configuration --------------------------------------------------------------------
+    def _configure(
+        self,
+        *,
+        tau: float,
+        weight_mode: str,
+        rho: float,
+        gmb_target: str,
+        ema_decay: float,
+        align: bool,
+        schedule: str,
+        beta_max: float,
+        horizon: float,
+        normalize: bool,
+        main_task: int,
+    ) -> None:
+        if not _is_real(tau) or math.isnan(tau) or tau <= 0:
+            raise ValueError(f"tau must be a float > 0 or math.inf, got {tau!r}")
+        if weight_mode not in WEIGHT_MODES:
+            raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
+        if not _is_real(rho) or not 0.0 <= rho <= 1.0:
+            raise ValueError(f"rho must be in [0, 1], got {rho!r}")
+        if gmb_target not in GMB_TARGETS:
+            raise ValueError(f"gmb_target must be one of {GMB_TARGETS}, got {gmb_target!r}")
+        if not _is_real(ema_decay) or not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+        if not isinstance(align, bool):
+            raise ValueError(f"align must be a bool, got {align!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if not _is_real(beta_max) or not math.isfinite(beta_max) or beta_max < 0:
+            raise ValueError(f"beta_max must be a finite float >= 0, got {beta_max!r}")
+        if not _is_real(horizon) or not math.isfinite(horizon) or horizon <= 0:
+            raise ValueError(f"horizon must be a finite float > 0 (epochs), got {horizon!r}")
+        if not isinstance(normalize, bool):
+            raise ValueError(f"normalize must be a bool, got {normalize!r}")
+        if not isinstance(main_task, int) or isinstance(main_task, bool):
+            raise ValueError(f"main_task must be an int, got {main_task!r}")
+        if not 0 <= main_task < self.num_tasks:
+            raise ValueError(f"main_task must be in [0, {self.num_tasks}), got {main_task}")
+        self.tau = float(tau)
+        self.weight_mode = weight_mode
+        self.rho = float(rho)
+        self.gmb_target = gmb_target
+        self.ema_decay = float(ema_decay)
+        self.align = align
+        self.schedule = schedule
+        self.beta_max = float(beta_max)
+        self.horizon = float(horizon)
+        self.normalize = normalize
+        self.main_task = main_task
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}(num_tasks={self.num_tasks}, {args})"
+
+    def beta(self, t: float) -> float:
+        """beta(t) of this configuration at fractional epoch ``t``."""
+        return schedule_beta(t, self.schedule, self.beta_max, self.horizon)
+
+    # Step 2 ---------------------------------------------------------------------------
+    def _update_magnitudes(
+        self, norms: torch.Tensor, act: torch.Tensor, onehot: torch.Tensor
+    ) -> torch.Tensor:
+        """EMA update of m^{k,s} from this batch (before use); returns m [2, K].
+
+        ``norms`` and ``act`` (0/1 float) are task-major [K, E], ``onehot`` is [E, 2].
+        """
+        batch_mean, counts = side_masked_mean(norms, act, onehot)
+        touched = counts > 0
+        m_old = self._magnitude.to(device=norms.device, dtype=norms.dtype)
+        init_old = self._initialized.to(device=norms.device)
+        d = self.ema_decay
+        ema = d * m_old + (1.0 - d) * batch_mean
+        m = torch.where(touched, torch.where(init_old, ema, batch_mean), m_old)
+        self._magnitude = m
+        self._initialized = init_old | touched
+        return m
+
+    # Step 3 ---------------------------------------------------------------------------
+    def _gmb_scale(self, m: torch.Tensor) -> torch.Tensor:
+        """Gradient Magnitude Balancing: per (side, task) factor ``(1-rho) + rho T^s / m^{k,s}``.
+
+        This is MetaBalance's rule (He et al., "MetaBalance: Improving Multi-Task
+        Recommendations via Adapting Gradient Magnitudes of Auxiliary Tasks", WWW 2022:
+        ``g_aux * (r * ||g_main|| / ||g_aux|| + (1 - r))`` with relax factor r = 0.7 and
+        moving-average decay 0.9, its "adapt" strategy). Ours differs in where the magnitudes
+        are measured: MetaBalance keeps one moving average of the norm of each task's gradient
+        per shared parameter tensor; here m^{k,s} is a moving average of the *mean per-row*
+        norm over the entities of side s (users or items) that task k touched, so the factor
+        is one number per (task, side) applied to every row, and the target T^s may be the
+        main task's magnitude (MetaBalance) or the mean/max over the tasks on that side.
+        ``rho`` plays the role of MetaBalance's relax factor. Where the target or a task's
+        magnitude is undefined (never touched) or zero, the factor is 1.
+        """
+        ones = torch.ones_like(m)
+        if self.rho == 0.0:
+            return ones
+        init = self._initialized.to(m.device)
+        if self.gmb_target == "main":
+            target = m[:, self.main_task]
+            has_target = init[:, self.main_task]
+        elif self.gmb_target == "mean":
+            cnt = init.sum(1)
+            target = (m * init).sum(1) / cnt.clamp_min(1)
+            has_target = cnt > 0
+        else:  # max
+            target = m.masked_fill(~init, 0.0).amax(1)
+            has_target = init.any(1)
+        valid = init & (m > 0) & has_target.unsqueeze(1)
+        ratio = target.unsqueeze(1) / m.clamp_min(torch.finfo(m.dtype).tiny)
+        return torch.where(valid, (1.0 - self.rho) + self.rho * ratio, ones)
+
+    # Step 4 ---------------------------------------------------------------------------
+    def _weights(
+        self, r: torch.Tensor, act: torch.Tensor, active: torch.Tensor, side: torch.Tensor, beta: float
+    ) -> torch.Tensor:
+        """Task weights, task-major [K, E] (columns sum to 1 over A_x, 0 outside it).
+
+        ``r`` [K, E] (its memory may be reused), ``act`` its 0/1 float mask, ``active`` bool.
+        """
+        if self.weight_mode == "uniform" or math.isinf(self.tau):
+            logits = torch.zeros_like(r)
+        else:
+            logits = r.mul_(1.0 / self.tau)
+        if beta != 0.0:  # only where the main task is active: inactive logits stay 0 <= active ones
+            logits[self.main_task].add_(act[self.main_task], alpha=beta)
+        # Softmax over A_x, written out (torch.softmax over a dim of size K ~ 3 is slow).
+        # Logits are >= 0 where active and 0 where inactive, so the max over all tasks equals
+        # the max over A_x (or 0): a safe shift. Inactive entries are zeroed after exp; an
+        # entity without tasks gets 0.
+        ex = (logits - logits.amax(dim=0)).exp_().mul_(act)
+        w = ex.div_(ex.sum(dim=0).clamp_min(torch.finfo(ex.dtype).tiny))
+        if self.weight_mode == "shared":
+            w = _group_mean(w, active, side)
+        return w
+
+    # The step -------------------------------------------------------------------------
+    @torch.no_grad()
+    def combine(
+        self,
+        grads: torch.Tensor,
+        active: torch.Tensor,
+        side: torch.Tensor,
+        losses: torch.Tensor,
+        ctx: StepContext,
+    ) -> CombineResult:
+        k_tasks, n_ent, _ = grads.shape
+        if k_tasks != self.num_tasks:
+            raise ValueError(f"pmtrec: built for {self.num_tasks} tasks, got grads for {k_tasks}")
+        if tuple(active.shape) != (n_ent, k_tasks):
+            raise ValueError(f"active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}")
+        if tuple(side.shape) != (n_ent,):
+            raise ValueError(f"side must be [E] = ({n_ent},), got {tuple(side.shape)}")
+        if ctx.main_task != self.main_task:
+            raise ValueError(
+                f"pmtrec: main_task={self.main_task} but the step's ctx.main_task={ctx.main_task}"
+            )
+        main = self.main_task
+        dtype = grads.dtype
+        tiny = torch.finfo(dtype).tiny
+        # Per-(task, entity) tables are task-major [K, E] (see _gram); diagnostics are
+        # returned entity-major [E, K] (transposed views).
+        active_t = active.bool().T  # [K, E]
+        act = active_t.to(dtype)  # 0/1 mask, converted once
+        side = side.long()
+        is_item = side == 1
+        onehot = side_onehot(side, dtype, NUM_SIDES)  # [E, 2]
+
+        gram = entity_gram(grads)  # [E, K, K], the only Gramian of the step
+        norms, inner = task_major_stats(gram, main)  # n_x^k and <g_x^k, g_x^0>, [K, E]
+
+        m = self._update_magnitudes(norms, act, onehot)  # step 2, [2, K]
+        r = norms / side_table(m, is_item).clamp_min(tiny)  # r_x^k (0 where inactive)
+        scale = self._gmb_scale(m)  # step 3, [2, K]
+
+        beta = self.beta(ctx.fractional_epoch)  # step 5b
+        w = self._weights(r, act, active_t, side, beta)  # step 4, [K, E]
+
+        # Step 6 (+5a) as coefficients on the raw gradients: G_x = sum_k coef[k, x] g_x^k.
+        mult = w if self.normalize else w * act.sum(dim=0)
+        coef = mult * side_table(scale, is_item) if self.rho > 0 else mult.clone()
+        has_main = active_t[main]
+        p: torch.Tensor | None = None
+        if self.align:
+            # gb^k -> gb^k - (<gb^k, g^0>/||g^0||^2) g^0 where negative: adds to g^0's coefficient.
+            p = conflict_projection(inner, main, has_main)
+            coef[main] -= (coef * p).sum(dim=0)
+        combined = combine_rows(coef, grads)
+
+        count_k = act.sum(dim=1)
+        head = torch.where(count_k > 0, mult.sum(dim=1) / count_k.clamp_min(1), torch.ones_like(count_k))
+
+        # Diagnostics.
+        m0 = m[:, main : main + 1]
+        init = self._initialized
+        defined = init & init[:, main : main + 1] & (m0 > 0)
+        nan = torch.full_like(m, float("nan"))
+        m_after = m * scale
+        both = act * act[main]  # 1 where task k and the main task touched the entity, else 0
+        cos = inner / (norms * norms[main]).clamp_min(tiny)
+        # NaN where undefined without a bool-mask kernel (slow on CPU): x * 1 / 1 = x exactly,
+        # x * 0 / 0 = NaN.
+        cos = cos.mul_(both).div_(both)
+        # After alignment a conflicting g^k becomes orthogonal to g^0 (cosine 0) and the others
+        # are unchanged (GMB scales do not change directions): cos_after = max(cos, 0), NaN kept.
+        cos_after = cos if p is None else cos.clamp_min(0)
+        conflict = (cos < 0).sum(dim=1).to(dtype) / both.sum(dim=1).clamp_min(1)  # NaN < 0: False
+        diagnostics = {
+            "entity_weights": w.T,
+            "norm_ratio_before": torch.where(defined, m / m0.clamp_min(tiny), nan),
+            "norm_ratio_after": torch.where(
+                defined, m_after / m_after[:, main : main + 1].clamp_min(tiny), nan
+            ),
+            "magnitude": m.clone(),
+            "beta": torch.tensor(beta, dtype=torch.float64),
+            "conflict_fraction": conflict,
+            "cos_main": cos.T,
+            "cos_main_after": cos_after.T,
+        }
+        return CombineResult(combined=combined, head_weights=head, diagnostics=diagnostics)
+
+    # State ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "magnitude": self._magnitude.detach().clone(),
+            "initialized": self._initialized.detach().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {"magnitude", "initialized"}
+        if set(state) != expected:
+            raise ValueError(f"pmtrec state must have keys {sorted(expected)}, got {sorted(state)}")
+        mag = torch.as_tensor(state["magnitude"])
+        init = torch.as_tensor(state["initialized"]).bool()
+        shape = (NUM_SIDES, self.num_tasks)
+        if tuple(mag.shape) != shape or tuple(init.shape) != shape:
+            raise ValueError(
+                f"pmtrec state tensors must be {shape}, got {tuple(mag.shape)} and {tuple(init.shape)}"
+            )
+        self._magnitude = mag.detach().clone()
+        self._initialized = init.detach().clone()
+
+    def to(self, device: torch.device | str) -> PMTRec:
+        self._magnitude = self._magnitude.to(device)
+        self._initialized = self._initialized.to(device)
+        return self

@@ -1,0 +1,598 @@
+"""PMTRec (steps 2-6 of docs/pmtrec-method.md) and its presets, pinned by properties and by an
+independent loop-per-entity reference implementation written from the specification."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pmtrec_lab.mtl import METHODS, StepContext, make_method
+from pmtrec_lab.mtl._gram import (
+    combine_rows,
+    conflict_projection,
+    entity_gram,
+    gram_norms,
+    side_masked_mean,
+    side_onehot,
+    side_table,
+    task_major_stats,
+)
+from pmtrec_lab.mtl.pmtrec import PARAM_NAMES, PMTRec, schedule_beta
+from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+
+PRESETS = (
+    "pmtrec",
+    "pmtrec-no-personalization",
+    "pmtrec-no-align",
+    "pmtrec-no-schedule",
+    "pmtrec-no-gmb",
+    "ew-align",
+    "ew-gmb",
+)
+
+
+def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3, main: int = 0) -> StepContext:
+    return StepContext(
+        step=step,
+        epoch=step // steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        task_names=[f"t{i}" for i in range(k)],
+        generator=torch.Generator().manual_seed(0),
+        main_task=main,
+    )
+
+
+def random_problem(
+    k: int = 3,
+    e: int = 40,
+    d: int = 8,
+    seed: int = 0,
+    p_active: float = 0.6,
+    dtype: torch.dtype = torch.float64,
+    task_scales: tuple[float, ...] | None = None,
+    conflict: float = 0.0,
+    main: int = 0,
+):
+    """Random step: each entity has >= 1 task, partial task sets occur, zero rows where inactive.
+
+    ``conflict`` > 0 mixes ``-conflict * g_main`` into every auxiliary gradient (many conflicts).
+    """
+    g = torch.Generator().manual_seed(seed)
+    grads = torch.randn(k, e, d, generator=g, dtype=dtype)
+    if conflict:
+        for j in range(k):
+            if j != main:
+                grads[j] = grads[j] - conflict * grads[main]
+    if task_scales is not None:
+        grads = grads * torch.tensor(task_scales, dtype=dtype).view(k, 1, 1)
+    active = torch.rand(e, k, generator=g) < p_active
+    none = ~active.any(1)
+    active[none, torch.randint(0, k, (int(none.sum()),), generator=g)] = True
+    side = (torch.arange(e) >= e // 2).long()
+    grads = grads * active.T.unsqueeze(-1).to(dtype)
+    losses = torch.rand(k, generator=g, dtype=dtype) + 0.5
+    return grads, active, side, losses
+
+
+# ---------------------------------------------------------------------------------------
+# An independent reference: explicit loops over entities, tasks and sides, no Gramian.
+# ---------------------------------------------------------------------------------------
+class ReferencePMTRec:
+    def __init__(self, k, tau, weight_mode, rho, gmb_target, ema_decay, align, schedule, beta_max,
+                 horizon, normalize, main_task=0):  # fmt: skip
+        self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
+        self.decay, self.align, self.schedule = ema_decay, align, schedule
+        self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, main_task
+        self.m: dict[tuple[int, int], float] = {}
+
+    def beta(self, t):
+        if self.schedule == "none":
+            return 0.0
+        f = min(t / self.horizon, 1.0)
+        if self.schedule == "linear":
+            return self.beta_max * f
+        return self.beta_max * (1 - math.cos(math.pi * f)) / 2
+
+    def scale(self, k, s):
+        if self.rho == 0 or (k, s) not in self.m or self.m[(k, s)] == 0:
+            return 1.0
+        ms = [self.m[(j, s)] for j in range(self.k) if (j, s) in self.m]
+        if self.target == "main":
+            if (self.main, s) not in self.m:
+                return 1.0
+            t = self.m[(self.main, s)]
+        elif self.target == "mean":
+            t = sum(ms) / len(ms)
+        else:
+            t = max(ms)
+        return (1 - self.rho) + self.rho * t / self.m[(k, s)]
+
+    def step(self, grads, active, side, t):
+        k_n, e_n, d = grads.shape
+        norms = [[float(torch.sqrt((grads[k, x] ** 2).sum())) for k in range(k_n)] for x in range(e_n)]
+        for s in (0, 1):
+            for k in range(k_n):
+                xs = [x for x in range(e_n) if int(side[x]) == s and bool(active[x, k])]
+                if xs:
+                    mean = sum(norms[x][k] for x in xs) / len(xs)
+                    old = self.m.get((k, s))
+                    self.m[(k, s)] = mean if old is None else self.decay * old + (1 - self.decay) * mean
+        beta = self.beta(t)
+        weights = []
+        for x in range(e_n):
+            s = int(side[x])
+            tasks = [k for k in range(k_n) if bool(active[x, k])]
+            logits = {}
+            for k in tasks:
+                r = norms[x][k] / self.m[(k, s)] if self.m[(k, s)] > 0 else 0.0
+                base = 0.0 if (self.mode == "uniform" or math.isinf(self.tau)) else r / self.tau
+                logits[k] = base + (beta if k == self.main else 0.0)
+            z = sum(math.exp(v) for v in logits.values())
+            weights.append({k: math.exp(v) / z for k, v in logits.items()})
+        if self.mode == "shared":  # mean over the entities of the same side and task set
+            groups: dict[tuple, list[int]] = {}
+            for x in range(e_n):
+                groups.setdefault((int(side[x]), tuple(sorted(weights[x]))), []).append(x)
+            shared = [None] * e_n
+            for (_, tasks), xs in groups.items():
+                mean = {k: sum(weights[x][k] for x in xs) / len(xs) for k in tasks}
+                for x in xs:
+                    shared[x] = dict(mean)
+            weights = shared
+        out = torch.zeros(e_n, d, dtype=grads.dtype)
+        for x in range(e_n):
+            s = int(side[x])
+            g0 = grads[self.main, x]
+            has_main = self.main in weights[x]
+            for k, w in weights[x].items():
+                gb = grads[k, x] * self.scale(k, s)
+                if self.align and k != self.main and has_main:
+                    dot = float(gb @ g0)
+                    if dot < 0:
+                        gb = gb - dot / float(g0 @ g0) * g0
+                out[x] += w * gb
+            if not self.normalize:
+                out[x] *= len(weights[x])
+        w_mat = torch.zeros(e_n, k_n, dtype=grads.dtype)
+        for x in range(e_n):
+            for k, w in weights[x].items():
+                w_mat[x, k] = w
+        return out, w_mat
+
+
+def full_params(**over):
+    return {**PMTREC_DEFAULTS, **over}
+
+
+# ---------------------------------------------------------------------------------------
+# Hand-computed cases.
+# ---------------------------------------------------------------------------------------
+def test_hand_computed_k2_alignment():
+    """One user, g0 = (1, 0), g1 = (-1, 1). First batch: m = the norms themselves, so
+    r = (1, 1) and with beta = 0 the weights are softmax(1, 1) = (1/2, 1/2). <g1, g0> = -1 < 0:
+    g1 - (-1 / 1) g0 = (0, 1). G = |A| * (g0/2 + (0, 1)/2) = (1, 1)."""
+    grads = torch.tensor([[[1.0, 0.0]], [[-1.0, 1.0]]], dtype=torch.float64)
+    active = torch.ones(1, 2, dtype=torch.bool)
+    side = torch.zeros(1, dtype=torch.long)
+    m = make_method("pmtrec", 2, rho=0.0, schedule="none", align=True)
+    out = m.combine(grads, active, side, torch.ones(2), make_ctx(k=2))
+    torch.testing.assert_close(out.combined, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        out.diagnostics["entity_weights"], torch.full((1, 2), 0.5, dtype=torch.float64)
+    )
+    # Without alignment: 2 * (g0 + g1) / 2 = (0, 1).
+    m2 = make_method("pmtrec", 2, rho=0.0, schedule="none", align=False)
+    out2 = m2.combine(grads, active, side, torch.ones(2), make_ctx(k=2))
+    torch.testing.assert_close(out2.combined, torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    # cos(g1, g0) = -1 / sqrt(2): one conflicting pair out of one.
+    torch.testing.assert_close(
+        out.diagnostics["cos_main"], torch.tensor([[1.0, -1 / math.sqrt(2)]], dtype=torch.float64)
+    )
+    assert out.diagnostics["conflict_fraction"].tolist() == [0.0, 1.0]
+
+
+def test_hand_computed_k2_relative_weights_and_gmb():
+    """Two users, main task only on both, aux task 1 on both; norms n0 = (1, 3), n1 = (2, 2).
+    m0 = 2, m1 = 2 -> r0 = (1/2, 3/2), r1 = (1, 1); tau = 1, beta = 0:
+    w_x = softmax(r0_x, r1_x): user 0 (e^.5, e^1)/Z, user 1 (e^1.5, e^1)/Z.
+    Orthogonal gradients (no alignment). rho = 0.5, target main: T = m0 = 2 = m1 -> factor 1."""
+    g0 = torch.tensor([[1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    g1 = torch.tensor([[0.0, 2.0], [0.0, 2.0]], dtype=torch.float64)
+    grads = torch.stack([g0, g1])
+    active = torch.ones(2, 2, dtype=torch.bool)
+    side = torch.zeros(2, dtype=torch.long)
+    m = make_method("pmtrec", 2, tau=1.0, rho=0.5, schedule="none")
+    out = m.combine(grads, active, side, torch.ones(2), make_ctx(k=2))
+    w_u0 = torch.tensor([math.exp(0.5), math.exp(1.0)], dtype=torch.float64)
+    w_u0 /= w_u0.sum()
+    w_u1 = torch.tensor([math.exp(1.5), math.exp(1.0)], dtype=torch.float64)
+    w_u1 /= w_u1.sum()
+    torch.testing.assert_close(out.diagnostics["entity_weights"], torch.stack([w_u0, w_u1]))
+    expected = 2 * (torch.stack([w_u0, w_u1])[:, :1] * g0 + torch.stack([w_u0, w_u1])[:, 1:] * g1)
+    torch.testing.assert_close(out.combined, expected)
+    # head weights: mean over touched entities of |A_x| w_x^k.
+    torch.testing.assert_close(out.head_weights, 2 * (w_u0 + w_u1) / 2)
+
+
+def test_hand_computed_k3_gmb_and_focus():
+    """One item touched by three tasks with orthogonal gradients of norms 1, 4, 2 (first batch:
+    m = norms, r = 1 for all). rho = 1, target main (T = 1): gb = (e0, e1, e2) * 1.
+    beta(t) at t = H/2 with linear schedule, beta_max = 2: beta = 1 ->
+    w = (e^2, e, e) / (e^2 + 2e); G = 3 * sum_k w_k gb_k."""
+    grads = torch.zeros(3, 1, 3, dtype=torch.float64)
+    grads[0, 0, 0], grads[1, 0, 1], grads[2, 0, 2] = 1.0, 4.0, 2.0
+    active = torch.ones(1, 3, dtype=torch.bool)
+    side = torch.ones(1, dtype=torch.long)
+    m = make_method("pmtrec", 3, rho=1.0, gmb_target="main", schedule="linear", beta_max=2.0, horizon=4.0)
+    out = m.combine(grads, active, side, torch.ones(3), make_ctx(step=20, steps_per_epoch=10))  # t = 2
+    z = math.exp(2) + 2 * math.exp(1)
+    w = torch.tensor([math.exp(2) / z, math.exp(1) / z, math.exp(1) / z], dtype=torch.float64)
+    torch.testing.assert_close(out.diagnostics["entity_weights"][0], w)
+    torch.testing.assert_close(out.combined[0], 3 * w)
+    assert float(out.diagnostics["beta"]) == pytest.approx(1.0)
+    # Before GMB the magnitudes relative to main are (1, 4, 2) on the item side; after: all 1.
+    torch.testing.assert_close(
+        out.diagnostics["norm_ratio_before"][1], torch.tensor([1.0, 4.0, 2.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(out.diagnostics["norm_ratio_after"][1], torch.ones(3, dtype=torch.float64))
+    assert torch.isnan(out.diagnostics["norm_ratio_before"][0]).all()  # no user touched
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"weight_mode": "shared"},
+        {"weight_mode": "uniform", "rho": 1.0, "gmb_target": "mean"},
+        {"tau": 0.5, "rho": 0.7, "gmb_target": "max", "schedule": "cosine", "normalize": True},
+        {"align": False, "rho": 0.3, "ema_decay": 0.5},
+        {"main_task": 1},
+    ],
+)
+def test_matches_loop_reference_over_several_steps(over):
+    """K = 3, partial task sets, conflicts, several steps (EMA), against the loop reference."""
+    params = full_params(**over)
+    main = params["main_task"]
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **params)
+    for step in range(4):
+        grads, active, side, losses = random_problem(
+            seed=step, e=24, d=5, conflict=0.7, task_scales=(1.0, 10.0 ** (step - 2), 3.0), main=main
+        )
+        ctx = make_ctx(step=step * 7, steps_per_epoch=5, main=main)
+        out = method.combine(grads, active, side, losses, ctx)
+        exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch)
+        torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks from the specification.
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"tau": math.inf},
+        {"weight_mode": "uniform"},
+        {"weight_mode": "shared", "tau": math.inf},
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uniform_without_gmb_and_tf_is_ew(params, dtype):
+    method = make_method("pmtrec", 3, rho=0.0, align=False, schedule="none", **params)
+    for step in range(3):
+        grads, active, side, losses = random_problem(seed=step, conflict=1.0, dtype=dtype)
+        assert (active.sum(1) < 3).any() and (active.sum(1) > 1).any()  # partial task sets
+        out = method.combine(grads, active, side, losses, make_ctx(step=step))
+        ew = (grads * active.T.unsqueeze(-1)).sum(0)
+        torch.testing.assert_close(out.combined, ew, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out.head_weights, torch.ones(3, dtype=dtype), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["pmtrec", "pmtrec-no-gmb", "pmtrec-no-personalization", "ew-align"])
+@pytest.mark.parametrize("main", [0, 2])
+def test_alignment_never_opposes_main(name, main):
+    kwargs = {"main_task": main}
+    for step in range(3):
+        grads, active, side, losses = random_problem(seed=10 + step, e=200, conflict=1.5, main=main)
+        method = (
+            make_method(name, 3, rho=1.0, **kwargs) if name != "ew-align" else make_method(name, 3, **kwargs)
+        )
+        out = method.combine(grads, active, side, losses, make_ctx(step=step, main=main))
+        has_main = active[:, main]
+        inner = (out.combined * grads[main]).sum(-1)[has_main]
+        assert inner.min() >= -1e-7
+        # The inputs do conflict: without alignment some entities would oppose the main task.
+        off = make_method("pmtrec", 3, align=False, rho=1.0, main_task=main)
+        raw = (
+            off.combine(grads, active, side, losses, make_ctx(step=step, main=main)).combined * grads[main]
+        ).sum(-1)
+        assert (raw[has_main] < 0).any()
+
+
+@pytest.mark.parametrize("target", ["main", "mean", "max"])
+def test_gmb_rho1_decay0_gives_target_magnitude(target):
+    """Each entity touched by exactly one task (so G_x = gb_x^k): the mean of ||gb_x^k|| over the
+    entities of side s touched by k equals T^s, computed here from the raw batch means."""
+    k, e, d = 3, 60, 6
+    g = torch.Generator().manual_seed(3)
+    scales = torch.tensor([1e-3, 1e-1, 7.0], dtype=torch.float64)
+    grads = torch.randn(k, e, d, generator=g, dtype=torch.float64) * scales.view(k, 1, 1)
+    owner = torch.arange(e) % k
+    active = torch.nn.functional.one_hot(owner, k).bool()
+    side = (torch.arange(e) >= e // 2).long()
+    grads = grads * active.T.unsqueeze(-1)
+    method = make_method("pmtrec", k, rho=1.0, ema_decay=0.0, gmb_target=target, align=False)
+    for step in range(2):  # the second step checks the decay-0 EMA (= this batch's mean)
+        grads = grads * (1.0 + step)
+        out = method.combine(grads, active, side, torch.ones(k), make_ctx(step=step))
+        for s in (0, 1):
+            means = []
+            for task in range(k):
+                rows = (side == s) & active[:, task]
+                means.append(grads[task][rows].norm(dim=-1).mean())
+            t_s = {"main": means[0], "mean": sum(means) / k, "max": max(means)}[target]
+            for task in range(k):
+                rows = (side == s) & active[:, task]
+                got = out.combined[rows].norm(dim=-1).mean()
+                torch.testing.assert_close(got, t_s, rtol=1e-10, atol=0)
+
+
+def test_weights_depend_on_relative_not_raw_norms():
+    """Scaling one task's gradients by 1e-4 leaves the weights unchanged once its magnitude is
+    (re)initialized: r = n / m is scale-free. A softmax over raw norms would not be."""
+    grads, active, side, losses = random_problem(seed=5, e=50)
+    scaled = grads.clone()
+    scaled[1] *= 1e-4
+    a = make_method("pmtrec", 3, rho=0.0, align=False)
+    b = make_method("pmtrec", 3, rho=0.0, align=False)
+    wa = a.combine(grads, active, side, losses, make_ctx()).diagnostics["entity_weights"]
+    wb = b.combine(scaled, active, side, losses, make_ctx()).diagnostics["entity_weights"]
+    torch.testing.assert_close(wa, wb, rtol=1e-10, atol=1e-12)
+    # Personalization is on: entities with the same task set get different weights.
+    full = active.all(1)
+    assert wa[full].std(0).min() > 1e-3
+
+
+def test_shared_mode_is_per_side_mean_over_same_task_set():
+    """Shared weights: identical for the entities of one side with the same A_x, equal to the
+    batch mean of their personalized weights (rows still sum to 1 over A_x). With one task set
+    per side this is the per-side batch mean, renormalized over A_x (trivially)."""
+    grads, active, side, losses = random_problem(seed=8, e=80)
+    pers = make_method("pmtrec", 3, weight_mode="personalized")
+    shared = make_method("pmtrec", 3, weight_mode="shared")
+    wp = pers.combine(grads, active, side, losses, make_ctx(step=13)).diagnostics["entity_weights"]
+    ws = shared.combine(grads, active, side, losses, make_ctx(step=13)).diagnostics["entity_weights"]
+    n_groups = 0
+    for s in (0, 1):
+        for pat in {tuple(row.tolist()) for row in active[side == s]}:
+            rows = (side == s) & (active == torch.tensor(pat)).all(1)
+            expected = wp[rows].mean(0)
+            torch.testing.assert_close(ws[rows], expected.expand(int(rows.sum()), 3))
+            torch.testing.assert_close(expected.sum(), torch.tensor(1.0, dtype=wp.dtype))
+            n_groups += 1
+    assert n_groups >= 6  # several task sets on both sides
+    # Personalized weights vary inside a group; shared ones do not.
+    full = active.all(1) & (side == 0)
+    assert wp[full].std(0).max() > 1e-3 and ws[full].std(0).max() < 1e-12
+
+
+def test_shared_mode_of_uniform_weights_is_uniform():
+    grads, active, side, losses = random_problem(seed=9, e=60)
+    out = make_method("pmtrec", 3, weight_mode="shared", tau=math.inf, schedule="none").combine(
+        grads, active, side, losses, make_ctx()
+    )
+    n_act = active.sum(1, keepdim=True).double()
+    torch.testing.assert_close(out.diagnostics["entity_weights"], active.double() / n_act)
+
+
+def test_magnitudes_ema_updated_before_use_and_kept_when_untouched():
+    grads, active, side, losses = random_problem(seed=1, e=30, p_active=1.0)
+    method = make_method("pmtrec", 3, ema_decay=0.9)
+    m1 = method.combine(grads, active, side, losses, make_ctx()).diagnostics["magnitude"]
+    for s in (0, 1):
+        torch.testing.assert_close(m1[s], grads[:, side == s].norm(dim=-1).mean(1))
+    # Step 2: task 2 touches items only; its user magnitude must not move.
+    grads2, _, _, _ = random_problem(seed=2, e=30, p_active=1.0)
+    active2 = active.clone()
+    active2[side == 0, 2] = False
+    grads2 = grads2 * active2.T.unsqueeze(-1)
+    m2 = method.combine(grads2, active2, side, losses, make_ctx(step=1)).diagnostics["magnitude"]
+    assert m2[0, 2] == m1[0, 2]
+    expected = 0.9 * m1[1, 2] + 0.1 * grads2[2, side == 1].norm(dim=-1).mean()
+    torch.testing.assert_close(m2[1, 2], expected)
+
+
+def test_diagnostics_shapes_and_meaning():
+    grads, active, side, losses = random_problem(seed=4, e=50, conflict=0.8)
+    out = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx(step=3))
+    dg = out.diagnostics
+    w = dg["entity_weights"]
+    assert w.shape == (50, 3) and (w[~active] == 0).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(50, dtype=w.dtype))
+    assert dg["norm_ratio_before"].shape == (2, 3) and dg["norm_ratio_after"].shape == (2, 3)
+    assert dg["beta"].dim() == 0
+    cos = dg["cos_main"]
+    both = active & active[:, :1]
+    assert torch.isnan(cos[~both]).all() and not torch.isnan(cos[both]).any()
+    for k in range(3):
+        sel = both[:, k]
+        direct = torch.nn.functional.cosine_similarity(grads[k][sel], grads[0][sel], dim=-1)
+        torch.testing.assert_close(cos[sel, k], direct)
+        assert dg["conflict_fraction"][k] == pytest.approx(float((direct < 0).double().mean()))
+    # After alignment: the cosine of g^k minus its conflicting component along g^0, >= 0.
+    after = dg["cos_main_after"]
+    assert torch.isnan(after[~both]).all() and (after[both] >= -1e-12).all()
+    for k in (1, 2):
+        sel = both[:, k]
+        gk, g0 = grads[k][sel], grads[0][sel]
+        dot = (gk * g0).sum(-1, keepdim=True)
+        aligned = torch.where(dot < 0, gk - dot / (g0 * g0).sum(-1, keepdim=True) * g0, gk)
+        direct = torch.nn.functional.cosine_similarity(aligned, g0, dim=-1)
+        torch.testing.assert_close(after[sel, k], direct, atol=1e-7, rtol=1e-6)
+    n_act = active.sum(1, keepdim=True).double()
+    expected_head = (n_act * w).sum(0) / active.sum(0)
+    torch.testing.assert_close(out.head_weights, expected_head)
+    for v in dg.values():
+        assert not v.requires_grad
+
+
+def test_gram_helpers_match_direct_computation():
+    grads, active, side, _ = random_problem(seed=6, e=20)
+    gram = entity_gram(grads)
+    for x in range(20):
+        torch.testing.assert_close(gram[x], grads[:, x] @ grads[:, x].T)
+    torch.testing.assert_close(gram_norms(gram), grads.norm(dim=-1).T)
+    norms, inner = task_major_stats(gram, 1)
+    torch.testing.assert_close(norms, grads.norm(dim=-1))
+    torch.testing.assert_close(inner, (grads * grads[1]).sum(-1))
+    p = conflict_projection(inner, 1, active[:, 1])
+    for k in (0, 2):
+        aligned = grads[k] - p[k].unsqueeze(1) * grads[1]
+        assert ((aligned * grads[1]).sum(-1) >= -1e-12).all()
+        unchanged = (inner[k] >= 0) | ~active[:, 1]
+        assert torch.equal(aligned[unchanged], grads[k][unchanged])
+    assert (p[1] == 0).all()
+    onehot = side_onehot(side, torch.float64)
+    table = torch.arange(6, dtype=torch.float64).view(2, 3)
+    torch.testing.assert_close(side_table(table, side == 1), table[side].T)
+    means, counts = side_masked_mean(norms, active.T, onehot)
+    for s in (0, 1):
+        for k in range(3):
+            sel = (side == s) & active[:, k]
+            assert counts[s, k] == sel.sum()
+            torch.testing.assert_close(means[s, k], norms[k][sel].mean())
+    coef = torch.rand(3, 20, dtype=torch.float64)
+    torch.testing.assert_close(combine_rows(coef, grads), (coef.unsqueeze(-1) * grads).sum(0))
+    torch.testing.assert_close(combine_rows(coef[:, 0], grads), (coef[:, 0].view(3, 1, 1) * grads).sum(0))
+
+
+# ---------------------------------------------------------------------------------------
+# Schedule, presets, parameters, state.
+# ---------------------------------------------------------------------------------------
+def test_schedule_values():
+    h, bm = 8.0, 2.0
+    for sched in ("linear", "cosine"):
+        assert schedule_beta(0.0, sched, bm, h) == 0.0
+        assert schedule_beta(h, sched, bm, h) == pytest.approx(bm)
+        assert schedule_beta(3 * h, sched, bm, h) == pytest.approx(bm)
+        assert schedule_beta(h / 2, sched, bm, h) == pytest.approx(bm / 2)  # both midpoints
+    assert schedule_beta(h / 4, "linear", bm, h) == pytest.approx(bm / 4)
+    assert schedule_beta(h / 4, "cosine", bm, h) == pytest.approx(bm * (1 - math.cos(math.pi / 4)) / 2)
+    assert schedule_beta(5.0, "none", bm, h) == 0.0
+    # The method reads t = ctx.fractional_epoch.
+    m = make_method("pmtrec", 2, schedule="linear", beta_max=bm, horizon=h)
+    grads, active, side, losses = random_problem(k=2, seed=0)
+    out = m.combine(grads, active, side, losses, make_ctx(step=30, steps_per_epoch=10, k=2))
+    assert float(out.diagnostics["beta"]) == pytest.approx(bm * 3 / h)
+
+
+def test_presets_build_with_their_parameters():
+    expected = {
+        "pmtrec": {},
+        "pmtrec-no-personalization": {"weight_mode": "shared"},
+        "pmtrec-no-align": {"align": False},
+        "pmtrec-no-schedule": {"schedule": "none"},
+        "pmtrec-no-gmb": {"rho": 0.0},
+        "ew-align": {
+            "weight_mode": "uniform",
+            "tau": math.inf,
+            "rho": 0.0,
+            "align": True,
+            "schedule": "none",
+        },
+        "ew-gmb": {"weight_mode": "uniform", "tau": math.inf, "align": False, "schedule": "none"},
+    }
+    for name in PRESETS:
+        m = make_method(name, 3)
+        assert isinstance(m, PMTRec) and METHODS[name] is type(m)
+        assert m.params == {**PMTREC_DEFAULTS, **expected[name]}, name
+        # User parameters override preset ones.
+        assert make_method(name, 3, tau=0.25, rho=0.5).params["tau"] == 0.25
+    assert set(PMTREC_DEFAULTS) == set(PARAM_NAMES)
+    assert make_method("ew-gmb", 3).rho > 0
+    with pytest.raises(ValueError, match="rho"):
+        make_method("ew-gmb", 3, rho=0.0)
+
+
+def test_unknown_and_invalid_parameters():
+    with pytest.raises(TypeError, match="bogus"):
+        make_method("pmtrec", 3, bogus=1)
+    with pytest.raises(TypeError, match="temperature"):
+        make_method("pmtrec-no-align", 3, temperature=1.0)
+    bad = {
+        "tau": [0.0, -1.0, float("nan"), "1"],
+        "weight_mode": ["personal"],
+        "rho": [-0.1, 1.5],
+        "gmb_target": ["min"],
+        "ema_decay": [1.0, -0.1],
+        "align": [1],
+        "schedule": ["exp"],
+        "beta_max": [-1.0, math.inf],
+        "horizon": [0.0, math.inf],
+        "normalize": ["yes"],
+        "main_task": [3, -1, 0.5],
+    }
+    for key, values in bad.items():
+        for v in values:
+            with pytest.raises(ValueError, match=key):
+                make_method("pmtrec", 3, **{key: v})
+    m = make_method("pmtrec", 3, main_task=1)
+    grads, active, side, losses = random_problem(seed=0)
+    with pytest.raises(ValueError, match="main_task"):
+        m.combine(grads, active, side, losses, make_ctx(main=0))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_state_dict_round_trip_reproduces_next_combine(name):
+    a = make_method(name, 3)
+    for step in range(3):
+        grads, active, side, losses = random_problem(seed=step, task_scales=(1.0, 5.0, 0.1))
+        a.combine(grads, active, side, losses, make_ctx(step=step))
+    state = a.state_dict()
+    b = make_method(name, 3)
+    b.load_state_dict(state)
+    grads, active, side, losses = random_problem(seed=99)
+    oa = a.combine(grads, active, side, losses, make_ctx(step=3))
+    ob = b.combine(grads, active, side, losses, make_ctx(step=3))
+    assert torch.equal(oa.combined, ob.combined)
+    assert torch.equal(oa.head_weights, ob.head_weights)
+    for key in oa.diagnostics:
+        torch.testing.assert_close(oa.diagnostics[key], ob.diagnostics[key], rtol=0, atol=0, equal_nan=True)
+    # A fresh method (no state) differs: the state matters.
+    c = make_method(name, 3)
+    oc = c.combine(grads, active, side, losses, make_ctx(step=3))
+    assert not torch.equal(oc.diagnostics["magnitude"], oa.diagnostics["magnitude"])
+    with pytest.raises(ValueError):
+        b.load_state_dict({"magnitude": torch.zeros(2, 3)})
+
+
+def test_float32_outputs_finite_for_tiny_gradients():
+    """Realistic scales (row norms ~1e-4) and an entity set where one side lacks a task."""
+    grads, active, side, losses = random_problem(
+        seed=12, e=500, dtype=torch.float32, task_scales=(1e-4, 3e-3, 1e-5)
+    )
+    active[side == 0, 2] = False
+    grads = grads * active.T.unsqueeze(-1)
+    for name in PRESETS:
+        out = make_method(name, 3).combine(grads, active, side, losses, make_ctx(step=5))
+        assert out.combined.shape == (500, 8) and out.combined.dtype == torch.float32
+        assert torch.isfinite(out.combined).all() and torch.isfinite(out.head_weights).all()
+        assert torch.isfinite(out.diagnostics["entity_weights"]).all()
+
+
+def test_shared_mode_with_many_tasks_matches_reference():
+    """More than 12 tasks: the shared-mode groups are compacted with torch.unique instead of
+    bit codes; same result as the loop reference."""
+    k = 14
+    over = {"weight_mode": "shared", "rho": 0.5}
+    method = make_method("pmtrec", k, **over)
+    ref = ReferencePMTRec(k, **full_params(**over))
+    grads, active, side, losses = random_problem(k=k, e=40, d=4, seed=21, p_active=0.3, conflict=0.5)
+    ctx = make_ctx(step=4, k=k)
+    out = method.combine(grads, active, side, losses, ctx)
+    exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch)
+    torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
