@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pmtrec_lab.config import RunConfig
+from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import load_dataset
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
@@ -162,7 +162,9 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     cfg_text = cfg.to_yaml()
     if (out / "config.yaml").is_file() and resume:
-        if (out / "config.yaml").read_text() != cfg_text:
+        # the progress display does not change a run's result
+        previous = load_config(out / "config.yaml").updated({"progress": "none"})
+        if previous.to_yaml() != cfg.updated({"progress": "none"}).to_yaml():
             raise PmtrecError(
                 f"{out} holds a run with a different configuration; use another --out or remove it"
             )

@@ -1,0 +1,445 @@
+"""Write the report notebooks (``notebooks/0*.ipynb``) from this script, so they are reviewed as code.
+
+Run ``.venv/bin/python notebooks/build_notebooks.py`` after editing; commit both this script and
+the notebooks it writes. ``--check`` exits 1 when a committed notebook differs from what the
+script would write (a CI/test guard against hand edits).
+
+Every notebook: a title, a cell tagged ``parameters`` (papermill injects overrides after it),
+calls into ``pmtrec_lab`` and figures, and ONE ``record({...})`` of its headline values. No
+outputs are stored; kernelspec ``pmtrec-lab`` and ``language_info`` are set (papermill needs
+both). Cell ids are derived from the notebook and cell position, so rebuilding is byte-stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from pmtrec_lab.reports.defaults import COMMON_PARAMS
+
+HERE = Path(__file__).resolve().parent
+
+KERNEL_METADATA = {
+    "kernelspec": {"name": "pmtrec-lab", "display_name": "pmtrec-lab (.venv)", "language": "python"},
+    "language_info": {"name": "python", "pygments_lexer": "ipython3", "file_extension": ".py"},
+}
+
+# The common training parameters, in the order shown; defaults from pmtrec_lab.reports.defaults.
+_COMMENTS = {
+    "dataset": "registered dataset name (ml-100k is embedded; synthetic is generated)",
+    "encoder": "mf | lightgcn | hetero",
+    "dim": "embedding dimension",
+    "method": "weighting method (pmtrec_lab.mtl.METHODS)",
+    "method_params": "method hyper-parameters, e.g. {'tau': 0.5}",
+    "epochs": "maximum epochs (early stopping on validation ndcg@20, patience 5)",
+    "lr": "Adam learning rate",
+    "batch_size": "main-task batch size",
+    "seed": "run seed (the split seed stays 0)",
+    "device": "torch device",
+    "data_dir": "None: PMTREC_DATA_DIR or the default data directory",
+    "loader_args": "dataset loader arguments, e.g. {'num_users': 300} for synthetic",
+    "k_core": "None: the dataset's default k-core filter",
+    "tasks": "auxiliary tasks to include (None: the dataset's defaults)",
+    "runs_dir": "run cache root (None: PMTREC_RUNS_DIR or .cache/runs)",
+}
+COMMON = {key: (value, _COMMENTS[key]) for key, value in COMMON_PARAMS.items()}
+CFG_CALL = (
+    "cfg = notebook_config(\n"
+    + "".join(f"    {k}={k},\n" for k in COMMON if k != "runs_dir")
+    + ")\n"
+    + "run = cached_run(cfg, runs_dir)"
+)
+
+
+def _params_source(extra: dict[str, tuple[Any, str]] | None = None, common: bool = True) -> str:
+    items = dict(COMMON) if common else {}
+    items.update(extra or {})
+    width = max(len(f"{k} = {v!r}") for k, (v, _) in items.items())
+    lines = ["# Parameters (papermill injects overrides after this cell)"]
+    for key, (value, comment) in items.items():
+        assign = f"{key} = {value!r}"
+        lines.append(f"{assign:<{width}}  # {comment}")
+    return "\n".join(lines)
+
+
+class _Builder:
+    def __init__(self, name: str):
+        self.name = name
+        self.cells: list[Any] = []
+
+    def md(self, text: str) -> _Builder:
+        self.cells.append(nbformat.v4.new_markdown_cell(text.strip()))
+        return self
+
+    def code(self, text: str, tags: list[str] | None = None) -> _Builder:
+        cell = nbformat.v4.new_code_cell(text.strip())
+        if tags:
+            cell.metadata["tags"] = tags
+        self.cells.append(cell)
+        return self
+
+    def params(self, extra: dict[str, tuple[Any, str]] | None = None, common: bool = True) -> _Builder:
+        return self.code(_params_source(extra, common), tags=["parameters"])
+
+    def notebook(self) -> nbformat.NotebookNode:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata.update(KERNEL_METADATA)
+        for i, cell in enumerate(self.cells):
+            cell["id"] = f"{self.name[:2]}-{i:02d}"
+        nb.cells = self.cells
+        return nb
+
+
+_BASE_IMPORTS = (
+    "from pmtrec_lab import viz",
+    "from pmtrec_lab.reports import record",
+    "from pmtrec_lab.reports.defaults import notebook_config",
+    "from pmtrec_lab.train import cached_run",
+)
+
+
+def setup(*imports: str) -> str:
+    """The first code cell's imports (sorted, as ruff would), ending with a blank line."""
+    lines = sorted({*_BASE_IMPORTS, *imports})
+    return "from IPython.display import HTML, Markdown, display\n\n" + "\n".join(lines) + "\n\n"
+
+
+def nb01() -> _Builder:
+    b = _Builder("01_train_and_evaluate")
+    b.md(
+        """
+# 01 · Train and evaluate
+
+Trains one configuration (PMTRec on ml-100k by default) or reuses the finished run with the same
+configuration from the run cache, then shows its learning curves, validation-selected test
+metrics (full ranking, training and validation items masked) and the test metric by user group.
+Notebooks 02-04 read the same run.
+"""
+    )
+    b.params()
+    b.code(setup("from pmtrec_lab.reports.headlines import train_headlines") + CFG_CALL)
+    b.code(
+        'display(Markdown(f"Run `{run.path.name}`: {run.config.data.name}, {run.config.method.name}, "\n'
+        "                 f\"{run.metrics['epochs_run']} epochs ({run.metrics['stopped']}), \"\n"
+        "                 f\"best epoch {run.metrics['best_epoch']}\"))"
+    )
+    b.md(
+        "## Learning curves\n"
+        "Losses are relative to their first epoch; the dashed line marks the selected epoch."
+    )
+    b.code('viz.learning_curves(run.history, best_epoch=run.metrics["best_epoch"])')
+    b.md("## Test metrics")
+    b.code("display(viz.metrics_table(run.metrics).round(4))\nviz.metrics_bar(run.metrics)")
+    b.md(
+        "## By user group\nActivity thirds of training interactions (coldest to most active) and, where the "
+        "dataset has social links, users with and without links."
+    )
+    b.code("display(viz.group_metrics_table(run.groups).round(4))\nviz.group_metrics_figure(run.groups)")
+    b.code("values = train_headlines(run)\n_ = record(values)\nvalues")
+    return b
+
+
+def nb02() -> _Builder:
+    b = _Builder("02_task_weights")
+    b.md(
+        """
+# 02 · Per-entity task weights
+
+PMTRec gives every user and item its own task weights, from the relative size of each task's
+gradient for that entity (docs: `pmtrec-method.md`, step 4). This notebook shows how those
+weights are distributed per task, how they relate to an entity's activity and (where the dataset
+has social links) to its social degree, how they move over training, and one entity's trajectory.
+"""
+    )
+    b.params(
+        {
+            "weight_epoch": (None, "epoch of the weights shown (None: the last recorded)"),
+            "entity_side": ("user", "side of the entity whose trajectory is shown"),
+            "entity": (None, "entity id (None: the one touched by the most steps)"),
+        }
+    )
+    b.code(
+        setup("from pmtrec_lab.reports.headlines import weight_headlines")
+        + CFG_CALL
+        + "\n"
+        + """ew = run.diagnostics()["entity_weights"]
+ds = viz.dataset_for_config(run.config)
+activity = viz.entity_activity(ds)
+if ew.empty:
+    display(Markdown(f"**{run.config.method.name} records no per-entity weights**: the panels below say so."))
+if not viz.has_social_links(ds):
+    display(Markdown(f"**{ds.name} has no social links**: panels against social degree are skipped."))"""
+    )
+    b.md("## Distribution per task\nOne violin per task and side; its width is the personalization.")
+    b.code(
+        """
+display(viz.mean_task_weights(ew, weight_epoch).round(4))
+viz.weight_distributions(ew, weight_epoch)"""
+    )
+    b.md(
+        "## Against activity and social degree\nMean weight per activity bin (quantiles of training "
+        "interactions), with standard errors; Spearman correlations below."
+    )
+    b.code(
+        "display(viz.weights_vs_activity(ew, activity, epoch=weight_epoch))\n"
+        "viz.weight_activity_correlation(ew, activity, weight_epoch).round(3)"
+    )
+    b.md("## Over training\nMean and 10-90% band at each recorded epoch.")
+    b.code("viz.weights_over_epochs(ew)")
+    b.md("## One entity")
+    b.code(
+        "picked = viz.pick_entity(ew, entity_side, entity)\nviz.entity_trajectory(ew, entity_side, picked)"
+    )
+    b.code(
+        """
+values = {**weight_headlines(ew, activity, weight_epoch), "has_social_links": viz.has_social_links(ds),
+          "entity_side": entity_side, "entity": picked, "run": run.path.name}
+_ = record(values)
+values"""
+    )
+    return b
+
+
+def nb03() -> _Builder:
+    b = _Builder("03_gradient_conflicts")
+    b.md(
+        """
+# 03 · Gradient conflicts and Task Focusing
+
+For every touched entity the trainer measures the cosine between each auxiliary task's gradient
+and the main-task gradient. A negative cosine is a conflict: following that task would undo
+progress on recommendation for this entity. Task Focusing's alignment projects the conflicting
+component out, so the *combined* gradient never opposes the main task. Compare the raw cosines
+with the combined ones (and, with `compare_align_off=True`, with a run whose alignment is off).
+"""
+    )
+    b.params(
+        {
+            "hist_epoch": (None, "epoch of the before/after histograms (None: the last)"),
+            "compare_align_off": (False, "also train pmtrec-no-align and compare its conflicts"),
+        }
+    )
+    b.code(
+        setup("from pmtrec_lab.reports.headlines import conflict_headlines")
+        + CFG_CALL
+        + "\ndiag = run.diagnostics()"
+    )
+    b.md(
+        "## Conflict fraction over training\nSolid: per auxiliary task (raw); dashed: the combined gradient."
+    )
+    b.code(
+        'display(viz.conflict_summary(diag["epochs"]).round(3))\nviz.conflict_fraction_over_epochs(diag["epochs"])'
+    )
+    b.md("## Cosine distributions over training (raw)")
+    b.code('viz.cosine_histograms(diag["cosine_hist"], "raw")')
+    b.md("## Before and after Task Focusing")
+    b.code('viz.cosine_before_after(diag["cosine_hist"], hist_epoch)')
+    b.md("## Alignment off")
+    b.code(
+        """values = conflict_headlines(diag["epochs"], hist_epoch)
+if compare_align_off:
+    cfg_off = cfg.updated({"method": {"name": "pmtrec-no-align", "params": method_params}})
+    run_off = cached_run(cfg_off, runs_dir)
+    diag_off = run_off.diagnostics()
+    display(Markdown(f"Run `{run_off.path.name}` (pmtrec-no-align)"))
+    display(viz.conflict_fraction_over_epochs(diag_off["epochs"]))
+    display(viz.cosine_before_after(diag_off["cosine_hist"]))
+    off = conflict_headlines(diag_off["epochs"])
+    values["align_off_conflict_fraction_combined"] = off["conflict_fraction_combined"]
+    values["align_off_test_ndcg@20"] = run_off.metrics["test"]["ndcg@20"]
+else:
+    display(Markdown("Set `compare_align_off=True` to train `pmtrec-no-align` and compare."))"""
+    )
+    b.code(
+        """
+values.update(run=run.path.name, test_ndcg20=run.metrics["test"]["ndcg@20"])
+_ = record(values)
+values"""
+    )
+    return b
+
+
+def nb04() -> _Builder:
+    b = _Builder("04_magnitude_balance")
+    b.md(
+        """
+# 04 · Gradient magnitude balance
+
+Auxiliary tasks can have gradients far larger (or smaller) than the main task's: summed as they
+are, the largest would dominate every update. Gradient Magnitude Balancing (GMB, after
+MetaBalance) moves each task's magnitude towards the main task's, with strength `rho`. Shown:
+each task's magnitude relative to the main task's, before and after GMB, and which tasks would
+dominate without it.
+"""
+    )
+    b.params({"dominance_factor": (2.0, "ratio above which a task 'dominates' (below 1/x: 'vanishes')")})
+    b.code(
+        setup("from pmtrec_lab.reports.headlines import effective_pmtrec_params, magnitude_headlines")
+        + CFG_CALL
+        + '\nepochs_table = run.diagnostics()["epochs"]'
+    )
+    b.md("## Magnitude ratios over training\nSolid: before GMB; dashed: after. 1 is the main task's scale.")
+    b.code("viz.norm_ratio_over_epochs(epochs_table)")
+    b.md("## Raw gradient norms")
+    b.code("viz.grad_norm_over_epochs(epochs_table)")
+    b.md("## Which tasks would dominate without GMB (last epoch)")
+    b.code("viz.magnitude_summary(epochs_table, factor=dominance_factor).round(3)")
+    b.code(
+        'values = {**magnitude_headlines(epochs_table, factor=dominance_factor), "run": run.path.name,\n'
+        '          "rho": effective_pmtrec_params(method, run.config.method.params).get("rho")}\n'
+        "_ = record(values)\nvalues"
+    )
+    return b
+
+
+def nb05() -> _Builder:
+    b = _Builder("05_ablation_explorer")
+    b.md(
+        """
+# 05 · Ablation explorer
+
+Switch PMTRec's modules on and off (personalization, TF alignment, TF schedule, GMB), set `tau`,
+`beta_max` and `rho`, press **Train**: a small model is trained (or a run of the same
+configuration reused), then its curves and metrics are shown next to every configuration tried
+in this session. In a batch report (`interactive=False`) the configuration in `controls` is run
+once and its figures and metrics are shown as plain outputs.
+"""
+    )
+    b.params(
+        {
+            "controls": ({}, "initial switches/sliders, e.g. {'gmb': False, 'tau': 0.5}"),
+            "interactive": (True, "show the widget (JupyterLab); False: plain outputs (reports)"),
+        }
+    )
+    b.code(
+        setup(
+            "from pmtrec_lab.reports.headlines import train_headlines",
+            "from pmtrec_lab.widgets import AblationExplorer",
+        )
+        + "base_cfg = notebook_config(\n"
+        + "".join(f"    {k}={k},\n" for k in COMMON if k != "runs_dir")
+        + ")\n"
+        + "explorer = AblationExplorer(base_cfg, runs_dir=runs_dir, show_figures=interactive, **controls)\n"
+        + "run = explorer.run()"
+    )
+    b.code(
+        """if interactive:
+    display(explorer)
+else:
+    for fig in explorer.figures():
+        display(fig)
+    display(HTML(explorer.metrics_html.value))"""
+    )
+    b.code(
+        'values = {**train_headlines(run), "controls": explorer.values(),\n'
+        '          "method_params": dict(explorer.last_config.method.params)}\n'
+        "_ = record(values)\nvalues"
+    )
+    return b
+
+
+def nb06() -> _Builder:
+    b = _Builder("06_method_comparison")
+    b.md(
+        """
+# 06 · Method comparison
+
+Test metrics of PMTRec, its ablations and the baselines across datasets and seeds, the strongest
+baseline per dataset (by validation NDCG@20) and a Wilcoxon signed-rank test of PMTRec against it
+over per-user test NDCG@20. By default the committed tables under `results/` are read (written by
+`pmtrec-lab compare`); with `run_small_grid=True` a small grid is trained here instead (a few
+methods x seeds x epochs, reused from the run cache when repeated).
+"""
+    )
+    b.params(
+        {
+            "results_dir": (None, "None: the project's results/ folder"),
+            "run_small_grid": (False, "train a small grid here instead of reading results/"),
+            "grid_methods": (
+                ["ew", "pcgrad", "pmtrec", "pmtrec-no-personalization", "pmtrec-no-gmb"],
+                "grid methods",
+            ),
+            "grid_datasets": (None, "grid datasets (None: [dataset])"),
+            "grid_seeds": ([0], "grid seeds"),
+            "dataset_params": ({}, "per-dataset overrides, e.g. {'synthetic': {'loader_args': {...}}}"),
+        }
+    )
+    b.code(
+        setup(
+            "from pmtrec_lab.paths import PROJECT_ROOT",
+            "from pmtrec_lab.reports.headlines import grid_headlines",
+            "from pmtrec_lab.reports import small_grid",
+        )
+        + """if run_small_grid:
+    base_params = dict(encoder=encoder, dim=dim, method_params=method_params, epochs=epochs, lr=lr,
+                       batch_size=batch_size, device=device, data_dir=data_dir, loader_args=loader_args,
+                       k_core=k_core, tasks=tasks)
+    runs = small_grid.run_small_grid(grid_methods, grid_datasets or [dataset], grid_seeds, base_params,
+                          dataset_params, runs_dir)
+    tables = small_grid.summarize_grid(runs)
+    source = "small grid"
+else:
+    source = str(results_dir or PROJECT_ROOT / "results")
+    tables = small_grid.find_results(source)
+if not tables:
+    display(Markdown(f"**No result tables in `{source}` yet** (run `pmtrec-lab compare`, or set "
+                     "`run_small_grid=True`): the panels below are empty."))
+else:
+    display(Markdown(f"Tables from: `{source}`"))"""
+    )
+    b.md("## Test metrics (mean ± std over seeds)")
+    b.code(
+        """
+summary = tables.get("summary")
+if summary is not None:
+    display(summary.round(4))
+viz.method_comparison(summary)"""
+    )
+    b.md("## Ablations: difference to PMTRec")
+    b.code("viz.ablation_figure(summary)")
+    b.md("## Strongest baseline and significance")
+    b.code(
+        'for name in ("strongest_baseline", "significance", "significance_groups"):\n'
+        "    if name in tables and not tables[name].empty:\n"
+        '        display(Markdown(f"**{name}**"), tables[name].round(4))'
+    )
+    b.code("values = grid_headlines(tables, source)\n_ = record(values)\nvalues")
+    return b
+
+
+BUILDERS = (nb01, nb02, nb03, nb04, nb05, nb06)
+
+
+def build() -> dict[Path, str]:
+    """Notebook path -> the exact text this script writes."""
+    out = {}
+    for fn in BUILDERS:
+        b = fn()
+        out[HERE / f"{b.name}.ipynb"] = nbformat.writes(b.notebook()) + "\n"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a notebook differs from the script")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in build().items():
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(HERE.parent)}")
+    if stale:
+        print(f"out of date (run notebooks/build_notebooks.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""``pmtrec-lab report``: execute the report notebooks with papermill into an HTML report.
+
+    pmtrec-lab report [--params FILE] [--out DIR] [--notebooks 01,03] [--set KEY=VALUE ...]
+
+``--params`` is a YAML file::
+
+    common:                     # every notebook (e.g. dataset, epochs, loader_args)
+      epochs: 20
+    03_gradient_conflicts:      # one notebook (its stem or its 01..06 prefix)
+      compare_align_off: true
+
+``--set KEY=VALUE`` (repeatable; VALUE parsed as YAML) sets a common parameter, or one notebook's
+with ``NOTEBOOK.KEY=VALUE`` (``--set 06.run_small_grid=true``); ``--set`` wins over the file.
+The report goes to ``--out`` (default ``reports``): one page per notebook, ``index.html`` and
+``index.json``; the command exits 1 when any notebook failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pmtrec_lab.config import parse_override
+from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.reports.defaults import NOTEBOOKS, REPORT_NOTEBOOK_PARAMS, notebook_path, resolve_notebook
+
+__all__ = ["add_report_command", "build_report_params", "run_report_command"]
+
+
+def _load_params_file(path: str | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    if not path:
+        return {}, {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {p}: expected a mapping of 'common' and notebook names")
+    common = data.pop("common", None) or {}
+    if not isinstance(common, dict):
+        raise ConfigError(f"params file {p}: 'common' must be a mapping")
+    per: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        try:
+            name = resolve_notebook(str(key))
+        except ValueError as exc:
+            raise ConfigError(f"params file {p}: {exc}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"params file {p}: parameters of {key!r} must be a mapping")
+        per.setdefault(name, {}).update(value)
+    return dict(common), per
+
+
+def build_report_params(
+    params_file: str | None, overrides: list[str], notebooks: list[str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(common, per-notebook) parameters: report defaults < params file < ``--set`` overrides.
+
+    Per-notebook entries are kept only for the selected ``notebooks`` (run_report rejects
+    parameters for a notebook that is not run).
+    """
+    common, per = _load_params_file(params_file)
+    merged: dict[str, dict[str, Any]] = {n: dict(v) for n, v in REPORT_NOTEBOOK_PARAMS.items()}
+    for name, values in per.items():
+        merged.setdefault(name, {}).update(values)
+    for item in overrides:
+        path, value = parse_override(item)
+        if len(path) == 1:
+            common[path[0]] = value
+        elif len(path) == 2:
+            try:
+                name = resolve_notebook(path[0])
+            except ValueError as exc:
+                raise ConfigError(f"--set {item!r}: {exc}") from None
+            merged.setdefault(name, {})[path[1]] = value
+        else:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE or NOTEBOOK.KEY=VALUE")
+    return common, {n: v for n, v in merged.items() if n in notebooks}
+
+
+def _selected(spec: str | None) -> list[str]:
+    if not spec:
+        return list(NOTEBOOKS)
+    try:
+        return [resolve_notebook(s.strip()) for s in spec.split(",") if s.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"--notebooks: {exc}") from None
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    """Run the selected notebooks into ``args.out``; 0 when all succeeded, else 1."""
+    from pmtrec_lab.reports.runner import run_report
+
+    names = _selected(args.notebooks)
+    common, per = build_report_params(args.params, args.set, names)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run_report(
+        [notebook_path(n) for n in names],
+        per,
+        args.out,
+        kernel_name=args.kernel,
+        common_params=common,
+        timeout_per_cell=args.timeout,
+        show_code=args.show_code,
+    )
+    for e in result.entries:
+        status = "ok" if e.ok else f"FAILED ({e.error})"
+        print(f"{e.name:<26} {status:<10} {e.duration_s:7.1f} s")
+    print(f"report: {result.index_html}")
+    if not result.ok:
+        print(f"error: {sum(not e.ok for e in result.entries)} notebook(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_report_command(subparsers: Any) -> None:
+    """Register ``report`` on the ``pmtrec-lab`` sub-command parser."""
+    rp = subparsers.add_parser(
+        "report",
+        help="execute the report notebooks (papermill) into HTML pages and an index",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rp.add_argument("--params", default=None, help="YAML file: 'common' and per-notebook parameters")
+    rp.add_argument("--out", default="reports", help="output folder (default: reports)")
+    rp.add_argument("--notebooks", default=None, help="comma-separated subset, e.g. 01,03 (default: all)")
+    rp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="parameter override, repeatable"
+    )
+    rp.add_argument("--kernel", default="pmtrec-lab", help="Jupyter kernel name (default: pmtrec-lab)")
+    rp.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell (default 1800)")
+    rp.add_argument("--show-code", action="store_true", help="show every code cell in the pages")
+    rp.set_defaults(func=run_report_command)

@@ -1,0 +1,186 @@
+"""A small comparison grid that a notebook can run itself, and the committed result tables.
+
+The full protocol (learning rate chosen per method, many seeds, three datasets) lives in
+``pmtrec_lab.compare`` and writes tables under ``results/``. Notebook 06 reads those by default
+(:func:`find_results`). With ``run_small_grid=True`` it instead runs a few methods x 1-2 seeds
+x few epochs on small data through ``cached_run`` (:func:`run_small_grid`; every run reused when
+its configuration comes back) and builds the same kind of tables (:func:`summarize_grid`):
+``summary`` with the column names of ``compare.summarize`` (so one figure function serves both),
+the strongest baseline per dataset by mean *validation* NDCG@20, and a Wilcoxon signed-rank test
+of PMTRec against it over per-user test NDCG@20 averaged over seeds
+(``pmtrec_lab.eval.wilcoxon_paired``). Test metrics choose nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pmtrec_lab.compare import BASELINES, PMTREC_FAMILY, load_results
+from pmtrec_lab.eval.significance import wilcoxon_paired
+from pmtrec_lab.reports.defaults import notebook_config
+from pmtrec_lab.train import cached_run, load_run
+
+__all__ = [
+    "DEFAULT_GRID_METHODS",
+    "find_results",
+    "is_baseline",
+    "run_small_grid",
+    "summarize_grid",
+]
+
+#: A small, informative default: two baselines, PMTRec and two of its ablations.
+DEFAULT_GRID_METHODS: tuple[str, ...] = (
+    "ew",
+    "pcgrad",
+    "pmtrec",
+    "pmtrec-no-personalization",
+    "pmtrec-no-gmb",
+)
+METRIC = "ndcg@20"
+
+
+def is_baseline(method: str) -> bool:
+    """True for the comparison's baselines (``compare.BASELINES``), False for PMTRec and its ablations."""
+    return method in BASELINES or method not in PMTREC_FAMILY and not method.startswith("pmtrec")
+
+
+def run_small_grid(
+    methods: Sequence[str] = DEFAULT_GRID_METHODS,
+    datasets: Sequence[str] = ("ml-100k",),
+    seeds: Sequence[int] = (0,),
+    base_params: Mapping[str, Any] | None = None,
+    dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
+    runs_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Train (or reuse) every (dataset, method, seed) and return one row per run.
+
+    ``base_params`` are :func:`pmtrec_lab.reports.defaults.notebook_config` keyword arguments
+    shared by all runs (epochs, lr, dim, ...); ``dataset_params[dataset]`` adds per-dataset ones
+    (e.g. ``{"synthetic": {"loader_args": {"num_users": 300, "num_items": 200}}}``). Columns:
+    ``dataset, method, seed, run_dir, best_epoch, epochs_run, seconds, valid_ndcg@20,
+    test_recall@20, test_ndcg@20``.
+    """
+    rows = []
+    for dataset in datasets:
+        extra = dict((dataset_params or {}).get(dataset, {}))
+        for method in methods:
+            for seed in seeds:
+                params = {
+                    **dict(base_params or {}),
+                    **extra,
+                    "dataset": dataset,
+                    "method": method,
+                    "seed": seed,
+                }
+                run = cached_run(notebook_config(**params), runs_dir)
+                m = run.metrics
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "seed": int(seed),
+                        "run_dir": str(run.path),
+                        "best_epoch": m.get("best_epoch"),
+                        "epochs_run": m.get("epochs_run"),
+                        "seconds": m.get("seconds"),
+                        "valid_ndcg@20": m.get("valid", {}).get(METRIC),
+                        "test_recall@20": m.get("test", {}).get("recall@20"),
+                        "test_ndcg@20": m.get("test", {}).get(METRIC),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _per_user_mean(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-user test NDCG@20 averaged over the given runs' seeds (with the user's groups)."""
+    frames = []
+    for rd in runs["run_dir"]:
+        pu = load_run(rd).per_user
+        if pu is not None:
+            frames.append(pu)
+    if not frames:
+        return pd.DataFrame(columns=["user", METRIC])
+    allf = pd.concat(frames)
+    out = allf.groupby("user")[METRIC].mean().reset_index()
+    groups = [c for c in ("activity", "social") if c in allf.columns]
+    if groups:
+        out = out.merge(allf.drop_duplicates("user")[["user", *groups]], on="user")
+    return out
+
+
+def summarize_grid(runs: pd.DataFrame, pmtrec: str = "pmtrec") -> dict[str, pd.DataFrame]:
+    """Tables from :func:`run_small_grid`'s rows.
+
+    - ``summary``: per (dataset, method) ``seeds, valid_ndcg20, recall20_mean, recall20_std,
+      ndcg20_mean, ndcg20_std, epochs`` (``compare.summarize``'s names; std NaN with one seed);
+    - ``strongest_baseline``: per dataset the baseline with the best mean validation NDCG@20;
+    - ``significance``: PMTRec vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
+      over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means).
+    """
+    if runs.empty:
+        return {}
+    summary = (
+        runs.groupby(["dataset", "method"], sort=False)
+        .agg(
+            seeds=("seed", "count"),
+            valid_ndcg20=("valid_ndcg@20", "mean"),
+            recall20_mean=("test_recall@20", "mean"),
+            recall20_std=("test_recall@20", "std"),
+            ndcg20_mean=("test_ndcg@20", "mean"),
+            ndcg20_std=("test_ndcg@20", "std"),
+            epochs=("epochs_run", "mean"),
+        )
+        .reset_index()
+    )
+    strongest, sig = [], []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        base = part[part["method"].map(is_baseline)]
+        if base.empty:
+            continue
+        best = base.loc[base["valid_ndcg20"].idxmax()]
+        strongest.append(
+            {"dataset": dataset, "baseline": best["method"], "valid_ndcg20": best["valid_ndcg20"]}
+        )
+        if pmtrec not in set(part["method"]):
+            continue
+        sel = runs[runs["dataset"] == dataset]
+        a = _per_user_mean(sel[sel["method"] == pmtrec])
+        b = _per_user_mean(sel[sel["method"] == best["method"]])
+        merged = a.merge(b, on="user", suffixes=("_a", "_b"))
+        if merged.empty:
+            continue
+        test = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
+        sig.append(
+            {
+                "dataset": dataset,
+                "method": pmtrec,
+                "baseline": best["method"],
+                "pmtrec_ndcg20": float(merged[f"{METRIC}_a"].mean()),
+                "baseline_ndcg20": float(merged[f"{METRIC}_b"].mean()),
+                **test,
+            }
+        )
+    return {
+        "summary": summary,
+        "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
+        "significance": pd.DataFrame(sig),
+    }
+
+
+def find_results(results_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The committed comparison tables under ``results_dir`` (``compare.load_results``), looking in
+    the folder itself and in every sub-folder holding a ``summary.csv``; tables of several
+    grids are concatenated. Empty dict when there are none (or the folder does not exist)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return {}
+    dirs = sorted({p.parent for p in root.rglob("summary.csv")})
+    merged: dict[str, list[pd.DataFrame]] = {}
+    for d in dirs:
+        for name, table in load_results(d).items():
+            merged.setdefault(name, []).append(table)
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in merged.items()}

@@ -1,0 +1,75 @@
+"""Plotly figure builders: pure functions from run artifacts (tables) to ``go.Figure``.
+
+Modules: ``training`` (learning curves, metrics, groups), ``weights`` (per-entity task weights),
+``gradients`` (conflicts and magnitude ratios), ``comparison`` (methods side by side), ``data``
+(per-entity activity and social degree from a dataset, the weights figures' x axes).
+A figure whose data the run or dataset lacks is a placeholder that says why
+(:func:`missing_figure`, :func:`is_missing`), so a notebook panel explains itself and goes on.
+"""
+
+from pmtrec_lab.viz._common import MissingSourceError, is_missing, missing_figure, missing_reason, task_colors
+from pmtrec_lab.viz.comparison import ablation_deltas, ablation_figure, method_comparison
+from pmtrec_lab.viz.data import dataset_for_config, entity_activity, has_social_links, social_degree
+from pmtrec_lab.viz.gradients import (
+    conflict_fraction_over_epochs,
+    conflict_summary,
+    cosine_before_after,
+    cosine_histograms,
+    grad_norm_over_epochs,
+    magnitude_summary,
+    norm_ratio_over_epochs,
+    norm_ratios,
+)
+from pmtrec_lab.viz.training import (
+    group_metrics_figure,
+    group_metrics_table,
+    learning_curves,
+    metrics_bar,
+    metrics_table,
+)
+from pmtrec_lab.viz.weights import (
+    applicable_weights,
+    entity_trajectory,
+    mean_task_weights,
+    pick_entity,
+    weight_activity_correlation,
+    weight_distributions,
+    weights_over_epochs,
+    weights_vs_activity,
+)
+
+__all__ = [
+    "MissingSourceError",
+    "ablation_deltas",
+    "ablation_figure",
+    "applicable_weights",
+    "conflict_fraction_over_epochs",
+    "conflict_summary",
+    "cosine_before_after",
+    "cosine_histograms",
+    "dataset_for_config",
+    "entity_activity",
+    "entity_trajectory",
+    "grad_norm_over_epochs",
+    "group_metrics_figure",
+    "group_metrics_table",
+    "has_social_links",
+    "is_missing",
+    "learning_curves",
+    "magnitude_summary",
+    "mean_task_weights",
+    "method_comparison",
+    "metrics_bar",
+    "metrics_table",
+    "missing_figure",
+    "missing_reason",
+    "norm_ratio_over_epochs",
+    "norm_ratios",
+    "pick_entity",
+    "social_degree",
+    "task_colors",
+    "weight_activity_correlation",
+    "weight_distributions",
+    "weights_over_epochs",
+    "weights_vs_activity",
+]

@@ -1,0 +1,183 @@
+"""Notebook tier: every report notebook executed with papermill (through the report runner, as
+``pmtrec-lab report`` does) on tiny parameters, asserting on the values each one records.
+
+Synthetic data (it has social links) for the main pass; a second pass runs 02 on ml-100k (no
+social links: the panels must say so and the notebook go on) and 06 on an empty results folder.
+The stored notebooks are checked too: no outputs, kernelspec/language_info, a ``parameters``
+cell, and identical to what ``notebooks/build_notebooks.py`` writes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pmtrec_lab.reports import run_report
+from pmtrec_lab.reports.cli import build_report_params
+from pmtrec_lab.reports.defaults import NOTEBOOKS, notebook_path
+from pmtrec_lab.train import load_run
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow, pytest.mark.timeout(900)]
+
+REPO = Path(__file__).resolve().parent.parent
+SYN = {"num_users": 120, "num_items": 80, "interactions_per_user": 12}
+
+
+def test_stored_notebooks_are_clean_parameterized_and_built_by_the_script():
+    for name in NOTEBOOKS:
+        nb = nbformat.read(notebook_path(name), as_version=4)
+        assert nb.metadata.kernelspec.name == "pmtrec-lab", name
+        assert nb.metadata.language_info.name == "python", name
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, name
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), name
+        assert sum("record(" in c.source for c in code) == 1, name
+    check = subprocess.run(
+        [sys.executable, str(REPO / "notebooks" / "build_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """All six notebooks on tiny synthetic parameters, one shared run cache."""
+    root = tmp_path_factory.mktemp("nb")
+    runs = root / "runs"
+    common = {
+        "dataset": "synthetic",
+        "loader_args": SYN,
+        "k_core": 2,
+        "dim": 16,
+        "epochs": 4,
+        "lr": 0.01,
+        "batch_size": 256,
+        "runs_dir": str(runs),
+    }
+    _, per = build_report_params(None, [], list(NOTEBOOKS))  # the report's own per-notebook defaults
+    per.setdefault("03_gradient_conflicts", {})["compare_align_off"] = True
+    per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": False}
+    per["06_method_comparison"] = {"run_small_grid": True, "grid_methods": ["ew", "pcgrad", "pmtrec"]}
+    result = run_report([notebook_path(n) for n in NOTEBOOKS], per, root / "out", common_params=common)
+    return result, runs
+
+
+def _values(result, name: str) -> dict:
+    entry = result.entry(name)
+    assert entry.ok, f"{name} failed: {entry.error}"
+    return entry.values
+
+
+def test_report_runs_every_notebook_and_writes_the_index(report):
+    result, _ = report
+    assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
+    index = json.loads(result.index_json.read_text())
+    assert [e["name"] for e in index["entries"]] == list(NOTEBOOKS)
+    for e in result.entries:
+        html = (result.out_dir / e.html).read_text()
+        assert "Plotly.newPlot" in html, e.name  # figures made it into the page
+        assert "plotly.min.js" in html
+    assert (result.out_dir / "plotly.min.js").is_file()
+
+
+def test_01_records_the_runs_test_metrics(report):
+    result, runs = report
+    v = _values(result, "01_train_and_evaluate")
+    run = load_run(runs / v["run"])
+    assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
+    assert v["valid_ndcg@20"] == pytest.approx(run.metrics["valid"]["ndcg@20"])
+    assert 0 <= v["best_epoch"] < 4 and v["epochs_run"] <= 4
+    assert v["method"] == "pmtrec" and v["dataset"] == "synthetic"
+    assert {"activity/cold", "activity/active", "social/with_links"} <= set(v["groups_ndcg@20"])
+
+
+def test_01_to_04_share_one_run(report):
+    result, runs = report
+    names = {_values(result, n)["run"] for n in NOTEBOOKS[:4]}
+    assert len(names) == 1
+    assert len([p for p in runs.iterdir() if p.name.startswith("synthetic-pmtrec-")]) >= 1
+
+
+def test_02_records_task_weights_and_social_correlations(report):
+    result, _ = report
+    v = _values(result, "02_task_weights")
+    assert v["weights_recorded"] and v["has_social_links"]
+    for side in ("user", "item"):
+        total = sum(w for k, w in v["mean_weight"].items() if k.startswith(f"{side}/"))
+        assert total == pytest.approx(1.0, abs=1e-4)
+    assert "user/social:friends" in v["mean_weight"]
+    assert set(v["spearman_vs_social_degree"]) and all(
+        -1 <= r <= 1 for r in v["spearman_vs_social_degree"].values()
+    )
+    assert isinstance(v["entity"], int) and v["entity_side"] == "user"
+
+
+def test_03_records_conflicts_and_alignment_removes_them(report):
+    result, _ = report
+    v = _values(result, "03_gradient_conflicts")
+    assert v["conflict_fraction"] and all(0 < f < 1 for f in v["conflict_fraction"].values())
+    assert v["conflict_fraction_combined"] == {"user": 0.0, "item": 0.0}
+    # without TF alignment some entities' combined gradients do oppose the main task
+    assert max(v["align_off_conflict_fraction_combined"].values()) > 0
+
+
+def test_04_records_magnitude_ratios_before_and_after_gmb(report):
+    result, _ = report
+    v = _values(result, "04_magnitude_balance")
+    before, after = v["norm_ratio_before"], v["norm_ratio_after"]
+    assert set(before) == set(after) and "user/social:friends" in before
+    for key in before:
+        assert abs(after[key] - 1) <= abs(before[key] - 1) + 1e-9  # GMB pulls towards the main task
+    assert set(v["dominating_without_gmb"]) == {k for k, r in before.items() if r > 2}
+
+
+def test_05_runs_the_explorer_configuration_in_batch(report):
+    result, runs = report
+    v = _values(result, "05_ablation_explorer")
+    assert v["controls"]["gmb"] is False
+    assert v["method_params"] == {"rho": 0.0}
+    run = load_run(runs / v["run"])
+    assert run.config.method.params == {"rho": 0.0}
+    assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
+    assert v["run"] != _values(result, "01_train_and_evaluate")["run"]
+
+
+def test_06_small_grid_with_strongest_baseline_and_wilcoxon(report):
+    result, _ = report
+    v = _values(result, "06_method_comparison")
+    assert v["results_found"] and v["source"] == "small grid"
+    assert v["methods"] == ["ew", "pcgrad", "pmtrec"]
+    assert v["strongest_baseline"]["synthetic"] in {"ew", "pcgrad"}
+    w = v["wilcoxon"]["synthetic"]
+    assert w["n"] == 120 and 0 <= w["p_value"] <= 1
+    # PMTRec's grid run is the notebooks' run (same configuration): its metric matches 01's
+    assert v["test_ndcg@20"]["synthetic/pmtrec"] == pytest.approx(
+        _values(result, "01_train_and_evaluate")["test_ndcg@20"]
+    )
+
+
+def test_without_social_links_and_without_results_the_notebooks_say_so_and_go_on(tmp_path):
+    common = {"dataset": "ml-100k", "dim": 8, "epochs": 1, "runs_dir": str(tmp_path / "runs")}
+    per = {"06_method_comparison": {"results_dir": str(tmp_path / "no-results")}}
+    result = run_report(
+        [notebook_path("02_task_weights"), notebook_path("06_method_comparison")],
+        per,
+        tmp_path / "out",
+        common_params=common,
+    )
+    assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
+    v2 = _values(result, "02_task_weights")
+    assert v2["has_social_links"] is False and v2["spearman_vs_social_degree"] == {}
+    assert v2["weights_recorded"] and "user/user_label:age" in v2["mean_weight"]
+    page = (result.out_dir / result.entry("02_task_weights").html).read_text()
+    assert "has no social links" in page
+    v6 = _values(result, "06_method_comparison")
+    assert v6 == {"results_found": False, "source": str(tmp_path / "no-results")}
+    assert "No result tables" in (result.out_dir / result.entry("06_method_comparison").html).read_text()

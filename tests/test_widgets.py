@@ -1,0 +1,125 @@
+"""AblationExplorer: the control -> configuration mapping, training on demand through the run
+cache, and that switching a module changes the run and its metrics (widgets work outside a
+kernel: setting ``.value`` fires observers synchronously)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+from pmtrec_lab.reports.defaults import notebook_config
+from pmtrec_lab.train import config_key
+from pmtrec_lab.widgets import CONTROL_DEFAULTS, AblationExplorer, config_from_controls, describe_controls
+
+SYN = {"num_users": 120, "num_items": 80, "interactions_per_user": 12}
+
+
+@pytest.fixture(scope="module")
+def base_cfg():
+    return notebook_config(
+        dataset="synthetic", loader_args=SYN, k_core=2, dim=16, epochs=3, lr=0.01, batch_size=256
+    )
+
+
+def test_all_on_with_default_sliders_is_exactly_method_pmtrec(base_cfg):
+    cfg = config_from_controls({}, base_cfg)
+    assert cfg.method.name == "pmtrec" and cfg.method.params == {}
+    # the same run directory as the notebooks' pmtrec run: the cache is shared
+    assert config_key(cfg) == config_key(base_cfg.updated({"method": {"name": "pmtrec", "params": {}}}))
+
+
+@pytest.mark.parametrize(
+    ("controls", "expected"),
+    [
+        ({"personalization": False}, {"weight_mode": "shared"}),
+        ({"align": False}, {"align": False}),
+        ({"schedule": False}, {"schedule": "none"}),
+        ({"gmb": False}, {"rho": 0.0}),
+        ({"tau": 0.5}, {"tau": 0.5}),
+        ({"rho": 0.75}, {"rho": 0.75}),
+        ({"beta_max": 4.0}, {"beta_max": 4.0}),
+        # sliders of a module that is off are ignored (one configuration, one cached run)
+        ({"schedule": False, "beta_max": 4.0}, {"schedule": "none"}),
+        ({"gmb": False, "rho": 0.75}, {"rho": 0.0}),
+        (
+            {"personalization": False, "align": False, "schedule": False, "gmb": False},
+            {"weight_mode": "shared", "align": False, "schedule": "none", "rho": 0.0},
+        ),
+    ],
+)
+def test_control_mapping(base_cfg, controls, expected):
+    params = config_from_controls(controls, base_cfg).method.params
+    # only what differs from PMTRec's defaults is written (defaults may change: compare to them)
+    want = {k: v for k, v in expected.items() if PMTREC_DEFAULTS.get(k) != v}
+    assert params == want
+
+
+def test_epochs_and_unknown_controls(base_cfg):
+    assert config_from_controls({"epochs": 7}, base_cfg).optim.epochs == 7
+    assert config_from_controls({}, base_cfg).optim.epochs == base_cfg.optim.epochs
+    with pytest.raises(ValueError, match="unknown controls"):
+        config_from_controls({"gmbb": True}, base_cfg)
+
+
+def test_base_method_params_do_not_leak_unless_pmtrec(base_cfg):
+    ew_base = base_cfg.updated({"method": {"name": "pcgrad", "params": {"foo": 1}}})
+    assert config_from_controls({}, ew_base).method.params == {}
+    tuned = base_cfg.updated({"method": {"name": "pmtrec", "params": {"schedule": "cosine"}}})
+    assert config_from_controls({}, tuned).method.params == {"schedule": "cosine"}
+    assert config_from_controls({"schedule": False}, tuned).method.params == {"schedule": "none"}
+
+
+def test_explorer_set_values_updates_controls_and_config(base_cfg, tmp_path):
+    ex = AblationExplorer(base_cfg, runs_dir=tmp_path)
+    assert ex.values()["epochs"] == 3
+    assert {k: ex.values()[k] for k in CONTROL_DEFAULTS} == pytest.approx(CONTROL_DEFAULTS)
+    ex.set_values(gmb=False, tau=0.5)
+    assert ex.sliders["rho"].disabled and not ex.sliders["beta_max"].disabled
+    assert (
+        ex.config().method.params == config_from_controls({"gmb": False, "tau": 0.5}, base_cfg).method.params
+    )
+    assert "rho=0.0" in ex.status.value  # the next run is described before training
+    ex.checkboxes["schedule"].value = False  # a click in the browser does the same
+    assert ex.sliders["beta_max"].disabled
+    with pytest.raises(ValueError, match="unknown control"):
+        ex.set_values(nope=1)
+
+
+def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_path):
+    ex = AblationExplorer(base_cfg, runs_dir=tmp_path, show_figures=False)
+    assert ex.last_run is None and ex.metrics_html.value == ""
+    first = ex.run()
+    assert ex.last_run is first and first.finished
+    assert first.config.method.params == {}
+    html_one = ex.metrics_html.value
+    assert f"{first.metrics['test']['ndcg@20']:.4f}" in html_one
+
+    ex.set_values(personalization=False, gmb=False)
+    second = ex.run()
+    assert second.path != first.path
+    assert (
+        second.config.method.params
+        == config_from_controls({"personalization": False, "gmb": False}, base_cfg).method.params
+    )
+    assert second.metrics["test"] != first.metrics["test"]  # the switch changed training
+    assert ex.metrics_html.value != html_one
+    assert f"{second.metrics['test']['ndcg@20']:.4f}" in ex.metrics_html.value
+    assert len(ex.results_table()) == 2
+    assert ex.results_table()["setting"].tolist() == [
+        describe_controls(CONTROL_DEFAULTS | {"epochs": 3}),
+        describe_controls(CONTROL_DEFAULTS | {"personalization": False, "gmb": False, "epochs": 3}),
+    ]
+
+    # back to the first setting: the cached run is returned, not retrained
+    ex.set_values(personalization=True, gmb=True)
+    third = ex.run()
+    assert third.path == first.path and third.metrics == first.metrics
+    assert [f.layout.title.text for f in ex.figures()][0] == "Learning curves"
+
+
+def test_button_click_reports_errors_in_the_panel(base_cfg, tmp_path):
+    bad = base_cfg.updated({"data": {"name": "no-such-dataset"}})
+    ex = AblationExplorer(bad, runs_dir=tmp_path, show_figures=False)
+    ex.train_button.click()  # the button's handler catches and shows the error
+    assert "Training failed" in ex.status.value
+    assert not ex.train_button.disabled
