@@ -51,10 +51,26 @@ class Task(nn.Module):
 
     # epoch plan ------------------------------------------------------------------------
     def start_epoch(self, steps: int, generator: torch.Generator) -> None:
-        """Shuffle the rows; the batch size covers them once in ``steps`` steps unless fixed."""
+        """Shuffle the rows; unless the batch size is fixed, plan ``steps`` batches that cover
+        every row once.
+
+        The batch size is ceil(n / steps). Where that would run out of rows before the last step
+        ((steps - 1) * ceil(n / steps) >= n, small tasks), the rows are split into ``steps``
+        balanced slices instead; a task with fewer rows than steps serves one row per step,
+        cycling through its shuffled rows.
+        """
         self._order = torch.randperm(self.num_rows, generator=generator)
         self._pos = 0
-        self._step_size = self.batch_size or math.ceil(self.num_rows / steps)
+        self._step = 0
+        self._bounds: list[int] | None = None
+        if self.batch_size is not None:
+            self._step_size = self.batch_size
+            return
+        n = self.num_rows
+        self._step_size = math.ceil(n / steps)
+        if (steps - 1) * self._step_size >= n:
+            self._bounds = [i * n // steps for i in range(steps + 1)] if n >= steps else None
+            self._step_size = 1 if n < steps else self._step_size
 
     def steps_for_epoch(self) -> int:
         assert self.batch_size is not None
@@ -62,11 +78,16 @@ class Task(nn.Module):
 
     def next_rows(self, generator: torch.Generator) -> torch.Tensor:
         assert self._order is not None, "start_epoch first"
-        if self._pos >= self.num_rows:  # fixed batch size exhausted: reshuffle
+        if self._bounds is not None and self._step + 1 < len(self._bounds):
+            lo, hi = self._bounds[self._step], self._bounds[self._step + 1]
+            self._step += 1
+            return self._order[lo:hi]
+        if self._pos >= self.num_rows:  # exhausted (fixed batch size, or more steps than planned)
             self._order = torch.randperm(self.num_rows, generator=generator)
             self._pos = 0
         rows = self._order[self._pos : self._pos + self._step_size]
         self._pos += self._step_size
+        self._step += 1
         return rows
 
     # per step --------------------------------------------------------------------------

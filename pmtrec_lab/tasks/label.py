@@ -24,20 +24,20 @@ class LabelTask(Task):
         self.side = labels.side
         self.multi = labels.multi
         self.num_labels = labels.num_labels
-        self.register_buffer("entities", torch.as_tensor(entities, dtype=torch.int64), persistent=False)
+        # Plain CPU tensors, not buffers: ``model.to(device)`` must not move the sampling data
+        # (batches are built on the CPU; ``loss`` moves the targets to the logits' device).
+        self.entities = torch.as_tensor(entities, dtype=torch.int64)
         # targets aligned with ``entities``: class index, or a CSR of label lists (multi-label)
         pos = np.searchsorted(entities, labels.entity)
         if self.multi:
             order = np.argsort(pos, kind="stable")
             indptr = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=len(entities)))])
-            self.register_buffer("indptr", torch.as_tensor(indptr, dtype=torch.int64), persistent=False)
-            self.register_buffer(
-                "indices", torch.as_tensor(labels.label[order], dtype=torch.int64), persistent=False
-            )
+            self.indptr = torch.as_tensor(indptr, dtype=torch.int64)
+            self.indices = torch.as_tensor(labels.label[order], dtype=torch.int64)
         else:
             target = np.empty(len(entities), dtype=np.int64)
             target[pos] = labels.label
-            self.register_buffer("target", torch.as_tensor(target), persistent=False)
+            self.target = torch.as_tensor(target)
         self.head = nn.Linear(dim, self.num_labels)
 
     def make_batch(self, rows, generator):

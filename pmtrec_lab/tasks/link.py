@@ -28,8 +28,10 @@ class _PairTask(Task):
 
     def __init__(self, name, src: np.ndarray, dst: np.ndarray, num_targets: int, batch_size, reject_observed):
         super().__init__(name, len(src), batch_size)
-        self.register_buffer("src", torch.as_tensor(src, dtype=torch.int64), persistent=False)
-        self.register_buffer("dst", torch.as_tensor(dst, dtype=torch.int64), persistent=False)
+        # Plain CPU tensors, not buffers: ``model.to(device)`` must not move them. Batches are
+        # sampled on the CPU with the epoch's CPU generator and ``layout_step`` maps them there.
+        self.src = torch.as_tensor(src, dtype=torch.int64)
+        self.dst = torch.as_tensor(dst, dtype=torch.int64)
         self.num_targets = num_targets
         self.observed = ObservedPairs(self.src, self.dst, num_targets) if reject_observed else None
 
