@@ -11,9 +11,9 @@ Finished runs are never redone (``train`` returns them); unfinished ones resume 
 Test metrics never choose anything.
 
 Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
-``grid.yaml``, ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run directories), ``summary.csv``,
-``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``, ``significance_groups.csv``,
-``summary.md`` (the tables as Markdown, for the README).
+``grid.resolved.yaml`` (the grid as run), ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run
+directories), ``summary.csv``, ``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``,
+``significance_groups.csv``, ``summary.md`` (the tables as Markdown, for the README).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_grid(spec: GridSpec, out: Path, data_dir: str | None = None, max_runs: i
     from pmtrec_lab.train import train
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "grid.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
     trained = 0
     seed0 = spec.seeds[0]
     for dataset in spec.datasets:
