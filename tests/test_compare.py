@@ -1,9 +1,5 @@
 """The comparison grid: resumable, learning rate chosen on seed-0 validation, tables and tests."""
 
-import pytest as _pytest
-
-pytestmark = _pytest.mark.slow
-
 from __future__ import annotations
 
 import pandas as pd
@@ -11,6 +7,8 @@ import pytest
 
 from pmtrec_lab.compare import GridSpec, choose_lr, load_results, run_grid, run_path, summarize
 from pmtrec_lab.train import load_run
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
