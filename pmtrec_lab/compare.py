@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,21 +197,52 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
 def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     """Write the result tables (CSV + Markdown) from the finished runs; return them."""
     runs = collect(out, spec)
-    tables: dict[str, pd.DataFrame] = {}
     if runs.empty:
-        return tables
+        return {}
     chosen = []
     for (dataset, method), _ in runs.groupby(["dataset", "method"], sort=False):
         lr = choose_lr(out, dataset, method, spec)
         if lr is not None:
             chosen.append({"dataset": dataset, "method": method, "lr": lr})
     lr_choice = pd.DataFrame(chosen, columns=["dataset", "method", "lr"])
-    tables["lr_choice"] = lr_choice
     sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
-    agg = (
-        sel.groupby(["dataset", "method"], sort=False)
+    sel["run_dir"] = [
+        str(run_path(out, d, m, lr, s))
+        for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
+    ]
+    tables = {"lr_choice": lr_choice, **tables_from_runs(sel, spec.pmtrec)}
+    for name, df in tables.items():
+        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
+    write_text_atomic(out / "summary.md", markdown_tables(tables))
+    return tables
+
+
+def tables_from_runs(
+    runs: pd.DataFrame,
+    pmtrec: str = "pmtrec",
+    is_baseline: Callable[[str], bool] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The result tables of a set of runs (one row per run; pure: reads per-user files, writes nothing).
+
+    ``runs`` has columns ``dataset, method, seed, valid_ndcg@20, test_recall@20, test_ndcg@20,
+    epochs_run, run_dir`` (``run_dir`` holds ``per_user_test.parquet``) and optionally ``lr``
+    (every row of a (dataset, method) at one learning rate). Returns:
+
+    - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
+      ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
+    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default: in
+      :data:`BASELINES`) with the best mean validation NDCG@20;
+    - ``significance``: ``pmtrec`` vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
+      over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means);
+    - ``significance_groups``: the same test within each user group (activity, social).
+    """
+    if is_baseline is None:
+        is_baseline = BASELINES.__contains__
+    aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
+    summary = (
+        runs.groupby(["dataset", "method"], sort=False)
         .agg(
-            lr=("lr", "first"),
+            **aggs,
             seeds=("seed", "count"),
             valid_ndcg20=("valid_ndcg@20", "mean"),
             recall20_mean=("test_recall@20", "mean"),
@@ -221,63 +253,65 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
         )
         .reset_index()
     )
-    tables["summary"] = agg
-    strongest = []
-    sig_rows, group_rows = [], []
-    for dataset, part in agg.groupby("dataset", sort=False):
-        base = part[part["method"].isin(BASELINES)]
+    strongest, sig_rows, group_rows = [], [], []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        base = part[part["method"].map(is_baseline).astype(bool)]
         if base.empty:
             continue
-        row = base.loc[base["valid_ndcg20"].idxmax()]
-        strongest.append({"dataset": dataset, "baseline": row["method"], "valid_ndcg20": row["valid_ndcg20"]})
-        if spec.pmtrec not in set(part["method"]):
+        baseline = base.loc[base["valid_ndcg20"].idxmax()]
+        strongest.append(
+            {"dataset": dataset, "baseline": baseline["method"], "valid_ndcg20": baseline["valid_ndcg20"]}
+        )
+        if pmtrec not in set(part["method"]):
             continue
-        a = _per_user_mean(out, dataset, spec.pmtrec, sel)
-        b = _per_user_mean(out, dataset, row["method"], sel)
+        in_dataset = runs[runs["dataset"] == dataset]
+        a = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec])
+        b = _per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]])
         if a is None or b is None:
             continue
         merged = a.merge(b, on="user", suffixes=("_a", "_b"))
-        test = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
+        if merged.empty:
+            continue
         sig_rows.append(
-            {
-                "dataset": dataset,
-                "method": spec.pmtrec,
-                "baseline": row["method"],
-                "pmtrec_ndcg20": merged[f"{METRIC}_a"].mean(),
-                "baseline_ndcg20": merged[f"{METRIC}_b"].mean(),
-                **test,
-            }
+            {"dataset": dataset, "method": pmtrec, "baseline": baseline["method"], **_paired_test(merged)}
         )
         for col in ("activity", "social"):
             if f"{col}_a" not in merged:
                 continue
             for level, g in merged.groupby(f"{col}_a", observed=True):
-                t = wilcoxon_paired(g[f"{METRIC}_a"].to_numpy(), g[f"{METRIC}_b"].to_numpy())
                 group_rows.append(
                     {
                         "dataset": dataset,
                         "grouping": col,
                         "group": level,
-                        "baseline": row["method"],
-                        "pmtrec_ndcg20": g[f"{METRIC}_a"].mean(),
-                        "baseline_ndcg20": g[f"{METRIC}_b"].mean(),
-                        **t,
+                        "baseline": baseline["method"],
+                        **_paired_test(g),
                     }
                 )
-    tables["strongest_baseline"] = pd.DataFrame(strongest)
-    tables["significance"] = pd.DataFrame(sig_rows)
-    tables["significance_groups"] = pd.DataFrame(group_rows)
-    for name, df in tables.items():
-        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
-    write_text_atomic(out / "summary.md", markdown_tables(tables))
-    return tables
+    return {
+        "summary": summary,
+        "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
+        "significance": pd.DataFrame(sig_rows),
+        "significance_groups": pd.DataFrame(group_rows),
+    }
 
 
-def _per_user_mean(out: Path, dataset: str, method: str, sel: pd.DataFrame) -> pd.DataFrame | None:
-    part = sel[(sel["dataset"] == dataset) & (sel["method"] == method)]
+def _paired_test(merged: pd.DataFrame) -> dict[str, Any]:
+    """Both means and the Wilcoxon test of ``<METRIC>_a`` vs ``<METRIC>_b`` (one row per user)."""
+    a, b = merged[f"{METRIC}_a"], merged[f"{METRIC}_b"]
+    return {
+        "pmtrec_ndcg20": float(a.mean()),
+        "baseline_ndcg20": float(b.mean()),
+        **wilcoxon_paired(a.to_numpy(), b.to_numpy()),
+    }
+
+
+def _per_user_mean(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """Per-user test NDCG@20 averaged over the given runs (their ``run_dir``), with the user's
+    groups; None when none of them wrote ``per_user_test.parquet``."""
     frames = []
-    for _, r in part.iterrows():
-        p = run_path(out, dataset, method, r["lr"], r["seed"]) / "per_user_test.parquet"
+    for rd in runs["run_dir"]:
+        p = Path(rd) / "per_user_test.parquet"
         if p.is_file():
             frames.append(pd.read_parquet(p))
     if not frames:

@@ -6,7 +6,8 @@
   (``LabApp.expose_app_in_browser``, as JupyterLab's own Galata tests do), which lets the helpers
   run commands by id instead of clicking through menus whose labels can change.
 - :func:`chromium_path` / :func:`launch_browser`: the Debian ``chromium`` (Playwright cannot
-  download its own browsers here); missing Chromium skips the test, or fails it under ``CI=true``.
+  download its own browsers here); missing Chromium skips the test, or fails it under ``CI=true``;
+  :func:`started_playwright` and :func:`new_page` start Playwright and open a page in a fresh context.
 - :func:`open_notebook`, :func:`run_all_cells`, :func:`wait_for_output_text`,
   :func:`click_widget_checkbox`, :func:`save_screenshot`, :func:`screenshot_on_failure`: page-level
   steps for notebook tests.
@@ -257,6 +258,29 @@ def notebook_url(server_url: str, relpath: str | os.PathLike) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # browser
+
+
+@contextmanager
+def started_playwright() -> Iterator[Any]:
+    """Playwright's sync API, started for the block; skip (fail under CI) when it is not installed."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the venv has it
+        skip_or_fail("playwright (python package) is not installed")
+    with sync_playwright() as pw:
+        yield pw
+
+
+@contextmanager
+def new_page(browser: Any, width: int = 1280, height: int = 900, timeout: float = 30.0) -> Iterator[Any]:
+    """A page in a fresh browser context (no shared storage) of ``width`` x ``height`` with a default
+    timeout of ``timeout`` seconds; the context is closed after the block."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(timeout * 1000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 def launch_browser(playwright: Any, headless: bool = True, **kwargs: Any) -> Any:

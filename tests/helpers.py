@@ -1,4 +1,5 @@
-"""Small, real datasets for unit tests (built by the real preprocessing code, not mocked)."""
+"""Shared test material: small, real datasets (built by the real preprocessing code, not mocked)
+and the datasets README's raw counts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,47 @@ import numpy as np
 from pmtrec_lab.data.loading import build_rec_dataset
 from pmtrec_lab.data.sources.synthetic import load_raw as synthetic_raw
 from pmtrec_lab.data.types import RecDataset
+
+#: the datasets README's raw counts of each real release (``raw_counts`` of its loader)
+README_RAW = {
+    "ciao": {
+        "users": 7375,
+        "items": 105114,
+        "interactions": 282650,
+        "rows": 284086,
+        "trust": 111781,
+        "categories": 28,
+        "multi_category_items": 101,
+    },
+    "lastfm": {
+        "users": 1892,
+        "items": 17632,
+        "interactions": 92834,
+        "rows": 92834,
+        "friends": 25434,
+        "tags": 9749,
+        "tag_assignments": 186479,
+    },
+    "amazon": {
+        "users": 6170,
+        "items": 2753,
+        "interactions": 195791,
+        "rows": 195791,
+        "views": 5694,
+        "view_nodes": 3857,
+        "categories": 22,
+        "category_rows": 5508,
+        "brands": 334,
+    },
+    "filmtrust": {
+        "users": 1508,
+        "items": 2071,
+        "interactions": 35494,
+        "rows": 35497,
+        "trust": 1853,
+        "trust_users": 874,
+    },
+}
 
 
 def tiny_synthetic(num_users: int = 120, num_items: int = 80, seed: int = 0) -> RecDataset:

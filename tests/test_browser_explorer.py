@@ -21,11 +21,12 @@ from tests.browser_support import (
     click_widget_checkbox,
     jupyterlab,
     launch_browser,
+    new_page,
     open_notebook,
     run_all_cells,
     save_screenshot,
     screenshot_on_failure,
-    skip_or_fail,
+    started_playwright,
     wait_for_output_text,
 )
 
@@ -46,11 +47,7 @@ CELLS_JS = """() => {
 
 @pytest.fixture(scope="module")
 def playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the venv has it
-        skip_or_fail("playwright (python package) is not installed")
-    with sync_playwright() as pw:
+    with started_playwright() as pw:
         yield pw
 
 
@@ -79,11 +76,12 @@ def lab_root(tmp_path_factory) -> Path:
 
 def test_explorer_toggle_and_train_in_jupyterlab(playwright, lab_root):
     browser = launch_browser(playwright)
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    context.set_default_timeout(60_000)
-    page = context.new_page()
     try:
-        with jupyterlab(lab_root) as (proc, url), screenshot_on_failure(page, "explorer"):
+        with (
+            new_page(browser, height=1000, timeout=60) as page,
+            jupyterlab(lab_root) as (proc, url),
+            screenshot_on_failure(page, "explorer"),
+        ):
             open_notebook(page, url, "explorer.ipynb")
             assert run_all_cells(page, timeout=240), (
                 "a cell raised; see test-output/browser/explorer-failure.png"
@@ -109,7 +107,6 @@ def test_explorer_toggle_and_train_in_jupyterlab(playwright, lab_root):
             shot = save_screenshot(page, "explorer.png")
             assert proc.poll() is None, "JupyterLab died during the test"
     finally:
-        context.close()
         browser.close()
 
     assert len(first) == 1 and len(second) == 2

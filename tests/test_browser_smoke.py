@@ -19,11 +19,12 @@ from tests.browser_support import (
     click_widget_checkbox,
     jupyterlab,
     launch_browser,
+    new_page,
     open_notebook,
     run_all_cells,
     save_screenshot,
     screenshot_on_failure,
-    skip_or_fail,
+    started_playwright,
     wait_for_output_text,
 )
 
@@ -38,11 +39,7 @@ KERNEL_METADATA = {
 @pytest.fixture(scope="module")
 def playwright():
     """A started Playwright (sync API) for the module; skip/fail when the package is missing."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - the venv has it
-        skip_or_fail("playwright (python package) is not installed")
-    with sync_playwright() as pw:
+    with started_playwright() as pw:
         yield pw
 
 
@@ -57,11 +54,8 @@ def browser(playwright):
 @pytest.fixture
 def page(browser):
     """A fresh browser context and page per test (no shared storage); closed by a finalizer."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    page = context.new_page()
-    yield page
-    context.close()
+    with new_page(browser) as page:
+        yield page
 
 
 def _write_notebook(path: Path, sources: list[str]) -> Path:

@@ -18,7 +18,7 @@ from pmtrec_lab.data.preprocess import clean_labels, first_unique_pairs, k_core,
 from pmtrec_lab.data.split import split_per_user
 from pmtrec_lab.data.types import RawDataset, RawLabels
 from pmtrec_lab.errors import MissingDataError, PmtrecError
-from tests.helpers import assert_pairs_disjoint, tiny_synthetic
+from tests.helpers import README_RAW, assert_pairs_disjoint, tiny_synthetic
 
 
 def test_first_unique_pairs_keeps_first_in_file_order():
@@ -192,45 +192,6 @@ def test_datasets_list_cli():
 
 
 # ---------------------------------------------------------------------------------- real data
-README_RAW = {
-    "ciao": {
-        "users": 7375,
-        "items": 105114,
-        "interactions": 282650,
-        "rows": 284086,
-        "trust": 111781,
-        "categories": 28,
-        "multi_category_items": 101,
-    },
-    "lastfm": {
-        "users": 1892,
-        "items": 17632,
-        "interactions": 92834,
-        "rows": 92834,
-        "friends": 25434,
-        "tags": 9749,
-        "tag_assignments": 186479,
-    },
-    "amazon": {
-        "users": 6170,
-        "items": 2753,
-        "interactions": 195791,
-        "rows": 195791,
-        "views": 5694,
-        "view_nodes": 3857,
-        "categories": 22,
-        "category_rows": 5508,
-        "brands": 334,
-    },
-    "filmtrust": {
-        "users": 1508,
-        "items": 2071,
-        "interactions": 35494,
-        "rows": 35497,
-        "trust": 1853,
-        "trust_users": 874,
-    },
-}
 README_PROCESSED = {  # the datasets README's "after 5-core filtering" facts
     "ciao": (5858, 10685, 141900),
     "lastfm": (1859, 2823, 71355),

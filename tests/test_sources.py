@@ -15,46 +15,8 @@ import scipy.io
 from pmtrec_lab.data.sources import amazon, ciao, filmtrust, lastfm, ml100k, synthetic, yelp
 from pmtrec_lab.data.sources._io import co_membership_pairs, count_unique_pairs
 from pmtrec_lab.errors import DataFormatError, MissingDataError
+from tests.helpers import README_RAW
 
-README_RAW = {
-    "ciao": {
-        "users": 7375,
-        "items": 105114,
-        "interactions": 282650,
-        "rows": 284086,
-        "trust": 111781,
-        "categories": 28,
-        "multi_category_items": 101,
-    },
-    "lastfm": {
-        "users": 1892,
-        "items": 17632,
-        "interactions": 92834,
-        "rows": 92834,
-        "friends": 25434,
-        "tags": 9749,
-        "tag_assignments": 186479,
-    },
-    "amazon": {
-        "users": 6170,
-        "items": 2753,
-        "interactions": 195791,
-        "rows": 195791,
-        "views": 5694,
-        "view_nodes": 3857,
-        "categories": 22,
-        "category_rows": 5508,
-        "brands": 334,
-    },
-    "filmtrust": {
-        "users": 1508,
-        "items": 2071,
-        "interactions": 35494,
-        "rows": 35497,
-        "trust": 1853,
-        "trust_users": 874,
-    },
-}
 LOADERS = {
     "ciao": ciao.load_raw,
     "lastfm": lastfm.load_raw,

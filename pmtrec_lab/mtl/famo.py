@@ -13,7 +13,6 @@ w_lr=0.025, min_losses=0, and 1e-8 added inside the logs.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -22,7 +21,12 @@ import torch
 
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import check_positive, move_optimizer_state
+from pmtrec_lab.mtl.uncertainty import (
+    check_positive,
+    learnable_state,
+    load_learnable_state,
+    move_optimizer_state,
+)
 
 __all__ = ["FAMO"]
 
@@ -120,22 +124,10 @@ class FAMO(WeightingMethod):
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        prev = self._prev_losses
-        return {
-            "logits": self.logits.detach().clone(),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "prev_losses": None if prev is None else prev.clone(),
-        }
+        return learnable_state("logits", self.logits, self.optimizer, prev_losses=self._prev_losses)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        keys = {"logits", "optimizer", "prev_losses"}
-        if set(state) != keys:
-            raise ValueError(f"famo state must have keys {sorted(keys)}, got {sorted(state)}")
-        xi = torch.as_tensor(state["logits"])
-        if tuple(xi.shape) != (self.num_tasks,):
-            raise ValueError(f"famo: logits must be [{self.num_tasks}], got {tuple(xi.shape)}")
-        dev = self.logits.device
-        self.logits.data = xi.detach().clone().to(dev, self.logits.dtype)
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        prev = state["prev_losses"]
-        self._prev_losses = None if prev is None else torch.as_tensor(prev).clone().to(dev)
+        extra = load_learnable_state(
+            self.name, "logits", self.logits, self.optimizer, state, extra=("prev_losses",)
+        )
+        self._prev_losses = extra["prev_losses"]

@@ -15,14 +15,18 @@ to w_k is analytic: ``sign(G_k - target_k) * ||grad L_k||``.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import torch
 
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import check_positive, move_optimizer_state
+from pmtrec_lab.mtl.uncertainty import (
+    check_positive,
+    learnable_state,
+    load_learnable_state,
+    move_optimizer_state,
+)
 
 __all__ = ["GradNorm"]
 
@@ -103,22 +107,12 @@ class GradNorm(WeightingMethod):
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        init = self._initial_losses
-        return {
-            "task_weights": self.task_weights.detach().clone(),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "initial_losses": None if init is None else init.clone(),
-        }
+        return learnable_state(
+            "task_weights", self.task_weights, self.optimizer, initial_losses=self._initial_losses
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        keys = {"task_weights", "optimizer", "initial_losses"}
-        if set(state) != keys:
-            raise ValueError(f"gradnorm state must have keys {sorted(keys)}, got {sorted(state)}")
-        w = torch.as_tensor(state["task_weights"])
-        if tuple(w.shape) != (self.num_tasks,):
-            raise ValueError(f"gradnorm: task_weights must be [{self.num_tasks}], got {tuple(w.shape)}")
-        dev = self.task_weights.device
-        self.task_weights.data = w.detach().clone().to(dev, self.task_weights.dtype)
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        init = state["initial_losses"]
-        self._initial_losses = None if init is None else torch.as_tensor(init).clone().to(dev)
+        extra = load_learnable_state(
+            self.name, "task_weights", self.task_weights, self.optimizer, state, extra=("initial_losses",)
+        )
+        self._initial_losses = extra["initial_losses"]

@@ -44,6 +44,41 @@ def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device 
                 state[key] = value.to(device)
 
 
+def learnable_state(
+    key: str, param: torch.Tensor, optimizer: torch.optim.Optimizer, **extra: torch.Tensor | None
+) -> dict[str, Any]:
+    """A learnable task vector's checkpoint: ``{key: param, "optimizer": ..., **extra}`` (copies)."""
+    return {
+        key: param.detach().clone(),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        **{k: None if v is None else v.clone() for k, v in extra.items()},
+    }
+
+
+def load_learnable_state(
+    method: str,
+    key: str,
+    param: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor | None]:
+    """Restore :func:`learnable_state`'s ``state`` into ``param`` ([K], in place, on its device and
+    dtype) and ``optimizer``; return the ``extra`` entries as tensors on ``param``'s device (or None).
+    Raises ValueError on other keys or a vector of another shape."""
+    keys = {key, "optimizer", *extra}
+    if set(state) != keys:
+        raise ValueError(f"{method} state must have keys {sorted(keys)}, got {sorted(state)}")
+    value = torch.as_tensor(state[key])
+    if tuple(value.shape) != tuple(param.shape):
+        raise ValueError(f"{method}: {key} must be [{param.shape[0]}], got {tuple(value.shape)}")
+    param.data = value.detach().clone().to(param.device, param.dtype)
+    optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+    return {
+        k: None if state[k] is None else torch.as_tensor(state[k]).clone().to(param.device) for k in extra
+    }
+
+
 @register
 class UncertaintyWeighting(WeightingMethod):
     """UW (Kendall et al., CVPR 2018): weights exp(-s_k) with learnable log-variances s_k.
@@ -98,16 +133,7 @@ class UncertaintyWeighting(WeightingMethod):
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "log_var": self.log_var.detach().clone(),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-        }
+        return learnable_state("log_var", self.log_var, self.optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != {"log_var", "optimizer"}:
-            raise ValueError(f"uw state must have keys ['log_var', 'optimizer'], got {sorted(state)}")
-        s = torch.as_tensor(state["log_var"])
-        if tuple(s.shape) != (self.num_tasks,):
-            raise ValueError(f"uw: log_var must be [{self.num_tasks}], got {tuple(s.shape)}")
-        self.log_var.data = s.detach().clone().to(self.log_var.device, self.log_var.dtype)
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        load_learnable_state(self.name, "log_var", self.log_var, self.optimizer, state)

@@ -7,8 +7,8 @@ x few epochs on small data through ``cached_run`` (:func:`run_small_grid`; every
 its configuration comes back) and builds the same kind of tables (:func:`summarize_grid`):
 ``summary`` with the column names of ``compare.summarize`` (so one figure function serves both),
 the strongest baseline per dataset by mean *validation* NDCG@20, and a Wilcoxon signed-rank test
-of PMTRec against it over per-user test NDCG@20 averaged over seeds
-(``pmtrec_lab.eval.wilcoxon_paired``). Test metrics choose nothing.
+of PMTRec against it over per-user test NDCG@20 averaged over seeds, overall and by user group;
+one implementation (``compare.tables_from_runs``) builds both. Test metrics choose nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from pmtrec_lab.compare import BASELINES, PMTREC_FAMILY, load_results
-from pmtrec_lab.eval.significance import wilcoxon_paired
+from pmtrec_lab.compare import BASELINES, METRIC, PMTREC_FAMILY, load_results, tables_from_runs
 from pmtrec_lab.reports.defaults import notebook_config
-from pmtrec_lab.train import cached_run, load_run
+from pmtrec_lab.train import cached_run
 
 __all__ = [
     "DEFAULT_GRID_METHODS",
@@ -40,7 +39,6 @@ DEFAULT_GRID_METHODS: tuple[str, ...] = (
     "pmtrec-no-personalization",
     "pmtrec-no-gmb",
 )
-METRIC = "ndcg@20"
 
 
 def is_baseline(method: str) -> bool:
@@ -95,80 +93,14 @@ def run_small_grid(
     return pd.DataFrame(rows)
 
 
-def _per_user_mean(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-user test NDCG@20 averaged over the given runs' seeds (with the user's groups)."""
-    frames = []
-    for rd in runs["run_dir"]:
-        pu = load_run(rd).per_user
-        if pu is not None:
-            frames.append(pu)
-    if not frames:
-        return pd.DataFrame(columns=["user", METRIC])
-    allf = pd.concat(frames)
-    out = allf.groupby("user")[METRIC].mean().reset_index()
-    groups = [c for c in ("activity", "social") if c in allf.columns]
-    if groups:
-        out = out.merge(allf.drop_duplicates("user")[["user", *groups]], on="user")
-    return out
-
-
 def summarize_grid(runs: pd.DataFrame, pmtrec: str = "pmtrec") -> dict[str, pd.DataFrame]:
-    """Tables from :func:`run_small_grid`'s rows.
-
-    - ``summary``: per (dataset, method) ``seeds, valid_ndcg20, recall20_mean, recall20_std,
-      ndcg20_mean, ndcg20_std, epochs`` (``compare.summarize``'s names; std NaN with one seed);
-    - ``strongest_baseline``: per dataset the baseline with the best mean validation NDCG@20;
-    - ``significance``: PMTRec vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
-      over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means).
-    """
+    """Tables from :func:`run_small_grid`'s rows (``compare.tables_from_runs``, baselines by
+    :func:`is_baseline`): ``summary``, ``strongest_baseline`` (by mean validation NDCG@20),
+    ``significance`` (PMTRec vs it, Wilcoxon over per-user test NDCG@20 averaged over seeds) and
+    ``significance_groups`` (the same by user group). Empty dict when there are no runs."""
     if runs.empty:
         return {}
-    summary = (
-        runs.groupby(["dataset", "method"], sort=False)
-        .agg(
-            seeds=("seed", "count"),
-            valid_ndcg20=("valid_ndcg@20", "mean"),
-            recall20_mean=("test_recall@20", "mean"),
-            recall20_std=("test_recall@20", "std"),
-            ndcg20_mean=("test_ndcg@20", "mean"),
-            ndcg20_std=("test_ndcg@20", "std"),
-            epochs=("epochs_run", "mean"),
-        )
-        .reset_index()
-    )
-    strongest, sig = [], []
-    for dataset, part in summary.groupby("dataset", sort=False):
-        base = part[part["method"].map(is_baseline)]
-        if base.empty:
-            continue
-        best = base.loc[base["valid_ndcg20"].idxmax()]
-        strongest.append(
-            {"dataset": dataset, "baseline": best["method"], "valid_ndcg20": best["valid_ndcg20"]}
-        )
-        if pmtrec not in set(part["method"]):
-            continue
-        sel = runs[runs["dataset"] == dataset]
-        a = _per_user_mean(sel[sel["method"] == pmtrec])
-        b = _per_user_mean(sel[sel["method"] == best["method"]])
-        merged = a.merge(b, on="user", suffixes=("_a", "_b"))
-        if merged.empty:
-            continue
-        test = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
-        sig.append(
-            {
-                "dataset": dataset,
-                "method": pmtrec,
-                "baseline": best["method"],
-                "pmtrec_ndcg20": float(merged[f"{METRIC}_a"].mean()),
-                "baseline_ndcg20": float(merged[f"{METRIC}_b"].mean()),
-                **test,
-            }
-        )
-    return {
-        "summary": summary,
-        "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
-        "significance": pd.DataFrame(sig),
-    }
+    return tables_from_runs(runs, pmtrec, is_baseline=is_baseline)
 
 
 def find_results(results_dir: str | Path) -> dict[str, pd.DataFrame]:

@@ -1,12 +1,15 @@
-"""Helpers shared by the figure builders: placeholder figures, task colors, column checks."""
+"""Helpers shared by the figure builders: placeholder figures, task colors, column checks,
+per-side panels and per-task lines."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 
 from pmtrec_lab.errors import PmtrecError
 
@@ -14,6 +17,8 @@ from pmtrec_lab.errors import PmtrecError
 MISSING_KEY = "missing"
 
 _PALETTE: Sequence[str] = qualitative.Plotly + qualitative.D3
+#: the entity sides, in panel order
+SIDES: tuple[str, ...] = ("user", "item")
 
 
 class MissingSourceError(PmtrecError):
@@ -67,3 +72,21 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None
 def ordered_tasks(df: pd.DataFrame, column: str = "task") -> list[str]:
     """Task names in first-seen order (the run's task order: the main task first)."""
     return list(dict.fromkeys(df[column].tolist()))
+
+
+def side_panels(df: pd.DataFrame) -> tuple[go.Figure, list[str]]:
+    """A one-row figure with a panel per side present in ``df["side"]`` (users, then items;
+    titled "users"/"items", shared y-axis), and those sides in panel order."""
+    sides = [s for s in SIDES if (df["side"] == s).any()]
+    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[f"{s}s" for s in sides], shared_yaxes=True)
+    return fig, sides
+
+
+def task_line(task: str, color: str, shown: set[str], x: Any, y: Any, **kwargs: Any) -> go.Scatter:
+    """A lines+markers trace of ``task`` in ``color`` and the task's legend group, listed in the
+    legend unless ``task`` is in ``shown`` (one entry per task across panels). ``kwargs`` go to
+    ``go.Scatter`` (``mode``, ``name`` default to lines+markers and the task; ``line`` is merged)."""
+    kwargs.setdefault("mode", "lines+markers")
+    kwargs.setdefault("name", task)
+    line = {"color": color, **kwargs.pop("line", {})}
+    return go.Scatter(x=x, y=y, legendgroup=task, showlegend=task not in shown, line=line, **kwargs)

@@ -18,7 +18,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pmtrec_lab.viz._common import missing_figure, ordered_tasks, require_columns, task_colors
+from pmtrec_lab.viz._common import (
+    missing_figure,
+    ordered_tasks,
+    require_columns,
+    side_panels,
+    task_colors,
+    task_line,
+)
 
 __all__ = [
     "conflict_fraction_over_epochs",
@@ -62,9 +69,13 @@ def _pick_epochs(epochs: list[int], n: int = 3) -> list[int]:
     return [epochs[i] for i in dict.fromkeys(idx.tolist())]
 
 
-def _density(counts: np.ndarray, width: np.ndarray) -> np.ndarray:
+def _density(bins: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Bin midpoints and densities of a histogram's rows (``bin_left, bin_right, count``)."""
+    mid = ((bins["bin_left"] + bins["bin_right"]) / 2).to_numpy()
+    counts = bins["count"].to_numpy(float)
+    width = (bins["bin_right"] - bins["bin_left"]).to_numpy()
     total = counts.sum()
-    return counts / (total * width) if total > 0 else counts.astype(float)
+    return mid, counts / (total * width) if total > 0 else counts.astype(float)
 
 
 def cosine_histograms(
@@ -100,8 +111,7 @@ def cosine_histograms(
             e = sub[sub["epoch"] == epoch].sort_values("bin_left")
             if e.empty:
                 continue
-            mid = ((e["bin_left"] + e["bin_right"]) / 2).to_numpy()
-            dens = _density(e["count"].to_numpy(float), (e["bin_right"] - e["bin_left"]).to_numpy())
+            mid, dens = _density(e)
             fig.add_trace(
                 go.Scatter(
                     x=mid,
@@ -164,8 +174,7 @@ def cosine_before_after(cosine_hist: pd.DataFrame, epoch: int | None = None) -> 
             e = h[(h["task"] == task) & (h["side"] == side) & (h["kind"] == kind)].sort_values("bin_left")
             if e.empty:
                 continue
-            mid = ((e["bin_left"] + e["bin_right"]) / 2).to_numpy()
-            dens = _density(e["count"].to_numpy(float), (e["bin_right"] - e["bin_left"]).to_numpy())
+            mid, dens = _density(e)
             fig.add_trace(
                 go.Scatter(
                     x=mid,
@@ -288,41 +297,27 @@ def norm_ratio_over_epochs(epochs_table: pd.DataFrame) -> go.Figure:
     nr = norm_ratios(epochs_table)
     if nr.empty:
         return missing_figure("This run recorded no gradient norms.", "Gradient magnitude ratios")
-    sides = [s for s in ("user", "item") if (nr["side"] == s).any()]
+    fig, sides = side_panels(nr)
     colors = task_colors(ordered_tasks(nr))
-    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[f"{s}s" for s in sides], shared_yaxes=True)
     shown: set[str] = set()
     for i, side in enumerate(sides, 1):
         sub = nr[nr["side"] == side]
         for task in ordered_tasks(sub):
             t = sub[sub["task"] == task].sort_values("epoch")
-            fig.add_trace(
-                go.Scatter(
-                    x=t["epoch"],
-                    y=t["before"],
-                    mode="lines+markers",
-                    name=f"{task} before GMB",
-                    legendgroup=task,
-                    showlegend=task not in shown,
-                    line={"color": colors[task]},
-                ),
-                row=1,
-                col=i,
-            )
+            line = task_line(task, colors[task], shown, t["epoch"], t["before"], name=f"{task} before GMB")
+            fig.add_trace(line, row=1, col=i)
             if t["after"].notna().any():
-                fig.add_trace(
-                    go.Scatter(
-                        x=t["epoch"],
-                        y=t["after"],
-                        mode="lines",
-                        name=f"{task} after GMB",
-                        legendgroup=task,
-                        showlegend=task not in shown,
-                        line={"color": colors[task], "dash": "dash"},
-                    ),
-                    row=1,
-                    col=i,
+                after = task_line(
+                    task,
+                    colors[task],
+                    shown,
+                    t["epoch"],
+                    t["after"],
+                    mode="lines",
+                    name=f"{task} after GMB",
+                    line={"dash": "dash"},
                 )
+                fig.add_trace(after, row=1, col=i)
             shown.add(task)
         fig.add_hline(y=1, line_dash="dot", line_color="gray", row=1, col=i)
     src = nr["source"].iloc[0]
@@ -338,27 +333,14 @@ def grad_norm_over_epochs(epochs_table: pd.DataFrame) -> go.Figure:
     gn = _metric(epochs_table, "grad_norm")
     if gn.empty:
         return missing_figure("This run recorded no gradient norms.", "Gradient norms")
-    sides = [s for s in ("user", "item") if (gn["side"] == s).any()]
+    fig, sides = side_panels(gn)
     colors = task_colors(ordered_tasks(gn))
-    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[f"{s}s" for s in sides], shared_yaxes=True)
     shown: set[str] = set()
     for i, side in enumerate(sides, 1):
         sub = gn[gn["side"] == side]
         for task in ordered_tasks(sub):
             t = sub[sub["task"] == task].sort_values("epoch")
-            fig.add_trace(
-                go.Scatter(
-                    x=t["epoch"],
-                    y=t["value"],
-                    mode="lines+markers",
-                    name=task,
-                    legendgroup=task,
-                    showlegend=task not in shown,
-                    line={"color": colors[task]},
-                ),
-                row=1,
-                col=i,
-            )
+            fig.add_trace(task_line(task, colors[task], shown, t["epoch"], t["value"]), row=1, col=i)
             shown.add(task)
     fig.update_yaxes(type="log", title_text="mean per-row gradient norm", col=1)
     fig.update_xaxes(title_text="epoch")

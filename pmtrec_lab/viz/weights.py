@@ -16,7 +16,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pmtrec_lab.viz._common import missing_figure, ordered_tasks, require_columns, task_colors
+from pmtrec_lab.viz._common import (
+    SIDES,
+    missing_figure,
+    ordered_tasks,
+    require_columns,
+    side_panels,
+    task_colors,
+    task_line,
+)
 
 __all__ = [
     "applicable_weights",
@@ -30,7 +38,6 @@ __all__ = [
 ]
 
 _COLUMNS = ("epoch", "side", "entity", "task", "weight")
-_SIDES = ("user", "item")
 _NO_WEIGHTS = (
     "This run recorded no per-entity task weights (only PMTRec-style methods with per-entity "
     "weights do, and only with diagnostics enabled)."
@@ -73,7 +80,7 @@ def mean_task_weights(entity_weights: pd.DataFrame, epoch: int | None = None) ->
             "entities": g.size(),
         }
     ).reset_index()
-    out["_s"] = out["side"].map({s: i for i, s in enumerate(_SIDES)})
+    out["_s"] = out["side"].map({s: i for i, s in enumerate(SIDES)})
     out["_t"] = out["task"].map({t: i for i, t in enumerate(order)})
     return out.sort_values(["_s", "_t"]).drop(columns=["_s", "_t"]).reset_index(drop=True)[cols]
 
@@ -89,9 +96,8 @@ def weight_distributions(entity_weights: pd.DataFrame, epoch: int | None = None)
     if ew.empty:
         return missing_figure(_NO_WEIGHTS, "Per-entity task weights")
     ew, chosen = _at_epoch(ew, epoch)
-    sides = [s for s in _SIDES if (ew["side"] == s).any()]
+    fig, sides = side_panels(ew)
     colors = task_colors(ordered_tasks(ew))
-    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[f"{s}s" for s in sides], shared_yaxes=True)
     for i, side in enumerate(sides, 1):
         sub = ew[ew["side"] == side]
         for task in ordered_tasks(sub):
@@ -183,21 +189,16 @@ def weights_vs_activity(
         for task in ordered_tasks(sub):
             t = sub[sub["task"] == task]
             xs, ys, es = _binned_means(t[xcol].to_numpy(float), t["weight"].to_numpy(float), bins)
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    error_y={"type": "data", "array": es, "visible": True},
-                    mode="lines+markers",
-                    name=task,
-                    legendgroup=task,
-                    showlegend=task not in shown,
-                    line={"color": colors[task]},
-                    hovertemplate=f"{task}<br>{xcol} ~%{{x}}<br>mean weight %{{y:.3f}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
+            line = task_line(
+                task,
+                colors[task],
+                shown,
+                xs,
+                ys,
+                error_y={"type": "data", "array": es, "visible": True},
+                hovertemplate=f"{task}<br>{xcol} ~%{{x}}<br>mean weight %{{y:.3f}}<extra></extra>",
             )
+            fig.add_trace(line, row=1, col=col)
             shown.add(task)
     if not has_social:
         lo, hi = fig.layout.xaxis3.domain
@@ -254,9 +255,8 @@ def weights_over_epochs(entity_weights: pd.DataFrame) -> go.Figure:
     ew = applicable_weights(entity_weights)
     if ew.empty:
         return missing_figure(_NO_WEIGHTS, "Task weights over epochs")
-    sides = [s for s in _SIDES if (ew["side"] == s).any()]
+    fig, sides = side_panels(ew)
     colors = task_colors(ordered_tasks(ew))
-    fig = make_subplots(rows=1, cols=len(sides), subplot_titles=[f"{s}s" for s in sides], shared_yaxes=True)
     shown: set[str] = set()
     for i, side in enumerate(sides, 1):
         sub = ew[ew["side"] == side]
@@ -281,19 +281,7 @@ def weights_over_epochs(entity_weights: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=i,
             )
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=stats["mean"],
-                    mode="lines+markers",
-                    name=task,
-                    legendgroup=task,
-                    showlegend=task not in shown,
-                    line={"color": colors[task]},
-                ),
-                row=1,
-                col=i,
-            )
+            fig.add_trace(task_line(task, colors[task], shown, x, stats["mean"]), row=1, col=i)
             shown.add(task)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="task weight (mean, 10-90% band)", range=[0, 1], col=1)
