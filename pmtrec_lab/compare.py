@@ -59,6 +59,7 @@ PMTREC_FAMILY: tuple[str, ...] = (
     "pmtrec-no-align",
     "pmtrec-no-schedule",
     "pmtrec-no-gmb",
+    "pmtrec-gmb",
     "ew-align",
     "ew-gmb",
 )

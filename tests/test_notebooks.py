@@ -63,7 +63,7 @@ def report(tmp_path_factory):
     }
     _, per = build_report_params(None, [], list(NOTEBOOKS))  # the report's own per-notebook defaults
     per.setdefault("03_gradient_conflicts", {})["compare_align_off"] = True
-    per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": False}
+    per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": True}
     per["06_method_comparison"] = {"run_small_grid": True, "grid_methods": ["ew", "pcgrad", "pmtrec"]}
     result = run_report([notebook_path(n) for n in NOTEBOOKS], per, root / "out", common_params=common)
     return result, runs
@@ -98,11 +98,12 @@ def test_01_records_the_runs_test_metrics(report):
     assert {"activity/cold", "activity/active", "social/with_links"} <= set(v["groups_ndcg@20"])
 
 
-def test_01_to_04_share_one_run(report):
+def test_01_to_03_share_one_run_and_04_trains_gmb_on(report):
     result, runs = report
-    names = {_values(result, n)["run"] for n in NOTEBOOKS[:4]}
+    names = {_values(result, n)["run"] for n in NOTEBOOKS[:3]}
     assert len(names) == 1
     assert len([p for p in runs.iterdir() if p.name.startswith("synthetic-pmtrec-")]) >= 1
+    assert _values(result, "04_magnitude_balance")["run"].startswith("synthetic-pmtrec-gmb-")
 
 
 def test_02_records_task_weights_and_social_correlations(report):
@@ -133,18 +134,20 @@ def test_04_records_magnitude_ratios_before_and_after_gmb(report):
     v = _values(result, "04_magnitude_balance")
     before, after = v["norm_ratio_before"], v["norm_ratio_after"]
     assert set(before) == set(after) and "user/social:friends" in before
+    assert v["rho"] == 0.5
     for key in before:
         assert abs(after[key] - 1) <= abs(before[key] - 1) + 1e-9  # GMB pulls towards the main task
+    assert any(abs(after[k] - 1) < abs(before[k] - 1) - 1e-6 for k in before)
     assert set(v["dominating_without_gmb"]) == {k for k, r in before.items() if r > 2}
 
 
 def test_05_runs_the_explorer_configuration_in_batch(report):
     result, runs = report
     v = _values(result, "05_ablation_explorer")
-    assert v["controls"]["gmb"] is False
-    assert v["method_params"] == {"rho": 0.0}
+    assert v["controls"]["gmb"] is True  # GMB is off in PMTRec's defaults (rho 0): switched on here
+    assert v["method_params"] == {"rho": 0.5}
     run = load_run(runs / v["run"])
-    assert run.config.method.params == {"rho": 0.0}
+    assert run.config.method.params == {"rho": 0.5}
     assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
     assert v["run"] != _values(result, "01_train_and_evaluate")["run"]
 

@@ -27,6 +27,7 @@ PRESETS = (
     "pmtrec-no-personalization",
     "pmtrec-no-align",
     "pmtrec-no-schedule",
+    "pmtrec-gmb",
     "pmtrec-no-gmb",
     "ew-align",
     "ew-gmb",
@@ -503,7 +504,8 @@ def test_presets_build_with_their_parameters():
             "align": True,
             "schedule": "none",
         },
-        "ew-gmb": {"weight_mode": "uniform", "tau": math.inf, "align": False, "schedule": "none"},
+        "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "tau": math.inf, "align": False, "schedule": "none"},
+        "pmtrec-gmb": {"rho": 0.5},
     }
     for name in PRESETS:
         m = make_method(name, 3)
@@ -512,7 +514,8 @@ def test_presets_build_with_their_parameters():
         # User parameters override preset ones.
         assert make_method(name, 3, tau=0.25, rho=0.5).params["tau"] == 0.25
     assert set(PMTREC_DEFAULTS) == set(PARAM_NAMES)
-    assert make_method("ew-gmb", 3).rho > 0
+    assert make_method("ew-gmb", 3).rho == make_method("pmtrec-gmb", 3).rho == 0.5
+    assert PMTREC_DEFAULTS["rho"] == 0.0  # GMB off by default (docs/pmtrec-method.md, tuning)
     with pytest.raises(ValueError, match="rho"):
         make_method("ew-gmb", 3, rho=0.0)
 

@@ -37,7 +37,7 @@ DEFAULT_GRID_METHODS: tuple[str, ...] = (
     "pcgrad",
     "pmtrec",
     "pmtrec-no-personalization",
-    "pmtrec-no-gmb",
+    "pmtrec-gmb",
 )
 
 
