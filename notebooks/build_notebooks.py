@@ -357,14 +357,14 @@ def nb06() -> _Builder:
 
 Test metrics of PMTRec, its ablations and the baselines across datasets and seeds, the strongest
 baseline per dataset (by validation NDCG@20) and a Wilcoxon signed-rank test of PMTRec against it
-over per-user test NDCG@20. By default the committed tables under `results/` are read (written by
-`pmtrec-lab compare`); with `run_small_grid=True` a small grid is trained here instead (a few
-methods x seeds x epochs, reused from the run cache when repeated).
+over per-user test NDCG@20. By default the committed tables under `results/grid/` are read (written
+by `pmtrec-lab compare --grid results/grid.yaml`); with `run_small_grid=True` a small grid is
+trained here instead (a few methods x seeds x epochs, reused from the run cache when repeated).
 """
     )
     b.params(
         {
-            "results_dir": (None, "None: the project's results/ folder"),
+            "results_dir": (None, "None: results/grid, the committed comparison grid"),
             "run_small_grid": (False, "train a small grid here instead of reading results/"),
             "grid_methods": (
                 ["ew", "pcgrad", "pmtrec", "pmtrec-no-personalization", "pmtrec-gmb"],
@@ -390,7 +390,7 @@ methods x seeds x epochs, reused from the run cache when repeated).
     tables = small_grid.summarize_grid(runs)
     source = "small grid"
 else:
-    source = str(results_dir or PROJECT_ROOT / "results")
+    source = str(results_dir or PROJECT_ROOT / "results" / "grid")
     tables = small_grid.find_results(source)
 if not tables:
     display(Markdown(f"**No result tables in `{source}` yet** (run `pmtrec-lab compare`, or set "
