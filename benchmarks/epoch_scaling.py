@@ -2,11 +2,13 @@
 
 - MF + EW epoch time on synthetic data from 10k to 1M interactions (target: linear), with the
   share of the epoch spent sampling (target: at most 15%);
-- LightGCN / hetero step time against the number of training edges.
+- with ``--sparse``, the same MF epochs with ``optim.sparse`` (SparseAdam on the tables, Adam on
+  the heads) right after the dense ones on the same data, so their ratio is measured together;
+- LightGCN / hetero step time against the number of training edges (``--graph-sizes ""``: skip).
 Prints per size: interactions, seconds per epoch, seconds per 100k interactions (flat = linear),
 sampling share. Ratios are measured within one run.
 
-    .venv/bin/python benchmarks/epoch_scaling.py [--sizes 10000,100000,1000000] [--graph-sizes ...]
+    .venv/bin/python benchmarks/epoch_scaling.py [--sizes 10000,100000,1000000] [--sparse] [--graph-sizes ...]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pmtrec_lab.data.loading import build_rec_dataset
 from pmtrec_lab.data.sources.synthetic import load_raw
 from pmtrec_lab.mtl import StepContext, make_method
 from pmtrec_lab.train import build_model
+from pmtrec_lab.train.optim import make_optimizer
 from pmtrec_lab.train.step import train_step
 
 
@@ -30,17 +33,20 @@ def synthetic(interactions: int):
     return build_rec_dataset(raw, k=2, rating_threshold=None, split_seed=0)
 
 
-def epoch_time(ds, encoder: str, max_steps: int | None = None) -> tuple[float, float, int, int]:
+def epoch_time(
+    ds, encoder: str, max_steps: int | None = None, sparse: bool = False
+) -> tuple[float, float, int, int]:
     cfg = load_config(
         base={
             "data": {"name": "synthetic"},
             "encoder": {"name": encoder, "dim": 64, "num_layers": 3},
             "tasks": {"include": ["social:friends", "item_label:category"]},
+            "optim": {"lr": 1e-3, "sparse": sparse},
         }
     )
     model = build_model(cfg, ds)
     tasks = list(model.tasks)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(cfg, model)  # Adam over everything, or SparseAdam (tables) + Adam (heads)
     method = make_method("ew", len(tasks))
     gen = torch.Generator().manual_seed(0)
     steps = tasks[0].steps_for_epoch()
@@ -66,24 +72,30 @@ def main() -> None:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--graph-sizes", default="20000,80000,320000")
     ap.add_argument("--graph-steps", type=int, default=8)
+    ap.add_argument(
+        "--sparse", action="store_true", help="also time MF with optim.sparse, after each dense epoch"
+    )
     args = ap.parse_args()
     print(f"threads={torch.get_num_threads()}")
     print("MF + EW, full epochs (rec + social + category)")
     print(
-        f"{'interactions':>13}{'train pairs':>13}{'steps':>7}{'s/epoch':>10}"
+        f"{'interactions':>13}{'train pairs':>13}{'steps':>7}{'optimizer':>11}{'s/epoch':>10}"
         f"{'s per 100k':>12}{'sampling':>10}"
     )
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         ds = synthetic(size)
-        sec, share, steps, n_train = epoch_time(ds, "mf")
-        print(
-            f"{len(ds.interactions):>13,}{n_train:>13,}{steps:>7}{sec:>10.2f}"
-            f"{sec / n_train * 1e5:>12.3f}{100 * share:>9.1f}%"
-        )
-    for enc in ("lightgcn", "hetero"):
+        for sparse in (False, True) if args.sparse else (False,):
+            sec, share, steps, n_train = epoch_time(ds, "mf", sparse=sparse)
+            print(
+                f"{len(ds.interactions):>13,}{n_train:>13,}{steps:>7}{'sparse' if sparse else 'dense':>11}"
+                f"{sec:>10.2f}{sec / n_train * 1e5:>12.3f}{100 * share:>9.1f}%",
+                flush=True,
+            )
+    graph_sizes = [int(s) for s in args.graph_sizes.split(",") if s]
+    for enc in ("lightgcn", "hetero") if graph_sizes else ():
         print(f"\n{enc}: step time against training edges ({args.graph_steps} steps, extrapolated per epoch)")
         print(f"{'train edges':>13}{'ms/step':>10}{'ms/step per 100k edges':>24}")
-        for size in (int(s) for s in args.graph_sizes.split(",")):
+        for size in graph_sizes:
             ds = synthetic(size)
             sec, _, steps, n_train = epoch_time(ds, enc, max_steps=args.graph_steps)
             ms = sec / steps * 1e3

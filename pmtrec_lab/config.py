@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pmtrec_lab.errors import ConfigError
 
@@ -69,6 +69,12 @@ class OptimConfig(_Strict):
     l2: float = Field(default=1e-4, ge=0)  # on the batch's layer-0 rows, outside the combination
     batch_size: int = Field(default=2048, ge=1)  # main task
     epochs: int = Field(default=100, ge=1)
+    #: MF only: the embedding tables give sparse gradients (just the step's rows) and are updated
+    #: by ``torch.optim.SparseAdam``, the task heads by Adam. Lazy Adam: rows not in a step keep
+    #: their values and their moments (dense Adam keeps moving them with stale momentum), so the
+    #: result differs from dense Adam's; an epoch then costs the rows touched, not steps x table
+    #: size. Needs ``encoder.name: mf`` and ``weight_decay: 0`` (``l2`` is fine).
+    sparse: bool = False
 
 
 class EvalConfig(_Strict):
@@ -106,6 +112,21 @@ class RunConfig(_Strict):
     device: str = "cpu"
     progress: Literal["auto", "bar", "log", "none"] = "auto"
 
+    @model_validator(mode="after")
+    def _sparse_needs_mf(self) -> RunConfig:
+        if self.optim.sparse:
+            if self.encoder.name != "mf":
+                raise ValueError(
+                    f"optim.sparse=true needs encoder.name=mf (got {self.encoder.name!r}): graph encoders "
+                    "propagate over the whole tables, so their gradients are dense"
+                )
+            if self.optim.weight_decay > 0:
+                raise ValueError(
+                    f"optim.sparse=true needs optim.weight_decay=0 (got {self.optim.weight_decay}): "
+                    "SparseAdam has no weight decay; use optim.l2, which acts on the step's rows"
+                )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -124,7 +145,9 @@ def _format_errors(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if not loc and "error" in e.get("ctx", {}):  # a check across sections names its keys itself
+            parts.append(str(e["ctx"]["error"]))
+        elif e["type"] == "extra_forbidden":
             parts.append(f"unknown key {loc!r}")
         else:
             parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")

@@ -40,15 +40,22 @@ def build_encoder(
     split_relations: Mapping[str, float] | None = None,
     split_seed: int = 0,
     propagation: str = "auto",
+    sparse: bool = False,
 ) -> Encoder:
     """The encoder ``name`` (one of ``ENCODERS``) for ``dataset``; seed with ``torch.manual_seed`` first.
 
     ``mf`` ignores ``num_layers`` and the graph arguments; ``lightgcn`` propagates over training
     interactions only, so ``exclude`` / ``split_relations`` cannot leak anything into it and are
-    ignored; ``hetero`` honours all of them (see ``HeteroEncoder``).
+    ignored; ``hetero`` honours all of them (see ``HeteroEncoder``). ``sparse`` (``mf`` only): tables
+    with sparse gradients, for ``torch.optim.SparseAdam`` (``optim.sparse``).
     """
+    if sparse and name in ENCODERS and name != "mf":
+        raise ValueError(
+            f"optim.sparse (sparse embedding gradients) needs the mf encoder, not {name!r}: graph "
+            "encoders propagate over the whole tables"
+        )
     if name == "mf":
-        return MFEncoder(dataset.num_users, dataset.num_items, dim)
+        return MFEncoder(dataset.num_users, dataset.num_items, dim, sparse=sparse)
     if name == "lightgcn":
         return LightGCNEncoder(dataset, dim, num_layers=num_layers, propagation=propagation)
     if name == "hetero":

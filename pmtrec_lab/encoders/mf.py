@@ -15,7 +15,19 @@ __all__ = ["MFEncoder"]
 
 
 class MFEncoder(Encoder):
-    """``forward()`` returns the two embedding weights themselves (no copy); ``encode`` gathers rows."""
+    """``forward()`` returns the two embedding weights themselves (no copy); ``encode`` gathers rows.
+
+    ``sparse=True``: ``encode`` and ``layer0`` give sparse (COO) gradients holding only the rows
+    looked up, for ``torch.optim.SparseAdam`` (``optim.sparse``). The tables, their initialization
+    and ``state_dict`` are the same either way.
+    """
+
+    def __init__(self, num_users: int, num_items: int, dim: int, sparse: bool = False) -> None:
+        super().__init__(num_users, num_items, dim)
+        self.sparse = bool(sparse)
+        # set after construction so the tables are drawn exactly as in the dense encoder
+        self.user_embedding.sparse = self.sparse
+        self.item_embedding.sparse = self.sparse
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_embedding.weight, self.item_embedding.weight
@@ -24,4 +36,5 @@ class MFEncoder(Encoder):
         return self.user_embedding(users), self.item_embedding(items)
 
     def extra_repr(self) -> str:
-        return f"users={self.num_users}, items={self.num_items}, dim={self.dim}"
+        sparse = ", sparse=True" if self.sparse else ""
+        return f"users={self.num_users}, items={self.num_items}, dim={self.dim}{sparse}"

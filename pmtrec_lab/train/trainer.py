@@ -30,6 +30,7 @@ from pmtrec_lab.mtl import StepContext, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
+from pmtrec_lab.train.optim import make_optimizer
 from pmtrec_lab.train.run import (
     Run,
     load_checkpoint,
@@ -78,6 +79,7 @@ def build_model(cfg: RunConfig, ds: RecDataset) -> Model:
         split_relations=cfg.encoder.split_relations or None,
         split_seed=cfg.data.split_seed,
         propagation=cfg.encoder.propagation,
+        sparse=cfg.optim.sparse,
     )
     tasks = build_tasks(cfg, ds)
     return Model(encoder, tasks)
@@ -185,7 +187,7 @@ def train(
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
     method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = make_optimizer(cfg, model)
     recorder = None
     if cfg.diagnostics.enabled:
         recorder = DiagnosticsRecorder(
