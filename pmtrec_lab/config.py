@@ -43,6 +43,9 @@ class TaskConfig(_Strict):
     type: Literal["rec", "social", "item_item", "item_label", "user_label"]
     source: str
     name: str | None = None
+    #: auto: BPR for rec/social/item_item; softmax cross-entropy for single-label sets, binary
+    #: cross-entropy for multi-label sets. "bce" on a single-label set treats it as one-hot.
+    loss: Literal["auto", "bpr", "softmax", "bce"] = "auto"
     batch_size: int | None = Field(default=None, ge=1)  # None: cover the data once per epoch
     reject_observed: bool = True
 

@@ -68,3 +68,27 @@ def test_auxiliary_task_with_fewer_rows_than_steps_serves_one_row_per_step():
     batches = [task.next_batch(gen).roles["entity"] for _ in range(7)]
     assert all(len(b) == 1 for b in batches)
     assert set(torch.cat(batches).tolist()) == {0, 1, 2}
+
+
+def test_task_loss_setting_is_validated_and_applied():
+    from pmtrec_lab.tasks import build_tasks
+    from tests.helpers import tiny_synthetic
+    from tests.test_training import small_cfg
+
+    ds = tiny_synthetic()
+
+    def cfg_with(custom):
+        return small_cfg(tasks={"include": [], "custom": custom})
+
+    auto = build_tasks(cfg_with([{"type": "item_label", "source": "category"}]), ds)[1]
+    assert auto.multi is False  # single-label set: softmax
+    bce = build_tasks(cfg_with([{"type": "item_label", "source": "category", "loss": "bce"}]), ds)[1]
+    assert bce.multi is True
+    gen = torch.Generator().manual_seed(0)
+    bce.start_epoch(1, gen)
+    y = bce.next_batch(gen).extra["y"]
+    assert y.shape[1] == bce.num_labels and bool((y.sum(1) == 1).all())  # one-hot targets
+    with pytest.raises(ValueError, match="loss 'bpr' does not fit label set 'category'"):
+        build_tasks(cfg_with([{"type": "item_label", "source": "category", "loss": "bpr"}]), ds)
+    with pytest.raises(ValueError, match="loss 'softmax' does not fit a social task"):
+        build_tasks(cfg_with([{"type": "social", "source": "friends", "loss": "softmax"}]), ds)

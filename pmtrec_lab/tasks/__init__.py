@@ -69,6 +69,8 @@ def build_tasks(cfg: RunConfig, ds: RecDataset) -> list[Task]:
             train = ds.split.train
             tasks.append(RecTask(name, train[:, 0], train[:, 1], ds.num_items, bs, tc.reject_observed))
             continue
+        if tc.type in ("rec", "social", "item_item") and tc.loss not in ("auto", "bpr"):
+            raise ValueError(f"task {name!r}: loss {tc.loss!r} does not fit a {tc.type} task (expected bpr)")
         if tc.type in ("social", "item_item"):
             rel = ds.relations.get(tc.source)
             want = "user" if tc.type == "social" else "item"
@@ -94,8 +96,16 @@ def build_tasks(cfg: RunConfig, ds: RecDataset) -> list[Task]:
             raise ValueError(
                 f"task {name!r}: dataset {ds.name!r} has no {want} label set {tc.source!r}; has {have}"
             )
+        if tc.loss == "bpr" or (tc.loss == "softmax" and lab.multi):
+            kind, fits = ("multi", "bce") if lab.multi else ("single", "softmax or bce")
+            raise ValueError(
+                f"task {name!r}: loss {tc.loss!r} does not fit label set {tc.source!r} "
+                f"({kind}-label; expected {fits})"
+            )
         rows = _supervision_rows(ds, cfg, tc.source, len(lab))
         if rows is not None:
             lab = replace(lab, entity=lab.entity[rows], label=lab.label[rows])
+        if tc.loss == "bce" and not lab.multi:
+            lab = replace(lab, multi=True)  # one-hot targets, binary cross-entropy
         tasks.append(LabelTask(name, lab, cfg.encoder.dim, tc.batch_size))
     return tasks
