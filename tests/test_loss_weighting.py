@@ -214,3 +214,16 @@ def test_metabalance_rescales_auxiliary_blocks_towards_main():
         ratio_after = out.diagnostics["norm_ratio_after"]
         if relax == 1.0:
             torch.testing.assert_close(ratio_after, torch.ones(2, k))
+
+
+@pytest.mark.parametrize("name", ["uw", "dwa", "gradnorm", "famo", "metabalance", "pmtrec"])
+def test_wrong_number_of_tasks_is_named(name):
+    from pmtrec_lab.mtl import StepContext, make_method
+
+    m = make_method(name, 3)
+    grads = torch.randn(2, 4, 5)
+    active = torch.ones(4, 2, dtype=torch.bool)
+    side = torch.zeros(4, dtype=torch.int64)
+    ctx = StepContext(0, 0, 1, ["a", "b"], torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=f"{name}: built for 3 tasks, got grads for 2"):
+        m.combine(grads, active, side, torch.ones(2), ctx)

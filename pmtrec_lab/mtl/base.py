@@ -83,6 +83,11 @@ class WeightingMethod:
     ) -> CombineResult:
         raise NotImplementedError
 
+    def check_num_tasks(self, grads: torch.Tensor) -> None:
+        """Raise if ``grads`` [K, E, D] has another number of tasks than the method was built for."""
+        if grads.shape[0] != self.num_tasks:
+            raise ValueError(f"{self.name}: built for {self.num_tasks} tasks, got grads for {grads.shape[0]}")
+
     # Optional hooks -------------------------------------------------------------------
     def on_epoch_end(self, mean_losses: torch.Tensor, epoch: int) -> None:
         """Called with each task's mean loss over the finished epoch (DWA)."""

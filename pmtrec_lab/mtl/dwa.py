@@ -61,8 +61,7 @@ class DynamicWeightAverage(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k, e, _ = grads.shape
-        if k != self.num_tasks:
-            raise ValueError(f"dwa: built for {self.num_tasks} tasks, got {k}")
+        self.check_num_tasks(grads)
         if self._cache is None or self._cache.device != grads.device or self._cache.dtype != grads.dtype:
             self._cache = self.weights().to(grads.device, grads.dtype)
         w = self._cache

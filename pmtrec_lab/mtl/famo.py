@@ -83,8 +83,7 @@ class FAMO(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k, e, _ = grads.shape
-        if k != self.num_tasks:
-            raise ValueError(f"famo: built for {self.num_tasks} tasks, got {k}")
+        self.check_num_tasks(grads)
         if self.logits.device != grads.device:
             self.to(grads.device)
         z = self.weights()

@@ -68,8 +68,7 @@ class GradNorm(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k, e, _ = grads.shape
-        if k != self.num_tasks:
-            raise ValueError(f"gradnorm: built for {self.num_tasks} tasks, got {k}")
+        self.check_num_tasks(grads)
         if self.task_weights.device != grads.device:
             self.to(grads.device)
         w = self.task_weights.detach().clone()

@@ -76,8 +76,7 @@ class MetaBalance(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k, e, _ = grads.shape
-        if k != self.num_tasks:
-            raise ValueError(f"metabalance: built for {self.num_tasks} tasks, got {k}")
+        self.check_num_tasks(grads)
         main = ctx.main_task
         side = side.long()
         onehot = side_onehot(side, grads.dtype, _NUM_SIDES)  # [E, 2]

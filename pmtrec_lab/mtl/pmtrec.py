@@ -320,8 +320,7 @@ class PMTRec(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k_tasks, n_ent, _ = grads.shape
-        if k_tasks != self.num_tasks:
-            raise ValueError(f"pmtrec: built for {self.num_tasks} tasks, got grads for {k_tasks}")
+        self.check_num_tasks(grads)
         if tuple(active.shape) != (n_ent, k_tasks):
             raise ValueError(f"active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}")
         if tuple(side.shape) != (n_ent,):

@@ -111,8 +111,7 @@ class UncertaintyWeighting(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k, e, _ = grads.shape
-        if k != self.num_tasks:
-            raise ValueError(f"uw: built for {self.num_tasks} tasks, got {k}")
+        self.check_num_tasks(grads)
         if self.log_var.device != grads.device:
             self.to(grads.device)
         w = self.weights()
