@@ -28,8 +28,8 @@ browser-deps:
 	  else echo "warning: chromium missing and not root; the browser test will skip (fail under CI=true)"; fi; }
 
 ## Every tier: unit, real data, notebooks, browser. This is what CI runs.
-test: venv browser-deps
-	$(BIN)/ruff check pmtrec_lab tests benchmarks
+test: venv browser-deps lint
+	$(BIN)/python notebooks/build_notebooks.py --check
 	$(BIN)/python -m pytest -q --timeout=1800
 
 ## Fast inner loop: unit tier only (no real datasets, notebooks or browser).
@@ -37,7 +37,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not realdata and not slow and not notebook and not browser" --timeout=600
 
 lint: venv
-	$(BIN)/ruff check pmtrec_lab tests benchmarks
+	$(BIN)/ruff check pmtrec_lab tests benchmarks notebooks/build_notebooks.py
 
 ## The main job: train on the embedded default dataset (ml-100k) and write the report under reports/.
 report: venv
