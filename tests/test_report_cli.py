@@ -75,3 +75,20 @@ def test_report_command_exits_nonzero_when_a_notebook_fails(tmp_path, capsys):
     assert "no recorded weights" in failed["error"]
     assert (out / "index.html").is_file() and (out / "02_task_weights.html").is_file()
     assert "1 notebook(s) failed" in capsys.readouterr().err
+
+
+def test_relative_paths_are_resolved_where_they_were_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common, _ = build_report_params(
+        None, ["data_dir=../shared/datasets", "epochs=2"], ["01_train_and_evaluate"]
+    )
+    assert common["data_dir"] == str((tmp_path / ".." / "shared" / "datasets").resolve())
+    assert common["epochs"] == 2
+    sub = tmp_path / "cfg"
+    sub.mkdir()
+    (sub / "params.yaml").write_text(
+        yaml.safe_dump({"common": {"runs_dir": "runs"}, "01": {"data_dir": "data"}})
+    )
+    common, per = build_report_params(str(sub / "params.yaml"), [], ["01_train_and_evaluate"])
+    assert common["runs_dir"] == str(sub / "runs")
+    assert per["01_train_and_evaluate"]["data_dir"] == str(sub / "data")

@@ -59,6 +59,18 @@ def _load_params_file(path: str | None) -> tuple[dict[str, Any], dict[str, dict[
     return dict(common), per
 
 
+#: parameters holding paths: a relative one is taken relative to where it was written (the shell's
+#: directory for ``--set``, the params file's folder), since notebooks run in ``notebooks/``
+PATH_PARAMS = frozenset({"data_dir", "runs_dir", "results_dir"})
+
+
+def _absolute_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    return {
+        k: str((base / v).resolve()) if k in PATH_PARAMS and isinstance(v, str) and v else v
+        for k, v in values.items()
+    }
+
+
 def build_report_params(
     params_file: str | None, overrides: list[str], notebooks: list[str]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -68,11 +80,17 @@ def build_report_params(
     parameters for a notebook that is not run).
     """
     common, per = _load_params_file(params_file)
+    if params_file is not None:
+        base = Path(params_file).resolve().parent
+        common = _absolute_paths(common, base)
+        per = {n: _absolute_paths(v, base) for n, v in per.items()}
     merged: dict[str, dict[str, Any]] = {n: dict(v) for n, v in REPORT_NOTEBOOK_PARAMS.items()}
     for name, values in per.items():
         merged.setdefault(name, {}).update(values)
     for item in overrides:
         path, value = parse_override(item)
+        if path[-1] in PATH_PARAMS and isinstance(value, str) and value:
+            value = str(Path(value).resolve())
         if len(path) == 1:
             common[path[0]] = value
         elif len(path) == 2:
