@@ -23,8 +23,8 @@ class MissingDataError(PmtrecError):
     """Dataset release files are missing."""
 
 
-class ConfigError(PmtrecError):
-    """A configuration key or value is invalid."""
+class ConfigError(PmtrecError, ValueError):
+    """A configuration key or value is invalid (also a ValueError, for callers that catch those)."""
 
 
 class TrainingDivergedError(PmtrecError):

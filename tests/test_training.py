@@ -166,6 +166,11 @@ def test_unknown_method_and_method_parameter_are_named(ds, tmp_path):
         train(small_cfg(method={"name": "nope", "params": {}}), tmp_path / "x", dataset=ds)
     with pytest.raises(TypeError, match="bogus"):
         make_method("ew", 2, bogus=1)
+    with pytest.raises(ConfigError, match=r"method\.params.*unknown parameter.*taux"):
+        train(small_cfg(method={"name": "pmtrec", "params": {"taux": 1}}), tmp_path / "y", dataset=ds)
+    assert not (tmp_path / "y" / "config.yaml").exists()  # nothing left that would block a fixed rerun
+    run = train(small_cfg(method={"name": "pmtrec", "params": {"tau": 1}}), tmp_path / "y", dataset=ds)
+    assert run.finished
 
 
 @pytest.mark.slow

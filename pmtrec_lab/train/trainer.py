@@ -24,7 +24,7 @@ from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import load_dataset
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
-from pmtrec_lab.errors import PmtrecError, TrainingDivergedError
+from pmtrec_lab.errors import ConfigError, PmtrecError, TrainingDivergedError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
 from pmtrec_lab.mtl import StepContext, make_method
 from pmtrec_lab.paths import write_text_atomic
@@ -173,7 +173,6 @@ def train(
         status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
         if status.get("state") == "finished":
             return load_run(out)
-    write_text_atomic(out / "config.yaml", cfg_text)
     device = torch.device(cfg.device)
     ds = dataset or load_dataset(
         cfg.data.name,
@@ -186,7 +185,15 @@ def train(
     model = build_model(cfg, ds).to(device)
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
-    method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
+    try:
+        method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method {cfg.method.name!r} (method.name / method.params): {exc}") from None
+    # written once everything the configuration names was built: a bad setting leaves no run behind
+    if not resume:  # starting over: nothing of an earlier run in this folder may be mistaken for ours
+        for stale in ("best.pt", "last.pt", "metrics.json", "history.json", "status.json"):
+            (out / stale).unlink(missing_ok=True)
+    write_text_atomic(out / "config.yaml", cfg_text)
     optimizer = make_optimizer(cfg, model)
     recorder = None
     if cfg.diagnostics.enabled:
