@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.eval.significance import wilcoxon_paired
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.train.run import load_run
@@ -126,8 +127,6 @@ def run_grid(spec: GridSpec, out: Path, data_dir: str | None = None, max_runs: i
     trained = 0
     seed0 = spec.seeds[0]
     for dataset in spec.datasets:
-        from pmtrec_lab.data import load_dataset
-
         for method in spec.methods:
             plan = [(lr, seed0) for lr in spec.lrs]
             for phase in (0, 1):
@@ -144,8 +143,7 @@ def run_grid(spec: GridSpec, out: Path, data_dir: str | None = None, max_runs: i
                         return trained
                     cfg = run_config(spec, dataset, method, lr, seed, data_dir)
                     t0 = time.perf_counter()
-                    ds = load_dataset(cfg.data.name, cfg.data.data_dir, k_core=cfg.data.k_core)
-                    train(cfg, rd, dataset=ds)
+                    train(cfg, rd, dataset=dataset_for_config(cfg.data))
                     trained += 1
                     print(
                         f"[compare] {dataset} {method} lr={lr:g} seed={seed}: "

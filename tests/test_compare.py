@@ -34,6 +34,10 @@ def test_grid_runs_each_configuration_once_and_resumes(grid):
     spec, out, trained = grid
     assert trained == 3 * (2 + 1)  # two lrs on seed 0, then seed 1 at the chosen lr
     assert run_grid(spec, out) == 0  # finished runs are not redone
+    # every run trained on the dataset the grid's base configuration names (150 synthetic users)
+    run = load_run(run_path(out, "synthetic", "ew", 0.01, 0))
+    assert run.config.data.loader_args == {"num_users": 150, "num_items": 90}
+    assert len(run.per_user) + run.metrics["users_without_test_items"] <= 150
     assert (out / "grid.resolved.yaml").is_file()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pmtrec_lab.config import DataConfig
 from pmtrec_lab.data.preprocess import preprocess
 from pmtrec_lab.data.registry import DatasetSpec, get_spec
 from pmtrec_lab.data.split import split_per_user
@@ -111,6 +112,18 @@ def load_dataset(
         with atomic_path(cache_file) as tmp, tmp.open("wb") as f:
             pickle.dump(ds, f, protocol=pickle.HIGHEST_PROTOCOL)
     return ds
+
+
+def dataset_for_config(data: DataConfig) -> RecDataset:
+    """The preprocessed dataset a run configuration's ``data`` section names (cached)."""
+    return load_dataset(
+        data.name,
+        data.data_dir,
+        k_core=data.k_core,
+        rating_threshold=data.rating_threshold,
+        split_seed=data.split_seed,
+        loader_args=data.loader_args,
+    )
 
 
 def build_rec_dataset(raw: RawDataset, k: int, rating_threshold: float | None, split_seed: int) -> RecDataset:

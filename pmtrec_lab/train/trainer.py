@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pmtrec_lab.config import RunConfig, load_config
-from pmtrec_lab.data import load_dataset
+from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
 from pmtrec_lab.errors import ConfigError, PmtrecError, TrainingDivergedError
@@ -174,14 +174,7 @@ def train(
         if status.get("state") == "finished":
             return load_run(out)
     device = torch.device(cfg.device)
-    ds = dataset or load_dataset(
-        cfg.data.name,
-        cfg.data.data_dir,
-        k_core=cfg.data.k_core,
-        rating_threshold=cfg.data.rating_threshold,
-        split_seed=cfg.data.split_seed,
-        loader_args=cfg.data.loader_args,
-    )
+    ds = dataset or dataset_for_config(cfg.data)
     model = build_model(cfg, ds).to(device)
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
@@ -347,14 +340,7 @@ def evaluate_run(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Re-evaluate a run's best checkpoint on test; returns the metric means."""
     run = load_run(run_dir)
     cfg = run.config
-    ds = load_dataset(
-        cfg.data.name,
-        cfg.data.data_dir,
-        k_core=cfg.data.k_core,
-        rating_threshold=cfg.data.rating_threshold,
-        split_seed=cfg.data.split_seed,
-        loader_args=cfg.data.loader_args,
-    )
+    ds = dataset_for_config(cfg.data)
     model = build_model(cfg, ds)
     ckpt = Path(run_dir) / "best.pt"
     if not ckpt.is_file():

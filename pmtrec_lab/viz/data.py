@@ -17,16 +17,9 @@ __all__ = ["dataset_for_config", "entity_activity", "has_social_links", "social_
 
 def dataset_for_config(cfg: RunConfig) -> RecDataset:
     """The preprocessed dataset a run was trained on (from the loader's cache after the first time)."""
-    from pmtrec_lab.data import load_dataset
+    from pmtrec_lab.data import dataset_for_config as _for_data
 
-    return load_dataset(
-        cfg.data.name,
-        cfg.data.data_dir,
-        k_core=cfg.data.k_core,
-        rating_threshold=cfg.data.rating_threshold,
-        split_seed=cfg.data.split_seed,
-        loader_args=cfg.data.loader_args,
-    )
+    return _for_data(cfg.data)
 
 
 def has_social_links(ds: RecDataset) -> bool:
