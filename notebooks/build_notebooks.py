@@ -410,7 +410,7 @@ viz.method_comparison(summary)"""
     b.code("viz.ablation_figure(summary)")
     b.md("## Strongest baseline and significance")
     b.code(
-        'for name in ("strongest_baseline", "significance", "significance_groups"):\n'
+        'for name in ("strongest_baseline", "significance", "significance_groups", "ablation"):\n'
         "    if name in tables and not tables[name].empty:\n"
         '        display(Markdown(f"**{name}**"), tables[name].round(4))'
     )

@@ -233,7 +233,10 @@ def tables_from_runs(
       :data:`BASELINES`) with the best mean validation NDCG@20;
     - ``significance``: ``pmtrec`` vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
       over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means);
-    - ``significance_groups``: the same test within each user group (activity, social).
+    - ``significance_groups``: the same test within each user group (activity, social);
+    - ``ablation``: per dataset, ``pmtrec``, each of its named configurations and EW that were run,
+      with their switches, test NDCG@20, the relative change against ``pmtrec`` and against EW, and
+      a Wilcoxon test against ``pmtrec`` over per-user test NDCG@20 (see :func:`ablation_table`).
     """
     if is_baseline is None:
         is_baseline = BASELINES.__contains__
@@ -271,8 +274,16 @@ def tables_from_runs(
         merged = a.merge(b, on="user", suffixes=("_a", "_b"))
         if merged.empty:
             continue
+        seeds = part.set_index("method")["seeds"]
         sig_rows.append(
-            {"dataset": dataset, "method": pmtrec, "baseline": baseline["method"], **_paired_test(merged)}
+            {
+                "dataset": dataset,
+                "method": pmtrec,
+                "baseline": baseline["method"],
+                "pmtrec_seeds": int(seeds[pmtrec]),
+                "baseline_seeds": int(seeds[baseline["method"]]),
+                **_paired_test(merged),
+            }
         )
         for col in ("activity", "social"):
             if f"{col}_a" not in merged:
@@ -292,7 +303,74 @@ def tables_from_runs(
         "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
         "significance": pd.DataFrame(sig_rows),
         "significance_groups": pd.DataFrame(group_rows),
+        "ablation": ablation_table(runs, summary, pmtrec),
     }
+
+
+ABLATION_COLUMNS = (
+    "dataset method weights align schedule rho seeds ndcg20_mean ndcg20_std "
+    "rel_vs_pmtrec rel_vs_ew mean_diff p_value"
+).split()
+TABLES = ("summary", "lr_choice", "strongest_baseline", "significance", "significance_groups", "ablation")
+
+
+def method_switches(method: str) -> dict[str, Any]:
+    """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
+    strength), read off the method itself so the table cannot drift from the presets; EW reads as
+    uniform weights with every module off."""
+    from pmtrec_lab.mtl import make_method
+    from pmtrec_lab.mtl.pmtrec import PMTRec
+
+    m = make_method(method, num_tasks=3)
+    if not isinstance(m, PMTRec):
+        return {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
+    weights = "uniform" if math.isinf(m.tau) else m.weight_mode
+    return {"weights": weights, "align": bool(m.align), "schedule": m.schedule, "rho": float(m.rho)}
+
+
+def ablation_table(runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmtrec") -> pd.DataFrame:
+    """PMTRec against its own named configurations and EW, per dataset (Yang et al., 2024,
+    arXiv 2407.21364, ablate the same three modules).
+
+    Columns: ``dataset, method, weights, align, schedule, rho, seeds, ndcg20_mean, ndcg20_std,
+    rel_vs_pmtrec, rel_vs_ew`` (relative change of mean test NDCG@20) and, against ``pmtrec`` over
+    per-user test NDCG@20 averaged over seeds, ``mean_diff, p_value`` (NaN for ``pmtrec`` itself).
+    """
+    family = [pmtrec, *[m for m in PMTREC_FAMILY if m != pmtrec], "ew"]
+    rows = []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        by_method = part.set_index("method")
+        if pmtrec not in by_method.index:
+            continue
+        ref = by_method.loc[pmtrec, "ndcg20_mean"]
+        ew = by_method.loc["ew", "ndcg20_mean"] if "ew" in by_method.index else math.nan
+        in_dataset = runs[runs["dataset"] == dataset]
+        ref_users = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec])
+        for method in family:
+            if method not in by_method.index:
+                continue
+            r = by_method.loc[method]
+            test = {"mean_diff": math.nan, "p_value": math.nan}
+            other = _per_user_mean(in_dataset[in_dataset["method"] == method])
+            if method != pmtrec and ref_users is not None and other is not None:
+                merged = other.merge(ref_users, on="user", suffixes=("_a", "_b"))
+                if not merged.empty:
+                    w = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
+                    test = {"mean_diff": w["mean_diff"], "p_value": w["p_value"]}
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    **method_switches(method),
+                    "seeds": int(r["seeds"]),
+                    "ndcg20_mean": r["ndcg20_mean"],
+                    "ndcg20_std": r["ndcg20_std"],
+                    "rel_vs_pmtrec": r["ndcg20_mean"] / ref - 1.0,
+                    "rel_vs_ew": r["ndcg20_mean"] / ew - 1.0,
+                    **test,
+                }
+            )
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
 def _paired_test(merged: pd.DataFrame) -> dict[str, Any]:
@@ -339,13 +417,13 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
     sig = tables.get("significance")
     if sig is not None and not sig.empty:
         parts.append("\n### PMTRec vs the strongest baseline (Wilcoxon over per-user test NDCG@20)\n")
-        parts.append("| dataset | baseline | PMTRec | baseline | mean diff | p | users |")
-        parts.append("| --- | --- | --- | --- | --- | --- | --- |")
+        parts.append("| dataset | baseline | seeds | PMTRec | baseline | mean diff | p | users |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for _, r in sig.iterrows():
             parts.append(
-                f"| {r['dataset']} | {r['baseline']} | {100 * r['pmtrec_ndcg20']:.2f} | "
-                f"{100 * r['baseline_ndcg20']:.2f} | {100 * r['mean_diff']:+.2f} | "
-                f"{r['p_value']:.3g} | {r['n']} |"
+                f"| {r['dataset']} | {r['baseline']} | {r['pmtrec_seeds']} / {r['baseline_seeds']} | "
+                f"{100 * r['pmtrec_ndcg20']:.2f} | {100 * r['baseline_ndcg20']:.2f} | "
+                f"{100 * r['mean_diff']:+.2f} | {r['p_value']:.3g} | {r['n']} |"
             )
     g = tables.get("significance_groups")
     if g is not None and not g.empty:
@@ -358,7 +436,26 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
                 f"{100 * r['baseline_ndcg20']:.2f} | {100 * r['mean_diff']:+.2f} | "
                 f"{r['p_value']:.3g} | {r['n']} |"
             )
+    a = tables.get("ablation")
+    if a is not None and not a.empty:
+        parts.append("\n### Ablation: PMTRec's modules (test NDCG@20 x100; Wilcoxon against pmtrec)\n")
+        parts.append(
+            "| dataset | configuration | weights | align | schedule | rho | seeds | NDCG@20 "
+            "| vs pmtrec | vs EW | p vs pmtrec |"
+        )
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in a.iterrows():
+            p = "" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}"
+            parts.append(
+                f"| {r['dataset']} | {r['method']} | {r['weights']} | {'on' if r['align'] else 'off'} | "
+                f"{r['schedule']} | {r['rho']:g} | {r['seeds']} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} | "
+                f"{_rel(r['rel_vs_pmtrec'])} | {_rel(r['rel_vs_ew'])} | {p} |"
+            )
     return "\n".join(parts) + "\n"
+
+
+def _rel(x: float) -> str:
+    return "" if pd.isna(x) else f"{100 * x:+.1f}%"
 
 
 def _pm(mean: float, std: float) -> str:
@@ -370,7 +467,7 @@ def load_results(out: str | Path) -> dict[str, pd.DataFrame]:
     """The committed result tables of a grid directory (empty dict when there are none)."""
     out = Path(out)
     tables = {}
-    for name in ("summary", "lr_choice", "strongest_baseline", "significance", "significance_groups"):
+    for name in TABLES:
         p = out / f"{name}.csv"
         if p.is_file() and p.stat().st_size > 1:
             tables[name] = pd.read_csv(p)

@@ -16,7 +16,7 @@ def grid(tmp_path_factory):
     out = tmp_path_factory.mktemp("grid")
     spec = GridSpec(
         datasets=["synthetic"],
-        methods=["ew", "pcgrad", "pmtrec"],
+        methods=["ew", "pcgrad", "pmtrec", "ew-align"],
         seeds=[0, 1],
         lrs=[0.01, 0.002],
         base={
@@ -32,7 +32,7 @@ def grid(tmp_path_factory):
 
 def test_grid_runs_each_configuration_once_and_resumes(grid):
     spec, out, trained = grid
-    assert trained == 3 * (2 + 1)  # two lrs on seed 0, then seed 1 at the chosen lr
+    assert trained == 4 * (2 + 1)  # two lrs on seed 0, then seed 1 at the chosen lr
     assert run_grid(spec, out) == 0  # finished runs are not redone
     # every run trained on the dataset the grid's base configuration names (150 synthetic users)
     run = load_run(run_path(out, "synthetic", "ew", 0.01, 0))
@@ -61,7 +61,30 @@ def test_tables_strongest_baseline_and_significance(grid):
     assert tables["strongest_baseline"]["baseline"].tolist() == [best]
     sig = tables["significance"].iloc[0]
     assert sig["baseline"] == best and 0.0 <= sig["p_value"] <= 1.0 and sig["n"] > 0
+    assert sig["pmtrec_seeds"] == 2 and sig["baseline_seeds"] == 2
     assert set(tables["significance_groups"]["group"]) >= {"cold", "medium", "active"}
     loaded = load_results(out)
     pd.testing.assert_frame_equal(loaded["summary"], pd.read_csv(out / "summary.csv"))
     assert "| synthetic | pmtrec |" in (out / "summary.md").read_text()
+
+
+def test_ablation_table_compares_the_family_with_pmtrec_and_ew(grid):
+    spec, out, _ = grid
+    tables = summarize(out, spec)
+    a = tables["ablation"].set_index("method")
+    assert list(a.index) == ["pmtrec", "ew-align", "ew"]  # pcgrad is no ablation
+    mean = tables["summary"].set_index("method")["ndcg20_mean"]
+    # the switches are read off the methods themselves
+    switches = ["weights", "align", "schedule", "rho"]
+    assert a.loc["pmtrec", switches].tolist() == ["personalized", True, "linear", 0.0]
+    assert a.loc["ew-align", ["weights", "align", "schedule"]].tolist() == ["uniform", True, "none"]
+    assert a.loc["ew", ["weights", "align"]].tolist() == ["uniform", False]
+    assert a.loc["ew-align", "rel_vs_pmtrec"] == pytest.approx(mean["ew-align"] / mean["pmtrec"] - 1)
+    assert a.loc["pmtrec", "rel_vs_ew"] == pytest.approx(mean["pmtrec"] / mean["ew"] - 1)
+    assert a.loc["pmtrec", "rel_vs_pmtrec"] == 0.0 and pd.isna(a.loc["pmtrec", "p_value"])
+    assert 0.0 <= a.loc["ew-align", "p_value"] <= 1.0
+    # every run evaluates the same test users, so the mean paired difference over users equals the
+    # difference of the run-level means
+    assert a.loc["ew-align", "mean_diff"] == pytest.approx(mean["ew-align"] - mean["pmtrec"], abs=1e-9)
+    assert "### Ablation" in (out / "summary.md").read_text()
+    assert load_results(out)["ablation"]["method"].tolist() == ["pmtrec", "ew-align", "ew"]
