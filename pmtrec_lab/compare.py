@@ -7,13 +7,16 @@ Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
 3. tables: mean and standard deviation of test Recall@20 and NDCG@20 per (dataset, method);
    the strongest baseline per dataset by mean validation NDCG@20; a Wilcoxon signed-rank test of
    PMTRec against it over per-user test NDCG@20 averaged over seeds; the same by user group.
+4. the ablation table: PMTRec against its named configurations and EW.
 Finished runs are never redone (``train`` returns them); unfinished ones resume from ``last.pt``.
+``--jobs N`` runs the (dataset, method) units in N processes with the same results.
 Test metrics never choose anything.
 
 Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
 ``grid.resolved.yaml`` (the grid as run), ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run
 directories), ``summary.csv``, ``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``,
-``significance_groups.csv``, ``summary.md`` (the tables as Markdown, for the README).
+``significance_groups.csv``, ``ablation.csv``, ``summary.md`` (the tables as Markdown, for the
+README).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import dataset_for_config
+from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.eval.significance import wilcoxon_paired
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.train.run import load_run
@@ -118,38 +122,85 @@ def _valid(run_dir: Path) -> float:
     return float(m.get("valid", {}).get(METRIC, float("nan")))
 
 
-def run_grid(spec: GridSpec, out: Path, data_dir: str | None = None, max_runs: int | None = None) -> int:
-    """Run (or resume) every run of the grid; returns the number of runs trained in this call."""
-    from pmtrec_lab.train import train
+def run_grid(
+    spec: GridSpec,
+    out: Path,
+    data_dir: str | None = None,
+    max_runs: int | None = None,
+    jobs: int = 1,
+) -> int:
+    """Run (or resume) every run of the grid; returns the number of runs trained in this call.
 
+    With ``jobs > 1`` the (dataset, method) units run in that many worker processes, each with
+    ``torch.get_num_threads() // jobs`` threads (at least one); a unit's runs stay in order (its
+    seed-0 learning rates, then its seeds), so the result is the same as a sequential grid's.
+    """
+    if jobs < 1:
+        raise ConfigError(f"compare --jobs: expected a positive number of worker processes, got {jobs}")
+    if jobs > 1 and max_runs is not None:
+        raise ConfigError("compare: --max-runs counts runs of one process; it cannot be combined with --jobs")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    units = [(dataset, method) for dataset in spec.datasets for method in spec.methods]
+    if jobs == 1:
+        trained = 0
+        for dataset, method in units:
+            left = None if max_runs is None else max_runs - trained
+            trained += run_unit(spec, out, dataset, method, data_dir, left)
+            if max_runs is not None and trained >= max_runs:
+                break
+        return trained
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state in the workers
+    trained = 0
+    with ProcessPoolExecutor(
+        jobs, mp_context=ctx, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
+        futures = [pool.submit(run_unit, spec, out, d, m, data_dir) for d, m in units]
+        try:
+            for future in as_completed(futures):
+                trained += future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return trained
+
+
+def run_unit(
+    spec: GridSpec, out: Path, dataset: str, method: str, data_dir: str | None, max_runs: int | None = None
+) -> int:
+    """One (dataset, method) of the grid: seed 0 at every learning rate, then the other seeds at
+    the chosen one; finished runs are skipped. Returns the number of runs trained."""
+    from pmtrec_lab.train import train
+
     trained = 0
     seed0 = spec.seeds[0]
-    for dataset in spec.datasets:
-        for method in spec.methods:
-            plan = [(lr, seed0) for lr in spec.lrs]
-            for phase in (0, 1):
-                if phase == 1:
-                    lr = choose_lr(out, dataset, method, spec)
-                    if lr is None:
-                        break
-                    plan = [(lr, s) for s in spec.seeds if s != seed0]
-                for lr, seed in plan:
-                    rd = run_path(out, dataset, method, lr, seed)
-                    if (rd / "status.json").is_file() and load_run(rd).finished:
-                        continue
-                    if max_runs is not None and trained >= max_runs:
-                        return trained
-                    cfg = run_config(spec, dataset, method, lr, seed, data_dir)
-                    t0 = time.perf_counter()
-                    train(cfg, rd, dataset=dataset_for_config(cfg.data))
-                    trained += 1
-                    print(
-                        f"[compare] {dataset} {method} lr={lr:g} seed={seed}: "
-                        f"{time.perf_counter() - t0:.0f}s",
-                        flush=True,
-                    )
+    plan = [(lr, seed0) for lr in spec.lrs]
+    for phase in (0, 1):
+        if phase == 1:
+            lr = choose_lr(out, dataset, method, spec)
+            if lr is None:
+                break
+            plan = [(lr, s) for s in spec.seeds if s != seed0]
+        for lr, seed in plan:
+            rd = run_path(out, dataset, method, lr, seed)
+            if (rd / "status.json").is_file() and load_run(rd).finished:
+                continue
+            if max_runs is not None and trained >= max_runs:
+                return trained
+            cfg = run_config(spec, dataset, method, lr, seed, data_dir)
+            t0 = time.perf_counter()
+            train(cfg, rd, dataset=dataset_for_config(cfg.data))
+            trained += 1
+            print(
+                f"[compare] {dataset} {method} lr={lr:g} seed={seed}: {time.perf_counter() - t0:.0f}s",
+                flush=True,
+            )
     return trained
 
 
@@ -484,7 +535,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         spec = GridSpec.model_validate(spec.model_dump())
     out = Path(args.out)
     if not args.tables_only:
-        run_grid(spec, out, args.data_dir, args.max_runs)
+        run_grid(spec, out, args.data_dir, args.max_runs, args.jobs)
     tables = summarize(out, spec)
     if "summary" in tables:
         print(markdown_tables(tables))
@@ -504,5 +555,11 @@ def add_compare_command(sub) -> None:
     p.add_argument("--out", default="results/grid", help="grid directory (runs + tables)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--max-runs", type=int, default=None, help="stop after training this many runs")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="worker processes, one (dataset, method) each; threads are split between them",
+    )
     p.add_argument("--tables-only", action="store_true", help="only rebuild tables from finished runs")
     p.set_defaults(func=_cmd_compare)

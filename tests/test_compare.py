@@ -88,3 +88,28 @@ def test_ablation_table_compares_the_family_with_pmtrec_and_ew(grid):
     assert a.loc["ew-align", "mean_diff"] == pytest.approx(mean["ew-align"] - mean["pmtrec"], abs=1e-9)
     assert "### Ablation" in (out / "summary.md").read_text()
     assert load_results(out)["ablation"]["method"].tolist() == ["pmtrec", "ew-align", "ew"]
+
+
+def test_parallel_grid_gives_the_sequential_results(grid, tmp_path):
+    spec, out, _ = grid
+    small = spec.model_copy(update={"methods": ["ew", "pmtrec"]})
+    assert run_grid(small, tmp_path, jobs=2) == 2 * (2 + 1)
+    for method in small.methods:
+        for lr in small.lrs:
+            for seed in small.seeds:
+                a, b = (
+                    run_path(out, "synthetic", method, lr, seed),
+                    run_path(tmp_path, "synthetic", method, lr, seed),
+                )
+                assert a.exists() == b.exists()
+                if a.exists():
+                    assert load_run(b).metrics["test"] == load_run(a).metrics["test"]
+    assert run_grid(small, tmp_path, jobs=2) == 0  # resumable in parallel too
+
+
+def test_jobs_must_be_positive_and_not_combined_with_max_runs(tmp_path):
+    with pytest.raises(ValueError, match="--jobs"):
+        run_grid(GridSpec(), tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="--max-runs"):
+        run_grid(GridSpec(), tmp_path, max_runs=1, jobs=2)
+    assert not (tmp_path / "grid.resolved.yaml").exists()
