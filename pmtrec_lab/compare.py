@@ -452,10 +452,40 @@ def _per_user_mean(runs: pd.DataFrame) -> pd.DataFrame | None:
     return mean
 
 
+def wide_table(summary: pd.DataFrame, metric: str = "ndcg20") -> str:
+    """Markdown: one row per method, one column per dataset, ``mean ± std`` of the test metric
+    (x100); the best mean per dataset in bold; ``(n)`` marks cells with fewer seeds than the most
+    any method of the table has."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    methods = list(dict.fromkeys(summary["method"]))
+    full = int(summary["seeds"].max())
+    cell = summary.set_index(["dataset", "method"])
+    best = summary.groupby("dataset")[f"{metric}_mean"].max()
+    lines = ["| method | " + " | ".join(datasets) + " |", "| --- |" + " --- |" * len(datasets)]
+    for m in methods:
+        row = []
+        for d in datasets:
+            if (d, m) not in cell.index:
+                row.append("")
+                continue
+            r = cell.loc[(d, m)]
+            text = _pm(r[f"{metric}_mean"], r[f"{metric}_std"])
+            if r[f"{metric}_mean"] == best[d]:
+                text = f"**{text}**"
+            if int(r["seeds"]) < full:
+                text += f" ({int(r['seeds'])})"
+            row.append(text)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
     parts = []
     s = tables.get("summary")
     if s is not None and not s.empty:
+        parts.append("### Test NDCG@20 x100 by dataset (mean ± std over seeds; (n): only n seeds so far)\n")
+        parts.append(wide_table(s))
+        parts.append("")
         parts.append("### Test metrics (mean ± std over seeds, x100; lr chosen on seed-0 validation)\n")
         parts.append("| dataset | method | lr | seeds | valid NDCG@20 | Recall@20 | NDCG@20 |")
         parts.append("| --- | --- | --- | --- | --- | --- | --- |")
