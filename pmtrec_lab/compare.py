@@ -457,7 +457,8 @@ def wide_table(summary: pd.DataFrame, metric: str = "ndcg20") -> str:
     (x100); the best mean per dataset in bold; ``(n)`` marks cells with fewer seeds than the most
     any method of the table has."""
     datasets = list(dict.fromkeys(summary["dataset"]))
-    methods = list(dict.fromkeys(summary["method"]))
+    known = {m: i for i, m in enumerate([*BASELINES, *PMTREC_FAMILY])}
+    methods = sorted(dict.fromkeys(summary["method"]), key=lambda m: known.get(m, len(known)))
     full = int(summary["seeds"].max())
     cell = summary.set_index(["dataset", "method"])
     best = summary.groupby("dataset")[f"{metric}_mean"].max()
