@@ -565,7 +565,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         spec = spec.model_copy(update={key: yaml.safe_load(value)})
         spec = GridSpec.model_validate(spec.model_dump())
     out = Path(args.out)
-    if not args.tables_only:
+    if args.tables_only:  # the grid the tables describe
+        write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    else:
         run_grid(spec, out, args.data_dir, args.max_runs, args.jobs)
     tables = summarize(out, spec)
     if "summary" in tables:
