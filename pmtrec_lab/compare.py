@@ -217,6 +217,32 @@ def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | N
     return best
 
 
+def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
+    """Per (dataset, method): finished runs, planned runs (``len(lrs) + len(seeds) - 1``) and the
+    runs still to train (``lr<lr>-seed<seed>``; ``lr?`` while seed 0 has not chosen the rate)."""
+    rows = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            lr = choose_lr(out, dataset, method, spec)
+            planned = [(x, spec.seeds[0]) for x in spec.lrs]
+            planned += [(lr, s) for s in spec.seeds[1:]]
+            pending = [
+                f"lr{'?' if x is None else f'{x:g}'}-seed{s}"
+                for x, s in planned
+                if x is None or not (run_path(out, dataset, method, x, s) / "metrics.json").is_file()
+            ]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "done": len(planned) - len(pending),
+                    "planned": len(planned),
+                    "pending": " ".join(pending),
+                }
+            )
+    return pd.DataFrame(rows, columns=["dataset", "method", "done", "planned", "pending"])
+
+
 def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
     """One row per finished run: dataset, method, lr, seed, valid/test metrics, epochs."""
     rows = []
@@ -260,7 +286,11 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
         str(run_path(out, d, m, lr, s))
         for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
     ]
-    tables = {"lr_choice": lr_choice, **tables_from_runs(sel, spec.pmtrec)}
+    tables = {
+        "lr_choice": lr_choice,
+        **tables_from_runs(sel, spec.pmtrec),
+        "progress": grid_progress(out, spec),
+    }
     for name, df in tables.items():
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
     write_text_atomic(out / "summary.md", markdown_tables(tables))
@@ -362,7 +392,15 @@ ABLATION_COLUMNS = (
     "dataset method weights align schedule rho seeds ndcg20_mean ndcg20_std "
     "rel_vs_pmtrec rel_vs_ew mean_diff p_value"
 ).split()
-TABLES = ("summary", "lr_choice", "strongest_baseline", "significance", "significance_groups", "ablation")
+TABLES = (
+    "summary",
+    "lr_choice",
+    "strongest_baseline",
+    "significance",
+    "significance_groups",
+    "ablation",
+    "progress",
+)
 
 
 def method_switches(method: str) -> dict[str, Any]:
@@ -482,6 +520,17 @@ def wide_table(summary: pd.DataFrame, metric: str = "ndcg20") -> str:
 
 def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
     parts = []
+    prog = tables.get("progress")
+    if prog is not None and not prog.empty:
+        done, planned = int(prog["done"].sum()), int(prog["planned"].sum())
+        parts.append(
+            f"Runs finished: {done} of {planned}" + (" (the grid is complete)." if done == planned else ".")
+        )
+        left = prog[prog["pending"] != ""]
+        for dataset, part in left.groupby("dataset", sort=False):
+            items = "; ".join(f"{m}: {p}" for m, p in zip(part["method"], part["pending"]))
+            parts.append(f"Still to run on {dataset}: {items}.")
+        parts.append("")
     s = tables.get("summary")
     if s is not None and not s.empty:
         parts.append("### Test NDCG@20 x100 by dataset (mean ± std over seeds; (n): only n seeds so far)\n")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pmtrec_lab.compare import GridSpec, choose_lr, load_results, run_grid, run_path, summarize
+from pmtrec_lab.compare import (
+    GridSpec,
+    choose_lr,
+    grid_progress,
+    load_results,
+    run_grid,
+    run_path,
+    summarize,
+)
 from pmtrec_lab.train import load_run
 
 pytestmark = pytest.mark.slow
@@ -117,3 +125,16 @@ def test_jobs_must_be_positive_and_not_combined_with_max_runs(tmp_path):
     with pytest.raises(ValueError, match="--max-runs"):
         run_grid(GridSpec(), tmp_path, max_runs=1, jobs=2)
     assert not (tmp_path / "grid.resolved.yaml").exists()
+
+
+def test_progress_lists_what_is_still_to_run(grid):
+    spec, out, _ = grid
+    prog = summarize(out, spec)["progress"]
+    assert prog["done"].sum() == prog["planned"].sum() == len(spec.methods) * 3
+    assert "(the grid is complete)" in (out / "summary.md").read_text()
+    wider = spec.model_copy(update={"seeds": [0, 1, 2], "methods": [*spec.methods, "dwa"]})
+    prog = grid_progress(out, wider).set_index("method")
+    lr = choose_lr(out, "synthetic", "ew", spec)
+    assert prog.loc["ew", "pending"] == f"lr{lr:g}-seed2"
+    assert prog.loc["dwa", "pending"] == "lr0.01-seed0 lr0.002-seed0 lr?-seed1 lr?-seed2"
+    assert prog.loc["dwa", ["done", "planned"]].tolist() == [0, 4]
