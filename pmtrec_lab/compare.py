@@ -37,7 +37,7 @@ from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.eval.significance import wilcoxon_paired
-from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.paths import atomic_path, write_text_atomic
 from pmtrec_lab.train.run import load_run
 
 #: the baselines of issue 4 (the strongest is chosen among these)
@@ -286,11 +286,19 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
         str(run_path(out, d, m, lr, s))
         for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
     ]
+    per_user = gather_per_user(out, sel)
     tables = {
         "lr_choice": lr_choice,
-        **tables_from_runs(sel, spec.pmtrec),
+        **tables_from_runs(sel, spec.pmtrec, per_user=per_user),
         "progress": grid_progress(out, spec),
     }
+    # keep the per-user rows the tests used: PMTRec, its configurations, EW, the strongest baselines
+    used = {(d, spec.pmtrec) for d in sel["dataset"]}
+    used |= set(zip(tables["ablation"]["dataset"], tables["ablation"]["method"]))
+    used |= set(zip(tables["strongest_baseline"]["dataset"], tables["strongest_baseline"]["baseline"]))
+    keep = [(d, m) in used for d, m in zip(per_user["dataset"], per_user["method"])]
+    with atomic_path(out / PER_USER_FILE) as tmp:
+        per_user[keep].to_parquet(tmp, index=False)
     for name, df in tables.items():
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
     write_text_atomic(out / "summary.md", markdown_tables(tables))
@@ -301,12 +309,14 @@ def tables_from_runs(
     runs: pd.DataFrame,
     pmtrec: str = "pmtrec",
     is_baseline: Callable[[str], bool] | None = None,
+    per_user: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The result tables of a set of runs (one row per run; pure: reads per-user files, writes nothing).
 
     ``runs`` has columns ``dataset, method, seed, valid_ndcg@20, test_recall@20, test_ndcg@20,
     epochs_run, run_dir`` (``run_dir`` holds ``per_user_test.parquet``) and optionally ``lr``
-    (every row of a (dataset, method) at one learning rate). Returns:
+    (every row of a (dataset, method) at one learning rate); ``per_user`` (see
+    :func:`gather_per_user`), when given, replaces the run directories' per-user files. Returns:
 
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
       ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
@@ -348,8 +358,8 @@ def tables_from_runs(
         if pmtrec not in set(part["method"]):
             continue
         in_dataset = runs[runs["dataset"] == dataset]
-        a = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec])
-        b = _per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]])
+        a = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
+        b = _per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]], per_user)
         if a is None or b is None:
             continue
         merged = a.merge(b, on="user", suffixes=("_a", "_b"))
@@ -384,7 +394,7 @@ def tables_from_runs(
         "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
         "significance": pd.DataFrame(sig_rows),
         "significance_groups": pd.DataFrame(group_rows),
-        "ablation": ablation_table(runs, summary, pmtrec),
+        "ablation": ablation_table(runs, summary, pmtrec, per_user),
     }
 
 
@@ -417,7 +427,9 @@ def method_switches(method: str) -> dict[str, Any]:
     return {"weights": weights, "align": bool(m.align), "schedule": m.schedule, "rho": float(m.rho)}
 
 
-def ablation_table(runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmtrec") -> pd.DataFrame:
+def ablation_table(
+    runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmtrec", per_user: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """PMTRec against its own named configurations and EW, per dataset (Yang et al., 2024,
     arXiv 2407.21364, ablate the same three modules).
 
@@ -434,13 +446,13 @@ def ablation_table(runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmt
         ref = by_method.loc[pmtrec, "ndcg20_mean"]
         ew = by_method.loc["ew", "ndcg20_mean"] if "ew" in by_method.index else math.nan
         in_dataset = runs[runs["dataset"] == dataset]
-        ref_users = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec])
+        ref_users = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
         for method in family:
             if method not in by_method.index:
                 continue
             r = by_method.loc[method]
             test = {"mean_diff": math.nan, "p_value": math.nan}
-            other = _per_user_mean(in_dataset[in_dataset["method"] == method])
+            other = _per_user_mean(in_dataset[in_dataset["method"] == method], per_user)
             if method != pmtrec and ref_users is not None and other is not None:
                 merged = other.merge(ref_users, on="user", suffixes=("_a", "_b"))
                 if not merged.empty:
@@ -472,22 +484,58 @@ def _paired_test(merged: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _per_user_mean(runs: pd.DataFrame) -> pd.DataFrame | None:
-    """Per-user test NDCG@20 averaged over the given runs (their ``run_dir``), with the user's
-    groups; None when none of them wrote ``per_user_test.parquet``."""
-    frames = []
-    for rd in runs["run_dir"]:
-        p = Path(rd) / "per_user_test.parquet"
-        if p.is_file():
-            frames.append(pd.read_parquet(p))
-    if not frames:
+def _per_user_mean(runs: pd.DataFrame, per_user: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """Per-user test NDCG@20 averaged over the given runs, with the user's groups; None when
+    there is none. Read from each run's ``per_user_test.parquet`` (``run_dir``) or, when
+    ``per_user`` is given, from its rows of the runs' (dataset, method, seed)."""
+    if per_user is not None:
+        keys = runs[["dataset", "method", "seed"]].drop_duplicates()
+        allf = per_user.merge(keys, on=["dataset", "method", "seed"])
+    else:
+        frames = [
+            pd.read_parquet(Path(rd) / "per_user_test.parquet")
+            for rd in runs["run_dir"]
+            if (Path(rd) / "per_user_test.parquet").is_file()
+        ]
+        allf = pd.concat(frames) if frames else pd.DataFrame()
+    if allf.empty:
         return None
-    allf = pd.concat(frames)
     cols = [c for c in ("activity", "social") if c in allf.columns]
     mean = allf.groupby("user")[METRIC].mean().reset_index()
     if cols:
         mean = mean.merge(allf.drop_duplicates("user")[["user", *cols]], on="user")
     return mean
+
+
+PER_USER_FILE = "per_user_ndcg.parquet"
+
+
+def gather_per_user(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-user test NDCG@20 and groups of the given runs (``dataset, method, seed, user, ndcg@20,
+    activity, social``): from each run's own ``per_user_test.parquet`` where it exists, else from
+    the grid's committed ``<out>/per_user_ndcg.parquet`` (run directories' per-user files are not
+    committed, so a fresh clone rebuilds the significance tables from that one file)."""
+    committed = out / PER_USER_FILE
+    old = pd.read_parquet(committed) if committed.is_file() else None
+    frames = []
+    for r in runs.itertuples():
+        p = Path(r.run_dir) / "per_user_test.parquet"
+        if p.is_file():
+            f = pd.read_parquet(p)
+            f = f[[c for c in ("user", METRIC, "activity", "social") if c in f.columns]]
+            for c in ("activity", "social"):
+                if c in f.columns:
+                    f[c] = f[c].astype(str)
+            f.insert(0, "seed", r.seed)
+            f.insert(0, "method", r.method)
+            f.insert(0, "dataset", r.dataset)
+        elif old is not None:
+            f = old[(old["dataset"] == r.dataset) & (old["method"] == r.method) & (old["seed"] == r.seed)]
+        else:
+            continue
+        frames.append(f)
+    columns = ["dataset", "method", "seed", "user", METRIC, "activity", "social"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def wide_table(summary: pd.DataFrame, metric: str = "ndcg20") -> str:

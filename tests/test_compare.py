@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -138,3 +140,20 @@ def test_progress_lists_what_is_still_to_run(grid):
     assert prog.loc["ew", "pending"] == f"lr{lr:g}-seed2"
     assert prog.loc["dwa", "pending"] == "lr0.01-seed0 lr0.002-seed0 lr?-seed1 lr?-seed2"
     assert prog.loc["dwa", ["done", "planned"]].tolist() == [0, 4]
+
+
+def test_tables_rebuild_from_the_committed_per_user_file(grid, tmp_path):
+    """A fresh clone has no run-level per-user files (they are not committed): the significance
+    and ablation tables come back the same from the grid's one per-user file."""
+    spec, out, _ = grid
+    tables = summarize(out, spec)
+    clone = tmp_path / "clone"
+    shutil.copytree(out, clone)
+    removed = [p.unlink() for p in clone.rglob("runs/**/per_user_test.parquet")]
+    assert removed and (clone / "per_user_ndcg.parquet").is_file()
+    again = summarize(clone, spec)
+    for name in ("significance", "significance_groups", "ablation"):
+        pd.testing.assert_frame_equal(again[name], tables[name])
+    # without it the tests cannot be made, and the tables say so by being empty
+    (clone / "per_user_ndcg.parquet").unlink()
+    assert summarize(clone, spec)["significance"].empty
