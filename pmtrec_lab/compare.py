@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.eval.groups import ACTIVITY_LEVELS, SOCIAL_LEVELS
 from pmtrec_lab.eval.significance import wilcoxon_paired
 from pmtrec_lab.paths import atomic_path, write_text_atomic
 from pmtrec_lab.train.run import load_run
@@ -69,6 +70,8 @@ PMTREC_FAMILY: tuple[str, ...] = (
     "ew-gmb",
 )
 METRIC = "ndcg@20"
+#: the order user groups are listed in (activity thirds, then social)
+GROUP_ORDER = {level: i for i, level in enumerate((*ACTIVITY_LEVELS, *SOCIAL_LEVELS))}
 
 
 class GridSpec(BaseModel):
@@ -379,7 +382,9 @@ def tables_from_runs(
         for col in ("activity", "social"):
             if f"{col}_a" not in merged:
                 continue
-            for level, g in merged.groupby(f"{col}_a", observed=True):
+            groups = dict(list(merged.groupby(f"{col}_a", observed=True)))
+            for level in sorted(groups, key=lambda x: (GROUP_ORDER.get(str(x), len(GROUP_ORDER)), str(x))):
+                g = groups[level]
                 group_rows.append(
                     {
                         "dataset": dataset,
