@@ -102,6 +102,13 @@ def test_explorer_toggle_and_train_in_jupyterlab(playwright, lab_root):
             wait_for_output_text(page, "Done: test ndcg@20", timeout=60)
             second = page.evaluate(CELLS_JS)
             page.locator(".jp-OutputArea .js-plotly-plot .main-svg").first.wait_for(state="visible")
+            # the figures are re-rendered one after another: wait until all of them are back (an
+            # appended set would make the count exceed figures_before, which the assertion catches)
+            page.wait_for_function(
+                "n => document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= n",
+                arg=figures_before,
+                timeout=60_000,
+            )
             figures_after = page.locator(".jp-OutputArea .js-plotly-plot").count()
             page.get_by_text("Runs in this session").scroll_into_view_if_needed()
             shot = save_screenshot(page, "explorer.png")
