@@ -363,10 +363,8 @@ def tables_from_runs(
         in_dataset = runs[runs["dataset"] == dataset]
         a = _per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
         b = _per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]], per_user)
-        if a is None or b is None:
-            continue
-        merged = a.merge(b, on="user", suffixes=("_a", "_b"))
-        if merged.empty:
+        merged = _paired_users(a, b)
+        if merged is None:
             continue
         seeds = part.set_index("method")["seeds"]
         sig_rows.append(
@@ -457,12 +455,12 @@ def ablation_table(
                 continue
             r = by_method.loc[method]
             test = {"mean_diff": math.nan, "p_value": math.nan}
-            other = _per_user_mean(in_dataset[in_dataset["method"] == method], per_user)
-            if method != pmtrec and ref_users is not None and other is not None:
-                merged = other.merge(ref_users, on="user", suffixes=("_a", "_b"))
-                if not merged.empty:
-                    w = wilcoxon_paired(merged[f"{METRIC}_a"].to_numpy(), merged[f"{METRIC}_b"].to_numpy())
-                    test = {"mean_diff": w["mean_diff"], "p_value": w["p_value"]}
+            if method != pmtrec:
+                other = _per_user_mean(in_dataset[in_dataset["method"] == method], per_user)
+                merged = _paired_users(other, ref_users)
+                if merged is not None:
+                    paired = _paired_test(merged)
+                    test = {"mean_diff": paired["mean_diff"], "p_value": paired["p_value"]}
             rows.append(
                 {
                     "dataset": dataset,
@@ -477,6 +475,15 @@ def ablation_table(
                 }
             )
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+
+
+def _paired_users(a: pd.DataFrame | None, b: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The users of both per-user tables (:func:`_per_user_mean`), columns suffixed ``_a`` / ``_b``;
+    None when either table is missing or they share no user."""
+    if a is None or b is None:
+        return None
+    merged = a.merge(b, on="user", suffixes=("_a", "_b"))
+    return None if merged.empty else merged
 
 
 def _paired_test(merged: pd.DataFrame) -> dict[str, Any]:
