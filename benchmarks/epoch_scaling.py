@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from pmtrec_lab.config import load_config
+from pmtrec_lab.config import DEFAULT_DIM, DEFAULT_LR, load_config
 from pmtrec_lab.data.loading import build_rec_dataset
 from pmtrec_lab.data.sources.synthetic import load_raw
 from pmtrec_lab.mtl import StepContext, make_method
@@ -39,9 +39,9 @@ def epoch_time(
     cfg = load_config(
         base={
             "data": {"name": "synthetic"},
-            "encoder": {"name": encoder, "dim": 64, "num_layers": 3},
+            "encoder": {"name": encoder, "dim": DEFAULT_DIM, "num_layers": 3},
             "tasks": {"include": ["social:friends", "item_label:category"]},
-            "optim": {"lr": 1e-3, "sparse": sparse},
+            "optim": {"lr": DEFAULT_LR, "sparse": sparse},
         }
     )
     model = build_model(cfg, ds)

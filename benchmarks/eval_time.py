@@ -9,6 +9,8 @@
    in a child process, which reports its peak resident set size (``VmHWM``) after the imports, with
    the data, and after evaluating; target: peak < 2 GB. (tracemalloc does not see torch's allocations.)
 
+``--dim`` defaults to the library's embedding width, ``pmtrec_lab.config.DEFAULT_DIM`` (64).
+
 Prints only; asserts nothing. Example:
 
     .venv/bin/python benchmarks/eval_time.py
@@ -28,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from pmtrec_lab.config import DEFAULT_DIM
 from pmtrec_lab.eval import evaluate_embeddings
 from pmtrec_lab.eval.evaluator import _PairIndex, default_chunk_users
 
@@ -129,7 +132,7 @@ def main() -> None:
     )
     parser.add_argument("--users", type=int, default=5858)
     parser.add_argument("--items", type=int, default=10685)
-    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--dim", type=int, default=DEFAULT_DIM)
     parser.add_argument("--train-per-user", type=int, default=14)
     parser.add_argument("--test-per-user", type=int, default=2)
     parser.add_argument("--chunk-users", type=int, default=None, help="default: evaluator's default")

@@ -1,7 +1,8 @@
 """Step time of the training core and of every weighting method, as ratios over a plain EW step.
 
-Setting (issue 3/4 benchmark): ciao, dim 64, main batch 2048, tasks rec + social:trust +
-item_label:category; LightGCN 3 layers; all measured in one run on the same model and batches.
+Setting (issue 3/4 benchmark): ciao, the library's default dim (``pmtrec_lab.config.DEFAULT_DIM``,
+64), main batch 2048, tasks rec + social:trust + item_label:category; LightGCN 3 layers; all
+measured in one run on the same model and batches.
 
 Prints, per encoder: the per-entity step split into sampling, forward, task gradients,
 combination and backward, next to a plain EW step (``sum(losses).backward()``); per method: its
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from pmtrec_lab.config import load_config
+from pmtrec_lab.config import DEFAULT_DIM, load_config
 from pmtrec_lab.data import load_dataset
 from pmtrec_lab.mtl import AGGREGATORS, METHODS, StepContext, make_method
 from pmtrec_lab.train import build_model
@@ -33,7 +34,7 @@ def make_setup(dataset: str, encoder: str, data_dir: str | None, propagation: st
     cfg = load_config(
         base={
             "data": {"name": dataset, "data_dir": data_dir},
-            "encoder": {"name": encoder, "dim": 64, "num_layers": 3, "propagation": propagation},
+            "encoder": {"name": encoder, "dim": DEFAULT_DIM, "num_layers": 3, "propagation": propagation},
             "tasks": {"include": ["social:trust", "item_label:category"]} if dataset == "ciao" else {},
             "optim": {"batch_size": 2048},
         }

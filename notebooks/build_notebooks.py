@@ -19,6 +19,8 @@ from typing import Any
 
 import nbformat
 
+from pmtrec_lab.config import DEFAULT_DIM, DEFAULT_LR, SHORT_RUN_LR
+from pmtrec_lab.encoders.registry import DISPLAY_ORDER as BUILTIN_ENCODERS
 from pmtrec_lab.reports.defaults import COMMON_PARAMS
 
 HERE = Path(__file__).resolve().parent
@@ -28,15 +30,19 @@ KERNEL_METADATA = {
     "language_info": {"name": "python", "pygments_lexer": "ipython3", "file_extension": ".py"},
 }
 
-# The common training parameters, in the order shown; defaults from pmtrec_lab.reports.defaults.
+# The common training parameters, in the order shown; defaults from pmtrec_lab.reports.defaults,
+# whose embedding width and learning rate are the library's (pmtrec_lab.config: DEFAULT_DIM, and
+# SHORT_RUN_LR, the learning rate for short runs, with its reason). A notebook that disagrees with
+# them is not written: the values have one owner.
+_LIBRARY_DEFAULTS = {"dim": DEFAULT_DIM, "lr": SHORT_RUN_LR}
 _COMMENTS = {
     "dataset": "registered dataset name (ml-100k is embedded; synthetic is generated)",
-    "encoder": "mf | lightgcn | hetero",
-    "dim": "embedding dimension",
+    "encoder": " | ".join(BUILTIN_ENCODERS),  # the built-ins (a plug-in must not change the notebooks)
+    "dim": "embedding dimension (pmtrec_lab.config.DEFAULT_DIM)",
     "method": "weighting method (pmtrec_lab.mtl.METHODS)",
     "method_params": "method hyper-parameters, e.g. {'tau': 0.5}",
     "epochs": "maximum epochs (early stopping on validation ndcg@20, patience 5)",
-    "lr": "Adam learning rate",
+    "lr": f"Adam learning rate of short runs (config.SHORT_RUN_LR; 100-epoch runs: {DEFAULT_LR:g})",
     "batch_size": "main-task batch size",
     "seed": "run seed (the split seed stays 0)",
     "device": "torch device",
@@ -46,6 +52,12 @@ _COMMENTS = {
     "tasks": "auxiliary tasks to include (None: the dataset's defaults)",
     "runs_dir": "run cache root (None: PMTREC_RUNS_DIR or .cache/runs)",
 }
+_DRIFT = {k: (COMMON_PARAMS[k], v) for k, v in _LIBRARY_DEFAULTS.items() if COMMON_PARAMS[k] != v}
+if _DRIFT:
+    raise SystemExit(
+        "pmtrec_lab.reports.defaults.COMMON_PARAMS disagrees with pmtrec_lab.config "
+        + ", ".join(f"({k}: {have!r}, expected {want!r})" for k, (have, want) in _DRIFT.items())
+    )
 COMMON = {key: (value, _COMMENTS[key]) for key, value in COMMON_PARAMS.items()}
 CFG_CALL = (
     "cfg = notebook_config(\n"

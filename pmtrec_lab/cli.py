@@ -69,6 +69,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from pmtrec_lab.mtl import method_names, method_table, method_table_markdown
+    from pmtrec_lab.mtl.registry import params_table_markdown
+
+    if args.params:
+        print(params_table_markdown(args.params))
+    elif args.markdown:
+        print(method_table_markdown())
+    elif args.names:
+        print("\n".join(method_names(args.family)))
+    else:
+        rows = [r for r in method_table() if args.family is None or r["family"] == args.family]
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['family']:<8}  {r['summary']}")
+            print(f"{'':<{width}}  {'':<8}  parameters: {r['parameters']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pmtrec-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--device", default="cpu")
     ev.set_defaults(func=_cmd_evaluate)
+
+    me = sub.add_parser("methods", help="the registered weighting methods, their family and parameters")
+    me.add_argument("--family", choices=("baseline", "pmtrec"), default=None)
+    me.add_argument("--markdown", action="store_true", help="the README's method table")
+    me.add_argument("--names", action="store_true", help="names only, one a line")
+    me.add_argument("--params", metavar="METHOD", default=None, help="METHOD's parameters, a Markdown table")
+    me.set_defaults(func=_cmd_methods)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

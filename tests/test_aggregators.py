@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from pmtrec_lab.mtl import aggregate, make_method
+from pmtrec_lab.mtl import MethodParamsError, aggregate, make_method
 from pmtrec_lab.mtl.aligned_mtl import aligned_mtl_matrix
 from pmtrec_lab.mtl.base import StepContext
 from pmtrec_lab.mtl.dbmtl import dbmtl_transform
@@ -414,13 +414,13 @@ def test_make_method_combine(name):
     ],
 )
 def test_bad_parameter_values(name, bad):
-    with pytest.raises(ValueError, match=next(iter(bad))):
+    with pytest.raises(MethodParamsError, match=f"method.params.{next(iter(bad))}"):
         make_method(name, 3, **bad)
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_unknown_parameter(name):
-    with pytest.raises(TypeError):
+    with pytest.raises(MethodParamsError, match="not_a_parameter"):
         make_method(name, 3, not_a_parameter=1)
     with pytest.raises(TypeError):
         aggregate(name, torch.randn(3, 4), not_a_parameter=1)

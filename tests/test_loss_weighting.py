@@ -6,19 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pmtrec_lab.mtl import StepContext, make_method
+from pmtrec_lab.mtl import MethodParamsError, StepContext, make_method
 
 BASELINES = ("single-task", "uw", "dwa", "gradnorm", "famo", "metabalance")
 
 
-def make_ctx(step: int = 0, k: int = 3, main: int = 0) -> StepContext:
+def make_ctx(step: int = 0, k: int = 3) -> StepContext:
     return StepContext(
         step=step,
         epoch=step // 10,
         steps_per_epoch=10,
         task_names=[f"t{i}" for i in range(k)],
         generator=torch.Generator().manual_seed(0),
-        main_task=main,
     )
 
 
@@ -73,7 +72,7 @@ def test_state_dict_resume_is_exact(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_unknown_parameter_is_named(name):
-    with pytest.raises(TypeError, match="not_a_param"):
+    with pytest.raises(MethodParamsError, match="not_a_param"):
         make_method(name, 3, not_a_param=1)
 
 
@@ -91,20 +90,20 @@ def test_unknown_parameter_is_named(name):
     ],
 )
 def test_invalid_values_are_named(name, params, word):
-    with pytest.raises(ValueError, match=word):
+    with pytest.raises(MethodParamsError, match=f"method.params.{word}"):
         make_method(name, 3, **params)
 
 
 def test_single_task_ignores_auxiliary_tasks():
+    """The main task is task 0, always (``params.MAIN_TASK``)."""
     grads, active, side, losses = random_problem(seed=1)
-    for main in (0, 2):
-        out = make_method("single-task", 3).combine(grads, active, side, losses, make_ctx(main=main))
-        assert torch.equal(out.combined, grads[main])
-        assert out.head_weights.tolist() == [float(k == main) for k in range(3)]
-        noisy = grads.clone()
-        noisy[[k for k in range(3) if k != main]] *= 1e3
-        out2 = make_method("single-task", 3).combine(noisy, active, side, losses, make_ctx(main=main))
-        assert torch.equal(out2.combined, out.combined)
+    out = make_method("single-task", 3).combine(grads, active, side, losses, make_ctx())
+    assert torch.equal(out.combined, grads[0])
+    assert out.head_weights.tolist() == [1.0, 0.0, 0.0]
+    noisy = grads.clone()
+    noisy[1:] *= 1e3
+    out2 = make_method("single-task", 3).combine(noisy, active, side, losses, make_ctx())
+    assert torch.equal(out2.combined, out.combined)
 
 
 def test_uncertainty_weighting_downweights_large_loss_task():
@@ -227,3 +226,41 @@ def test_wrong_number_of_tasks_is_named(name):
     ctx = StepContext(0, 0, 1, ["a", "b"], torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=f"{name}: built for 3 tasks, got grads for 2"):
         m.combine(grads, active, side, torch.ones(2), ctx)
+
+
+def test_side_magnitude_ema_starts_at_first_value_and_keeps_untouched():
+    """``SideMagnitudeEMA.update``: per (side, task) the mean per-entity norm over the touched
+    entities; the average starts at the first value, then decay * m + (1 - decay) * value, and
+    is kept where a task touched no entity of a side. State round-trips."""
+    from pmtrec_lab.mtl._gram import side_onehot
+    from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
+
+    k, e, decay = 3, 12, 0.8
+    ema = SideMagnitudeEMA(2, k, decay, owner="test")
+    side = (torch.arange(e) >= 5).long()
+    onehot = side_onehot(side, torch.float64, 2)
+    ref = torch.zeros(2, k, dtype=torch.float64)
+    seen = torch.zeros(2, k, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    for step in range(6):
+        act = (torch.rand(k, e, generator=g) < 0.5).double()
+        if step == 2:
+            act[1] = 0.0  # task 1 touches nothing: its averages stay
+        norms = torch.rand(k, e, generator=g, dtype=torch.float64) * act
+        m = ema.update(norms, act, onehot)
+        for s in (0, 1):
+            for t in range(k):
+                rows = (side == s) & (act[t] > 0)
+                if rows.any():
+                    value = norms[t, rows].mean()
+                    ref[s, t] = decay * ref[s, t] + (1 - decay) * value if seen[s, t] else value
+                    seen[s, t] = True
+        torch.testing.assert_close(m, ref, rtol=1e-12, atol=0)
+        assert torch.equal(ema.initialized, seen)
+    again = SideMagnitudeEMA(2, k, decay, owner="test")
+    again.load_state_dict(ema.state_dict())
+    assert torch.equal(again.magnitude, ema.magnitude) and torch.equal(again.initialized, ema.initialized)
+    with pytest.raises(ValueError, match="test state must have keys"):
+        again.load_state_dict({"magnitude": ema.magnitude})
+    with pytest.raises(ValueError, match=r"test state tensors must be \(2, 3\)"):
+        again.load_state_dict({"magnitude": torch.zeros(2, 2), "initialized": torch.zeros(2, 2)})

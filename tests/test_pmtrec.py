@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pmtrec_lab.mtl import METHODS, StepContext, make_method
+from pmtrec_lab.mtl import METHODS, MethodParamsError, StepContext, make_method
 from pmtrec_lab.mtl._gram import (
     combine_rows,
     conflict_projection,
@@ -19,8 +19,9 @@ from pmtrec_lab.mtl._gram import (
     side_table,
     task_major_stats,
 )
-from pmtrec_lab.mtl.pmtrec import PARAM_NAMES, PMTRec, schedule_beta
-from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+from pmtrec_lab.mtl.pmtrec import PMTRec, PMTRecParams, schedule_beta
+
+PMTREC_DEFAULTS = PMTRecParams().as_dict()
 
 PRESETS = (
     "pmtrec",
@@ -34,14 +35,13 @@ PRESETS = (
 )
 
 
-def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3, main: int = 0) -> StepContext:
+def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3) -> StepContext:
     return StepContext(
         step=step,
         epoch=step // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         task_names=[f"t{i}" for i in range(k)],
         generator=torch.Generator().manual_seed(0),
-        main_task=main,
     )
 
 
@@ -82,10 +82,10 @@ def random_problem(
 # ---------------------------------------------------------------------------------------
 class ReferencePMTRec:
     def __init__(self, k, tau, weight_mode, rho, gmb_target, ema_decay, align, schedule, beta_max,
-                 horizon, normalize, main_task=0):  # fmt: skip
+                 horizon, normalize):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
-        self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, main_task
+        self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
         self.m: dict[tuple[int, int], float] = {}
 
     def beta(self, t):
@@ -249,20 +249,19 @@ def test_hand_computed_k3_gmb_and_focus():
         {"weight_mode": "uniform", "rho": 1.0, "gmb_target": "mean"},
         {"tau": 0.5, "rho": 0.7, "gmb_target": "max", "schedule": "cosine", "normalize": True},
         {"align": False, "rho": 0.3, "ema_decay": 0.5},
-        {"main_task": 1},
     ],
 )
 def test_matches_loop_reference_over_several_steps(over):
     """K = 3, partial task sets, conflicts, several steps (EMA), against the loop reference."""
     params = full_params(**over)
-    main = params["main_task"]
+    main = 0
     method = make_method("pmtrec", 3, **over)
     ref = ReferencePMTRec(3, **params)
     for step in range(4):
         grads, active, side, losses = random_problem(
             seed=step, e=24, d=5, conflict=0.7, task_scales=(1.0, 10.0 ** (step - 2), 3.0), main=main
         )
-        ctx = make_ctx(step=step * 7, steps_per_epoch=5, main=main)
+        ctx = make_ctx(step=step * 7, steps_per_epoch=5)
         out = method.combine(grads, active, side, losses, ctx)
         exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch)
         torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
@@ -275,7 +274,7 @@ def test_matches_loop_reference_over_several_steps(over):
 @pytest.mark.parametrize(
     "params",
     [
-        {"tau": math.inf},
+        {"tau": math.inf},  # the old spelling of uniform, converted
         {"weight_mode": "uniform"},
         {"weight_mode": "shared", "tau": math.inf},
     ],
@@ -293,22 +292,22 @@ def test_uniform_without_gmb_and_tf_is_ew(params, dtype):
 
 
 @pytest.mark.parametrize("name", ["pmtrec", "pmtrec-no-gmb", "pmtrec-no-personalization", "ew-align"])
-@pytest.mark.parametrize("main", [0, 2])
-def test_alignment_never_opposes_main(name, main):
-    kwargs = {"main_task": main}
+def test_alignment_never_opposes_main(name):
+    main = 0
+    kwargs: dict = {}
     for step in range(3):
         grads, active, side, losses = random_problem(seed=10 + step, e=200, conflict=1.5, main=main)
         method = (
             make_method(name, 3, rho=1.0, **kwargs) if name != "ew-align" else make_method(name, 3, **kwargs)
         )
-        out = method.combine(grads, active, side, losses, make_ctx(step=step, main=main))
+        out = method.combine(grads, active, side, losses, make_ctx(step=step))
         has_main = active[:, main]
         inner = (out.combined * grads[main]).sum(-1)[has_main]
         assert inner.min() >= -1e-7
         # The inputs do conflict: without alignment some entities would oppose the main task.
-        off = make_method("pmtrec", 3, align=False, rho=1.0, main_task=main)
+        off = make_method("pmtrec", 3, align=False, rho=1.0)
         raw = (
-            off.combine(grads, active, side, losses, make_ctx(step=step, main=main)).combined * grads[main]
+            off.combine(grads, active, side, losses, make_ctx(step=step)).combined * grads[main]
         ).sum(-1)
         assert (raw[has_main] < 0).any()
 
@@ -497,23 +496,16 @@ def test_presets_build_with_their_parameters():
         "pmtrec-no-align": {"align": False},
         "pmtrec-no-schedule": {"schedule": "none"},
         "pmtrec-no-gmb": {"rho": 0.0},
-        "ew-align": {
-            "weight_mode": "uniform",
-            "tau": math.inf,
-            "rho": 0.0,
-            "align": True,
-            "schedule": "none",
-        },
-        "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "tau": math.inf, "align": False, "schedule": "none"},
+        "ew-align": {"weight_mode": "uniform", "rho": 0.0, "align": True, "schedule": "none"},
+        "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "align": False, "schedule": "none"},
         "pmtrec-gmb": {"rho": 0.5},
     }
     for name in PRESETS:
         m = make_method(name, 3)
-        assert isinstance(m, PMTRec) and METHODS[name] is type(m)
+        assert isinstance(m, PMTRec) and METHODS[name] is type(m) and m.name == name
         assert m.params == {**PMTREC_DEFAULTS, **expected[name]}, name
         # User parameters override preset ones.
         assert make_method(name, 3, tau=0.25, rho=0.5).params["tau"] == 0.25
-    assert set(PMTREC_DEFAULTS) == set(PARAM_NAMES)
     assert make_method("ew-gmb", 3).rho == make_method("pmtrec-gmb", 3).rho == 0.5
     assert PMTREC_DEFAULTS["rho"] == 0.0  # GMB off by default (docs/pmtrec-method.md, tuning)
     with pytest.raises(ValueError, match="rho"):
@@ -521,31 +513,42 @@ def test_presets_build_with_their_parameters():
 
 
 def test_unknown_and_invalid_parameters():
-    with pytest.raises(TypeError, match="bogus"):
+    with pytest.raises(MethodParamsError, match="method.params.bogus: unknown parameter"):
         make_method("pmtrec", 3, bogus=1)
-    with pytest.raises(TypeError, match="temperature"):
+    with pytest.raises(MethodParamsError, match="temperature"):
         make_method("pmtrec-no-align", 3, temperature=1.0)
     bad = {
-        "tau": [0.0, -1.0, float("nan"), "1"],
+        "tau": [0.0, -1.0, float("nan"), "1", -math.inf, True],
         "weight_mode": ["personal"],
         "rho": [-0.1, 1.5],
         "gmb_target": ["min"],
         "ema_decay": [1.0, -0.1],
-        "align": [1],
+        "align": [1, "true"],
         "schedule": ["exp"],
         "beta_max": [-1.0, math.inf],
         "horizon": [0.0, math.inf],
         "normalize": ["yes"],
-        "main_task": [3, -1, 0.5],
+        "main_task": [3, -1, 0.5, 1],  # gone: task 0 is the main task (0 is dropped with a notice)
     }
     for key, values in bad.items():
         for v in values:
-            with pytest.raises(ValueError, match=key):
+            with pytest.raises(MethodParamsError, match=f"method.params.{key}"):
                 make_method("pmtrec", 3, **{key: v})
-    m = make_method("pmtrec", 3, main_task=1)
-    grads, active, side, losses = random_problem(seed=0)
-    with pytest.raises(ValueError, match="main_task"):
-        m.combine(grads, active, side, losses, make_ctx(main=0))
+    assert make_method("pmtrec", 3, main_task=0).params == PMTREC_DEFAULTS
+
+
+def test_old_uniform_spelling_converts_with_a_notice(caplog):
+    """``tau: .inf`` (v2 configurations) loads as weight_mode='uniform', with a logged notice,
+    and a run written with it resumes (both sides convert the same way)."""
+    from pmtrec_lab.config import load_config
+
+    with caplog.at_level("WARNING", logger="pmtrec_lab.mtl"):
+        cfg = load_config(overrides=["method.name=pmtrec", "method.params.tau=.inf"])
+    assert cfg.method.params == {"weight_mode": "uniform"}
+    assert "old spelling" in caplog.text
+    again = load_config(base=cfg.to_dict())
+    assert again.to_yaml() == cfg.to_yaml()
+    assert make_method("pmtrec", 3, tau=math.inf).weight_mode == "uniform"
 
 
 @pytest.mark.parametrize("name", PRESETS)

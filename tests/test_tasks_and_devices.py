@@ -80,15 +80,18 @@ def test_task_loss_setting_is_validated_and_applied():
     def cfg_with(custom):
         return small_cfg(tasks={"include": [], "custom": custom})
 
-    auto = build_tasks(cfg_with([{"type": "item_label", "source": "category"}]), ds)[1]
+    def build(cfg):
+        return build_tasks(cfg, ds, cfg.encoder.dim)
+
+    auto = build(cfg_with([{"type": "item_label", "source": "category"}]))[1]
     assert auto.multi is False  # single-label set: softmax
-    bce = build_tasks(cfg_with([{"type": "item_label", "source": "category", "loss": "bce"}]), ds)[1]
+    bce = build(cfg_with([{"type": "item_label", "source": "category", "loss": "bce"}]))[1]
     assert bce.multi is True
     gen = torch.Generator().manual_seed(0)
     bce.start_epoch(1, gen)
     y = bce.next_batch(gen).extra["y"]
     assert y.shape[1] == bce.num_labels and bool((y.sum(1) == 1).all())  # one-hot targets
     with pytest.raises(ValueError, match="loss 'bpr' does not fit label set 'category'"):
-        build_tasks(cfg_with([{"type": "item_label", "source": "category", "loss": "bpr"}]), ds)
+        build(cfg_with([{"type": "item_label", "source": "category", "loss": "bpr"}]))
     with pytest.raises(ValueError, match="loss 'softmax' does not fit a social task"):
-        build_tasks(cfg_with([{"type": "social", "source": "friends", "loss": "softmax"}]), ds)
+        build(cfg_with([{"type": "social", "source": "friends", "loss": "softmax"}]))

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+from pmtrec_lab.mtl import resolve_params
 from pmtrec_lab.reports.defaults import notebook_config
 from pmtrec_lab.train import config_key
 from pmtrec_lab.widgets import CONTROL_DEFAULTS, AblationExplorer, config_from_controls, describe_controls
 
+PMTREC_DEFAULTS = resolve_params("pmtrec")
 SYN = {"num_users": 120, "num_items": 80, "interactions_per_user": 12}
 
 
@@ -63,7 +64,7 @@ def test_epochs_and_unknown_controls(base_cfg):
 
 
 def test_base_method_params_do_not_leak_unless_pmtrec(base_cfg):
-    ew_base = base_cfg.updated({"method": {"name": "pcgrad", "params": {"foo": 1}}})
+    ew_base = base_cfg.updated({"method": {"name": "cagrad", "params": {"c": 0.5}}})
     assert config_from_controls({}, ew_base).method.params == {}
     tuned = base_cfg.updated({"method": {"name": "pmtrec", "params": {"schedule": "cosine"}}})
     assert config_from_controls({}, tuned).method.params == {"schedule": "cosine"}

@@ -10,6 +10,10 @@ so the same seed gives the same tables across encoders.
 - ``encode(users, items)`` -> the rows of just those entities (same values as indexing ``forward()``).
 - ``layer0(users, items)`` -> layer-0 rows, for the L2 regularization of BPR-style losses.
 - ``extra_node_embeddings()`` -> layer-0 tables of further node types (label nodes), or ``{}``.
+- ``out_dim``: the width of the representations ``forward`` / ``encode`` return (what task heads
+  are sized from).
+- ``from_options(dataset, options)``: how the registry (``registry.build_encoder``) builds the
+  encoder from the run's ``EncoderOptions``.
 
 Graph encoders (``GraphEncoder``) propagate over a graph built once at construction, through one
 of two equivalent paths:
@@ -25,12 +29,25 @@ of two equivalent paths:
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["INIT_STD", "PROPAGATIONS", "Encoder", "GraphEncoder", "Propagation", "init_table"]
+if TYPE_CHECKING:
+    from pmtrec_lab.data.types import RecDataset
+
+__all__ = [
+    "INIT_STD",
+    "PROPAGATIONS",
+    "Encoder",
+    "EncoderOptions",
+    "GraphEncoder",
+    "Propagation",
+    "init_table",
+]
 
 Propagation = Literal["auto", "dgl", "sparse"]
 PROPAGATIONS: tuple[str, ...] = ("auto", "dgl", "sparse")
@@ -44,11 +61,37 @@ def init_table(num: int, dim: int) -> nn.Embedding:
     return table
 
 
+@dataclass(frozen=True)
+class EncoderOptions:
+    """What a run tells its encoder (``encoder.*`` and ``optim.sparse``); each encoder uses what it needs.
+
+    ``exclude``: relation / label-set names left out of message passing (the sources of the
+    active auxiliary tasks); ``split_relations``: name -> fraction of its rows used for message
+    passing; ``sparse``: tables with sparse gradients (only where ``supports_sparse``).
+    """
+
+    dim: int
+    num_layers: int = 0
+    exclude: frozenset[str] = frozenset()
+    split_relations: Mapping[str, float] = field(default_factory=dict)
+    split_seed: int = 0
+    propagation: str = "auto"
+    sparse: bool = False
+
+
 class Encoder(nn.Module):
     """Base class: holds the layer-0 user and item tables; subclasses define ``forward``."""
 
     user_embedding: nn.Embedding
     item_embedding: nn.Embedding
+    #: True if the encoder can give sparse table gradients (``optim.sparse``); MF only here.
+    supports_sparse: ClassVar[bool] = False
+
+    @classmethod
+    def from_options(cls, dataset: RecDataset, options: EncoderOptions) -> Encoder:
+        """Build for ``dataset`` from the run's options (the registry calls this). The default
+        passes the sizes and ``options.dim``; encoders that need more override it."""
+        return cls(dataset.num_users, dataset.num_items, options.dim)
 
     def __init__(self, num_users: int, num_items: int, dim: int) -> None:
         super().__init__()
@@ -59,6 +102,15 @@ class Encoder(nn.Module):
         self.dim = int(dim)
         self.user_embedding = init_table(self.num_users, self.dim)
         self.item_embedding = init_table(self.num_items, self.dim)
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the representations ``forward`` and ``encode`` return (task heads read it).
+
+        The layer-0 width ``dim`` here: MF returns the tables themselves, and the propagating
+        encoders (LightGCN, hetero) average linear propagations of the tables, with no weight
+        matrix that could change the width. An encoder with a projection overrides this."""
+        return self.dim
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         """Final representations of all users [U, D] and all items [I, D]."""

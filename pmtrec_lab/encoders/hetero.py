@@ -44,8 +44,9 @@ from torch import nn
 from pmtrec_lab.data.graph import build_graph, relation_split
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.dgl_compat import dgl, fn
-from pmtrec_lab.encoders.base import GraphEncoder, init_table
+from pmtrec_lab.encoders.base import EncoderOptions, GraphEncoder, init_table
 from pmtrec_lab.encoders.lightgcn import symmetric_norm
+from pmtrec_lab.encoders.registry import register_encoder
 from pmtrec_lab.encoders.sparse_prop import csr_pair, spmm
 
 __all__ = ["HeteroEncoder", "hetero_edge_weights"]
@@ -78,6 +79,7 @@ def _restrict(dataset: RecDataset, rows: Mapping[str, np.ndarray]) -> RecDataset
     return dataclasses.replace(dataset, relations=relations, labels=labels)
 
 
+@register_encoder("hetero")
 class HeteroEncoder(GraphEncoder):
     """Multi-relation LightGCN-style encoder; see the module docstring for the model and the choices.
 
@@ -87,6 +89,25 @@ class HeteroEncoder(GraphEncoder):
     Unknown names in ``exclude`` or ``split_relations`` raise ``ValueError`` (a typo would silently
     leak a task's targets into the graph).
     """
+
+    @classmethod
+    def from_options(cls, dataset: RecDataset, options: EncoderOptions) -> HeteroEncoder:
+        return cls(
+            dataset,
+            options.dim,
+            num_layers=options.num_layers,
+            exclude=options.exclude,
+            split_relations=options.split_relations or None,
+            split_seed=options.split_seed,
+            propagation=options.propagation,
+        )
+
+    @property
+    def out_dim(self) -> int:
+        """``dim``: every node type's table (users, items, label nodes) is ``dim`` wide, a layer is a
+        weighted sum of neighbours' rows with scalar edge weights, and the output is the mean of the
+        layers, so nothing changes the width (``forward_all``)."""
+        return self.dim
 
     def __init__(
         self,

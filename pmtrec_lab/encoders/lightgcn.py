@@ -19,7 +19,8 @@ import torch
 from pmtrec_lab.data.graph import INTERACTS
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.dgl_compat import dgl, fn
-from pmtrec_lab.encoders.base import GraphEncoder
+from pmtrec_lab.encoders.base import EncoderOptions, GraphEncoder
+from pmtrec_lab.encoders.registry import register_encoder
 from pmtrec_lab.encoders.sparse_prop import csr_pair, spmm
 
 __all__ = ["LightGCNEncoder", "bipartite_graph", "symmetric_norm"]
@@ -64,12 +65,18 @@ def bipartite_graph(graph_or_dataset: RecDataset | dgl.DGLGraph) -> tuple[dgl.DG
     return graph, int(num_users), int(num_items)
 
 
+@register_encoder("lightgcn")
 class LightGCNEncoder(GraphEncoder):
     """LightGCN with mean layer combination over ``num_layers`` propagation layers.
 
     ``propagation``: ``"dgl"``, ``"sparse"`` or ``"auto"`` (DGL on CPU, torch.sparse elsewhere);
     see ``pmtrec_lab.encoders.base``. With ``"dgl"`` no sparse matrix is built.
     """
+
+    @classmethod
+    def from_options(cls, dataset: RecDataset, options: EncoderOptions) -> LightGCNEncoder:
+        # training interactions only: exclude / split_relations cannot leak into it, so unused
+        return cls(dataset, options.dim, num_layers=options.num_layers, propagation=options.propagation)
 
     def __init__(
         self,

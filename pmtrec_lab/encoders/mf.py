@@ -7,13 +7,20 @@ on the parameters.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from pmtrec_lab.encoders.base import Encoder
+from pmtrec_lab.encoders.base import Encoder, EncoderOptions
+from pmtrec_lab.encoders.registry import register_encoder
+
+if TYPE_CHECKING:
+    from pmtrec_lab.data.types import RecDataset
 
 __all__ = ["MFEncoder"]
 
 
+@register_encoder("mf")
 class MFEncoder(Encoder):
     """``forward()`` returns the two embedding weights themselves (no copy); ``encode`` gathers rows.
 
@@ -21,6 +28,12 @@ class MFEncoder(Encoder):
     looked up, for ``torch.optim.SparseAdam`` (``optim.sparse``). The tables, their initialization
     and ``state_dict`` are the same either way.
     """
+
+    supports_sparse = True
+
+    @classmethod
+    def from_options(cls, dataset: RecDataset, options: EncoderOptions) -> MFEncoder:
+        return cls(dataset.num_users, dataset.num_items, options.dim, sparse=options.sparse)
 
     def __init__(self, num_users: int, num_items: int, dim: int, sparse: bool = False) -> None:
         super().__init__(num_users, num_items, dim)

@@ -11,7 +11,9 @@ Layout: the per-(task, entity) tables derived from the Gramian are *task-major* 
 row are then plain vectorised row operations; in the entity-major [E, K] layout the same ops
 run over an inner dimension of 3 and are 3-6x slower on CPU.
 
-No function here loops over entities or syncs with the host (no ``.item()``).
+No function here loops over entities or syncs with the host (no ``.item()``). The
+gradient-manipulation methods' single K x K Gramian of the flattened block, solved on the host
+in float64, is ``_flat``'s (see there for the split).
 """
 
 from __future__ import annotations

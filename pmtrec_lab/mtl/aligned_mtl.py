@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 
+from pmtrec_lab.mtl._checks import check_matrix
+from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
 from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import as_weights, check_matrix, gram64, present_tasks, weights_result
-
-_SCALE_MODES = ("min", "median", "rmse")
+from pmtrec_lab.mtl.params import MethodParams
 
 
-def _validate(scale_mode: str) -> None:
-    if scale_mode not in _SCALE_MODES:
-        raise ValueError(f"aligned-mtl: scale_mode must be one of {_SCALE_MODES}, got {scale_mode!r}")
+class AlignedMTLParams(MethodParams):
+    """Aligned-MTL's hyper-parameters (Senushkin et al., CVPR 2023)."""
+
+    scale_mode: Literal["min", "median", "rmse"] = Field(
+        "min",
+        description="eigenvalue that sets the aligned gradients' common squared norm: the smallest "
+        "kept lambda_R (the paper's Algorithm 1), or the median / mean (the official code's options)",
+    )
 
 
 def aligned_mtl_matrix(G: torch.Tensor, scale_mode: str = "min") -> np.ndarray:
@@ -28,7 +36,7 @@ def aligned_mtl_matrix(G: torch.Tensor, scale_mode: str = "min") -> np.ndarray:
     singular value of G.
     """
     check_matrix(G, "aligned-mtl")
-    _validate(scale_mode)
+    AlignedMTLParams.build("aligned-mtl", {"scale_mode": scale_mode})  # the bounds live in one place
     return _matrix_from_gram(gram64(G), G.dtype, scale_mode)
 
 
@@ -75,8 +83,8 @@ class AlignedMTL(FlatGradientMethod):
     all-zero task row) keep the nonzero eigenvalues only, as the official code; a zero row gets
     alpha 0.
 
-    Hyper-parameters: scale_mode "min" (default, the paper), "median" or "rmse" (the official
-    code's alternatives). Acting on the representation gradients as here is the paper's
+    Hyper-parameters: ``AlignedMTLParams`` (scale_mode "min", the paper's, or the official
+    code's "median" / "rmse"). Acting on the representation gradients as here is the paper's
     Aligned-MTL-UB form (gradients w.r.t. the shared representation).
 
     ``head_weights``: alpha scaled to mean 1 over the present tasks; raw alpha in
@@ -84,14 +92,15 @@ class AlignedMTL(FlatGradientMethod):
     """
 
     name = "aligned-mtl"
-
-    def __init__(self, num_tasks: int, *, scale_mode: str = "min"):
-        _validate(scale_mode)
-        super().__init__(num_tasks, scale_mode=scale_mode)
+    summary: ClassVar[str] = (
+        "Aligned-MTL (Senushkin et al., CVPR 2023): the gradient system aligned to a well-conditioned one"
+    )
+    Params: ClassVar[type[MethodParams]] = AlignedMTLParams
+    hparams: AlignedMTLParams
 
     def combine(self, grads, active, side, losses, ctx):
         k, e, d = grads.shape
         M = gram64(grads.reshape(k, e * d))
-        alpha = _matrix_from_gram(M, grads.dtype, self.params["scale_mode"]).sum(1)
+        alpha = _matrix_from_gram(M, grads.dtype, self.hparams.scale_mode).sum(1)
         present = present_tasks(M, grads.dtype)
         return weights_result(grads, alpha, present)

@@ -7,7 +7,7 @@ user/item representation row touched in the step, and hands them to a method:
         -> CombineResult(combined [E, D], head_weights [K], diagnostics)
 
 - ``grads[k, e]`` is dL_k/dz_e (zero where task k did not touch entity e); task 0 is the main
-  task. Rows ``e`` are the step's touched users first, then its touched items.
+  task (``params.MAIN_TASK``), always. Rows ``e`` are the step's touched users first, then its touched items.
 - ``active[e, k]`` is True where task k touched entity e (anchor, positive or negative).
 - ``side[e]`` is 0 for a user row, 1 for an item row.
 - ``losses[k]`` is task k's mean batch loss (detached).
@@ -22,6 +22,9 @@ Methods whose papers act on shared parameters (PCGrad, MGDA, CAGrad, ...) act he
 flattened block [K, E*D] of the step's representation gradients (``FlatGradientMethod``); for
 MF this is the same thing as the parameter form.
 
+Hyper-parameters are a typed class per method (``Params``, a ``params.MethodParams``), the one
+owner of their defaults and bounds; methods are listed by ``registry``.
+
 A method may keep state (moving averages, learnable weights with their own optimizer); it is
 explicit, seeded through ``ctx.generator``, and saved with the run by ``state_dict``.
 """
@@ -34,6 +37,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams, NoParams
+from pmtrec_lab.mtl.registry import METHODS, make_method, register
+
 
 @dataclass
 class StepContext:
@@ -44,7 +50,6 @@ class StepContext:
     steps_per_epoch: int
     task_names: list[str]
     generator: torch.Generator  # seeded; the only source of randomness a method may use
-    main_task: int = 0
 
     @property
     def fractional_epoch(self) -> float:
@@ -59,19 +64,37 @@ class CombineResult:
 
 
 class WeightingMethod:
-    """Base class: subclasses set ``name`` and implement ``combine``.
+    """Base class: subclasses set ``name``, ``family`` and ``Params`` and implement ``combine``.
 
-    Hyper-parameters are constructor keyword arguments, validated there.
+    Build with keyword parameters (``Method(3, c=0.5)``) or a validated ``params`` instance
+    (what ``registry.make_method`` passes); either way ``self.hparams`` holds the typed
+    parameters and ``self.params`` the same as a plain dict. Bad values raise
+    ``params.MethodParamsError`` (a ValueError) naming the field and its bound.
     """
 
-    name: ClassVar[str] = "base"
+    name: str = "base"  # class default; a preset's instance carries the preset's name
+    #: ``"baseline"`` or ``"pmtrec"`` (see ``registry``)
+    family: ClassVar[str] = "baseline"
+    #: one line for the method table (default: the docstring's first sentence)
+    summary: ClassVar[str] = ""
+    #: the method's hyper-parameters
+    Params: ClassVar[type[MethodParams]] = NoParams
     #: True if the method needs ``after_step`` with the losses after the update (FAMO).
     needs_losses_after: ClassVar[bool] = False
 
-    def __init__(self, num_tasks: int, **params: Any):
-        if params:
-            raise TypeError(f"method {self.name!r}: unknown parameter(s) {sorted(params)}")
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
+            raise ValueError(f"method {self.name!r}: num_tasks must be a positive int, got {num_tasks!r}")
+        if params is None:
+            upgrade = getattr(self.Params, "upgrade", None)
+            params = self.Params.build(self.name, upgrade(kwargs, self.name) if upgrade else kwargs)
+        elif kwargs:
+            raise TypeError(f"method {self.name!r}: pass params= or keyword parameters, not both")
+        elif not isinstance(params, self.Params):
+            raise TypeError(f"method {self.name!r}: params must be a {self.Params.__name__}")
         self.num_tasks = num_tasks
+        self.hparams = params
+        self.params: dict[str, Any] = params.as_dict()
 
     def combine(
         self,
@@ -116,6 +139,7 @@ class EqualWeighting(WeightingMethod):
     """EW: the update of sum_k L_k. Every task's gradient added with weight 1."""
 
     name = "ew"
+    summary: ClassVar[str] = "EW: every task gradient with weight 1 (the update of sum_k L_k)"
 
     def combine(self, grads, active, side, losses, ctx):
         k = grads.shape[0]
@@ -127,17 +151,8 @@ class EqualWeighting(WeightingMethod):
 
 AggregateFn = Callable[..., torch.Tensor]
 
-#: name -> method class; filled by ``register``.
-METHODS: dict[str, type[WeightingMethod]] = {}
 #: name -> function G [K, D] -> [D] for gradient-manipulation methods.
 AGGREGATORS: dict[str, AggregateFn] = {}
-
-
-def register(cls: type[WeightingMethod]) -> type[WeightingMethod]:
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
 
 
 def register_aggregator(name: str) -> Callable[[AggregateFn], AggregateFn]:
@@ -154,13 +169,9 @@ register(EqualWeighting)
 class FlatGradientMethod(WeightingMethod):
     """Adapter: a gradient-manipulation aggregator applied to the flattened [K, E*D] block.
 
-    Subclasses set ``name`` (the aggregator's registry name) and accept its parameters.
-    ``head_weights`` are the aggregator's implied task weights where it defines them, else 1.
+    Subclasses set ``name`` (the aggregator's registry name) and ``Params`` (the aggregator's
+    keyword parameters). ``head_weights`` are 1.
     """
-
-    def __init__(self, num_tasks: int, **params: Any):
-        super().__init__(num_tasks)
-        self.params = params
 
     def combine(self, grads, active, side, losses, ctx):
         k, e, d = grads.shape
@@ -172,12 +183,16 @@ class FlatGradientMethod(WeightingMethod):
         )
 
 
-def make_method(name: str, num_tasks: int, **params: Any) -> WeightingMethod:
-    """Build a registered method by name; an unknown name lists the known ones."""
-    from pmtrec_lab import mtl as _mtl  # noqa: F401  (imports every method module)
-
-    try:
-        cls = METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}") from None
-    return cls(num_tasks, **params)
+__all__ = [
+    "MAIN_TASK",
+    "METHODS",
+    "AGGREGATORS",
+    "CombineResult",
+    "EqualWeighting",
+    "FlatGradientMethod",
+    "StepContext",
+    "WeightingMethod",
+    "make_method",
+    "register",
+    "register_aggregator",
+]

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
+from pydantic import Field
 from scipy.optimize import minimize
 
+from pmtrec_lab.mtl._checks import check_matrix
+from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks
 from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import as_weights, check_matrix, check_positive, gram64, present_tasks
+from pmtrec_lab.mtl.params import MethodParams
 
 
-def _validate(c: float, rescale: int) -> None:
-    check_positive("cagrad", "c", c, allow_zero=True)
-    if isinstance(rescale, bool) or rescale not in (0, 1, 2):
-        raise ValueError(f"cagrad: rescale must be 0, 1 or 2, got {rescale!r}")
+class CAGradParams(MethodParams):
+    """CAGrad's hyper-parameters (Liu et al., NeurIPS 2021)."""
+
+    c: float = Field(
+        0.4, ge=0, description="radius of the ball around the average gradient, in units of its norm "
+        "(the paper's c)"
+    )
+    rescale: int = Field(1, ge=0, le=2, description="output d (0), d / (1 + c^2) (1) or d / (1 + c) (2)")
 
 
 def _project_simplex(v: np.ndarray) -> np.ndarray:
@@ -68,7 +77,7 @@ def cagrad_weights(G: torch.Tensor, c: float = 0.4, rescale: int = 1) -> np.ndar
     0), with s = 1, 1 + c^2, 1 + c for rescale 0, 1, 2.
     """
     check_matrix(G, "cagrad")
-    _validate(c, rescale)
+    CAGradParams.build("cagrad", {"c": c, "rescale": rescale})  # the bounds live in one place
     K = G.shape[0]
     M = gram64(G)
     present = present_tasks(M, G.dtype)
@@ -120,7 +129,7 @@ class CAGrad(FlatGradientMethod):
     """
 
     name = "cagrad"
-
-    def __init__(self, num_tasks: int, *, c: float = 0.4, rescale: int = 1):
-        _validate(c, rescale)
-        super().__init__(num_tasks, c=c, rescale=rescale)
+    summary: ClassVar[str] = (
+        "CAGrad (Liu et al., NeurIPS 2021): best worst-task improvement near the average gradient"
+    )
+    Params: ClassVar[type[MethodParams]] = CAGradParams

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
+from pmtrec_lab.mtl._checks import check_losses, check_matrix, check_state_keys
+from pmtrec_lab.mtl._flat import as_weights
 from pmtrec_lab.mtl.base import CombineResult, FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import as_weights, check_losses, check_matrix, check_positive
-
-_EMA_MODES = ("norm", "grad")
+from pmtrec_lab.mtl.params import MethodParams
 
 
-def _validate_eps(eps: float) -> None:
-    check_positive("db-mtl", "eps", eps)
+class DBMTLParams(MethodParams):
+    """DB-MTL's hyper-parameters (Lin et al., arXiv:2308.12029; LibMTL's defaults)."""
+
+    beta: float = Field(
+        0.9, ge=0, lt=1, description="moving-average coefficient beta of the gradients' average h_k"
+    )
+    beta_sigma: float = Field(
+        0.5, ge=0, description="decay exponent sigma of the step-t coefficient beta / t^sigma"
+    )
+    eps: float = Field(1e-8, gt=0, description="epsilon of the log transform log(L_k + eps)")
+    ema: Literal["norm", "grad"] = Field(
+        "norm",
+        description="average the per-task norms ||ghat_k|| ('norm', see the deviation) or the "
+        "gradient vectors (LibMTL's 'grad')",
+    )
 
 
 def _row_norms(X: torch.Tensor) -> torch.Tensor:
@@ -41,7 +55,7 @@ def dbmtl_transform(
     """(alpha [K], Ghat [K, D]): Ghat_k = g_k / (L_k + eps) is the gradient of log(L_k + eps),
     and alpha_k Ghat_k has norm max_j ||Ghat_j|| for every task with a nonzero gradient."""
     check_matrix(G, "db-mtl")
-    _validate_eps(eps)
+    DBMTLParams.build("db-mtl", {"eps": eps})  # the bounds live in one place
     L = check_losses("db-mtl", losses, G.shape[0], positive=False)
     ghat = G * as_weights(1.0 / (L + eps), G)[:, None]
     alpha = _max_norm_scale(_row_norms(ghat))
@@ -73,8 +87,8 @@ class DBMTL(FlatGradientMethod):
     alpha_k = max_j ||h_j|| / ||h_k||; the update is sum_k alpha_k h_k. The moving average
     follows LibMTL: at step t (from 1), h <- ghat + beta / t^beta_sigma (h - ghat), h_0 = 0.
 
-    Hyper-parameters: beta (default 0.9) and beta_sigma (default 0.5), LibMTL's defaults;
-    eps (default 1e-8, LibMTL's log(L + 1e-8)); ema (default "norm", see below).
+    Hyper-parameters: ``DBMTLParams`` (beta = 0.9 and beta_sigma = 0.5, LibMTL's defaults;
+    eps = 1e-8, LibMTL's log(L + 1e-8); ema, see below).
 
     Deviation (``ema``): the rows of the flattened representation block are the step's touched
     entities, different every step, so a moving average of the gradient *vectors* mixes
@@ -90,36 +104,26 @@ class DBMTL(FlatGradientMethod):
     """
 
     name = "db-mtl"
+    summary: ClassVar[str] = (
+        "DB-MTL (Lin et al., 2023): log-losses and gradients rescaled to the largest norm"
+    )
+    Params: ClassVar[type[MethodParams]] = DBMTLParams
+    hparams: DBMTLParams
 
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        beta: float = 0.9,
-        beta_sigma: float = 0.5,
-        eps: float = 1e-8,
-        ema: str = "norm",
-    ):
-        check_positive("db-mtl", "beta", beta, allow_zero=True)
-        if beta >= 1:
-            raise ValueError(f"db-mtl: beta must be in [0, 1), got {beta!r}")
-        check_positive("db-mtl", "beta_sigma", beta_sigma, allow_zero=True)
-        _validate_eps(eps)
-        if ema not in _EMA_MODES:
-            raise ValueError(f"db-mtl: ema must be one of {_EMA_MODES}, got {ema!r}")
-        super().__init__(num_tasks)
-        self.beta, self.beta_sigma, self.eps, self.ema = float(beta), float(beta_sigma), float(eps), ema
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
         self.step = 0
         self.buffer: torch.Tensor | None = None  # [K] norms ("norm") or [K, E*D] gradients ("grad")
 
     def combine(self, grads, active, side, losses, ctx):
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
+        p = self.hparams
         L = check_losses("db-mtl", losses, k, positive=False)
-        ghat = flat * as_weights(1.0 / (L + self.eps), flat)[:, None]
+        ghat = flat * as_weights(1.0 / (L + p.eps), flat)[:, None]
         self.step += 1
-        b = self.beta / self.step**self.beta_sigma
-        if self.ema == "norm":
+        b = p.beta / self.step**p.beta_sigma
+        if p.ema == "norm":
             cur = _row_norms(ghat.detach()).to("cpu", torch.float64)
             buf = self.buffer if self.buffer is not None and self.buffer.shape == cur.shape else None
             buf = torch.zeros_like(cur) if buf is None else buf
@@ -135,7 +139,7 @@ class DBMTL(FlatGradientMethod):
             self.buffer = cur + b * (buf - cur)
             alpha = _max_norm_scale(_row_norms(self.buffer))
             combined = alpha @ self.buffer
-        w = 1.0 / (L + self.eps)
+        w = 1.0 / (L + p.eps)
         head = as_weights(w * (k / w.sum()), flat)
         return CombineResult(
             combined=combined.reshape(e, d),
@@ -147,9 +151,7 @@ class DBMTL(FlatGradientMethod):
         return {"step": self.step, "buffer": None if self.buffer is None else self.buffer.detach().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = set(state) - {"step", "buffer"}
-        if unknown:
-            raise ValueError(f"method {self.name!r}: unknown state keys {sorted(unknown)}")
+        check_state_keys(self.name, state, (), optional=("step", "buffer"))
         self.step = int(state.get("step", 0))
         buf = state.get("buffer")
         self.buffer = None if buf is None else torch.as_tensor(buf).clone()

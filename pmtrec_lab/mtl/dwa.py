@@ -12,26 +12,38 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
+from pmtrec_lab.mtl._checks import check_state_keys
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import check_positive
+from pmtrec_lab.mtl.params import MethodParams
 
-__all__ = ["DynamicWeightAverage"]
+__all__ = ["DWAParams", "DynamicWeightAverage"]
+
+
+class DWAParams(MethodParams):
+    """DWA's hyper-parameters (Liu et al., CVPR 2019)."""
+
+    temperature: float = Field(
+        2.0, gt=0, description="softmax temperature T over the loss ratios w_k(t-1) (the paper's T = 2)"
+    )
 
 
 @register
 class DynamicWeightAverage(WeightingMethod):
-    """DWA (Liu et al., CVPR 2019). Parameter: ``temperature`` T (default 2.0).
+    """DWA (Liu et al., CVPR 2019). Parameters: ``DWAParams``.
 
     State: the mean losses of the last two finished epochs.
     """
 
-    name: ClassVar[str] = "dwa"
+    name = "dwa"
+    summary: ClassVar[str] = "DWA (Liu et al., CVPR 2019): weights from the rate of each loss's decrease"
+    Params: ClassVar[type[MethodParams]] = DWAParams
+    hparams: DWAParams
 
-    def __init__(self, num_tasks: int, temperature: float = 2.0, **params: Any):
-        super().__init__(num_tasks, **params)
-        self.temperature = check_positive(self.name, "temperature", temperature)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
         self._history = torch.zeros(0, num_tasks, dtype=torch.float64)  # [<=2, K], oldest first
         self._cache: torch.Tensor | None = None  # weights on the step's device (one copy per epoch)
 
@@ -42,7 +54,7 @@ class DynamicWeightAverage(WeightingMethod):
             return torch.ones(k, dtype=torch.float64)
         prev, last = self._history[0], self._history[1]
         ratio = last / prev.clamp_min(torch.finfo(prev.dtype).tiny)
-        return k * torch.softmax(ratio / self.temperature, dim=0)
+        return k * torch.softmax(ratio / self.hparams.temperature, dim=0)
 
     def on_epoch_end(self, mean_losses: torch.Tensor, epoch: int) -> None:
         losses = torch.as_tensor(mean_losses).detach().to("cpu", torch.float64).reshape(1, -1)
@@ -60,7 +72,6 @@ class DynamicWeightAverage(WeightingMethod):
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        k, e, _ = grads.shape
         self.check_num_tasks(grads)
         if self._cache is None or self._cache.device != grads.device or self._cache.dtype != grads.dtype:
             self._cache = self.weights().to(grads.device, grads.dtype)
@@ -75,8 +86,7 @@ class DynamicWeightAverage(WeightingMethod):
         return {"history": self._history.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != {"history"}:
-            raise ValueError(f"dwa state must have key 'history', got {sorted(state)}")
+        check_state_keys(self.name, state, ("history",))
         h = torch.as_tensor(state["history"]).to("cpu", torch.float64)
         if h.dim() != 2 or h.shape[1] != self.num_tasks or h.shape[0] > 2:
             raise ValueError(f"dwa: history must be [<=2, {self.num_tasks}], got {tuple(h.shape)}")

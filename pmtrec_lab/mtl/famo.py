@@ -13,65 +13,75 @@ w_lr=0.025, min_losses=0, and 1e-8 added inside the logs.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, field_validator
 
+from pmtrec_lab.mtl._checks import per_task_values
 from pmtrec_lab.mtl._gram import combine_rows
+from pmtrec_lab.mtl._learnable import LearnableTaskVector
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import (
-    check_positive,
-    learnable_state,
-    load_learnable_state,
-    move_optimizer_state,
-)
+from pmtrec_lab.mtl.params import MethodParams
 
-__all__ = ["FAMO"]
+__all__ = ["FAMO", "FAMOParams"]
 
 _EPS = 1e-8  # as in the official implementation
 
 
+class FAMOParams(MethodParams):
+    """FAMO's hyper-parameters (Liu et al., NeurIPS 2023; defaults of the official code)."""
+
+    gamma: float = Field(1e-3, ge=0, description="weight decay gamma of the task logits xi (Adam's)")
+    w_lr: float = Field(
+        0.025, gt=0, description="Adam learning rate of the task logits xi (the paper's beta)"
+    )
+    min_losses: float | list[float] = Field(
+        0.0,
+        description="lower bounds L_k^* of the losses in log(L_k - L_k^*): one float for every task "
+        "or one per task",
+    )
+
+    @field_validator("min_losses", mode="before")
+    @classmethod
+    def _tuple_as_list(cls, value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+
 @register
 class FAMO(WeightingMethod):
-    """FAMO (Liu et al., NeurIPS 2023). Parameters: ``gamma`` (weight decay of the logits,
-    default 1e-3), ``w_lr`` (Adam learning rate of the logits, default 0.025), ``min_losses``
-    (a float or one per task, default 0: the losses' lower bounds).
+    """FAMO (Liu et al., NeurIPS 2023). Parameters: ``FAMOParams`` (``min_losses``, if a list,
+    has one entry per task).
 
     Needs ``after_step`` with the losses on the same batch after the update.
     State: logits, their Adam state and the losses of the pending step.
     """
 
-    name: ClassVar[str] = "famo"
+    name = "famo"
+    summary: ClassVar[str] = (
+        "FAMO (Liu et al., NeurIPS 2023): learnable weights that balance the log-losses' decrease"
+    )
+    Params: ClassVar[type[MethodParams]] = FAMOParams
+    hparams: FAMOParams
     needs_losses_after: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        num_tasks: int,
-        gamma: float = 1e-3,
-        w_lr: float = 0.025,
-        min_losses: float | Sequence[float] = 0.0,
-        **params: Any,
-    ):
-        super().__init__(num_tasks, **params)
-        self.gamma = check_positive(self.name, "gamma", gamma, allow_zero=True)
-        self.w_lr = check_positive(self.name, "w_lr", w_lr)
-        mins = [min_losses] * num_tasks if isinstance(min_losses, int | float) else list(min_losses)
-        if len(mins) != num_tasks or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in mins
-        ):
-            raise ValueError(
-                f"method 'famo': min_losses must be a finite float or {num_tasks} floats, got {min_losses!r}"
-            )
-        self.min_losses = torch.tensor([float(v) for v in mins])
-        self.logits = torch.zeros(num_tasks, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.logits], lr=self.w_lr, weight_decay=self.gamma)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
+        p = self.hparams
+        self.min_losses = torch.tensor(per_task_values(self.name, "min_losses", p.min_losses, num_tasks))
+        self._xi = LearnableTaskVector(
+            self.name, "logits", torch.zeros(num_tasks), lr=p.w_lr, weight_decay=p.gamma
+        )
         self._prev_losses: torch.Tensor | None = None
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The learnable task logits xi [K] (the optimizer's parameter)."""
+        return self._xi.param
 
     def weights(self) -> torch.Tensor:
         """Current task weights z = softmax(xi) [K] (sum 1, detached)."""
-        return torch.softmax(self.logits.detach(), dim=0)
+        return torch.softmax(self._xi.value, dim=0)
 
     @torch.no_grad()
     def combine(
@@ -82,9 +92,8 @@ class FAMO(WeightingMethod):
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        k, e, _ = grads.shape
         self.check_num_tasks(grads)
-        if self.logits.device != grads.device:
+        if self._xi.device != grads.device:
             self.to(grads.device)
         z = self.weights()
         losses = losses.detach().to(z)
@@ -106,27 +115,21 @@ class FAMO(WeightingMethod):
         after = losses_after.detach().to(self._prev_losses)
         delta = (self._prev_losses - self.min_losses + _EPS).log() - (after - self.min_losses + _EPS).log()
         z = self.weights()
-        self.logits.grad = z * (delta - (z * delta).sum())  # J_softmax^T delta
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._xi.step(z * (delta - (z * delta).sum()))  # J_softmax^T delta
         self._prev_losses = None
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.logits]
+        return [self._xi.param]
 
     def to(self, device: torch.device | str) -> FAMO:
-        self.logits.data = self.logits.data.to(device)
+        self._xi.to(device)
         self.min_losses = self.min_losses.to(device)
-        move_optimizer_state(self.optimizer, device)
         if self._prev_losses is not None:
             self._prev_losses = self._prev_losses.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return learnable_state("logits", self.logits, self.optimizer, prev_losses=self._prev_losses)
+        return self._xi.state_dict(prev_losses=self._prev_losses)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        extra = load_learnable_state(
-            self.name, "logits", self.logits, self.optimizer, state, extra=("prev_losses",)
-        )
-        self._prev_losses = extra["prev_losses"]
+        self._prev_losses = self._xi.load_state_dict(state, extra=("prev_losses",))["prev_losses"]

@@ -18,45 +18,51 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows
+from pmtrec_lab.mtl._learnable import LearnableTaskVector
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import (
-    check_positive,
-    learnable_state,
-    load_learnable_state,
-    move_optimizer_state,
-)
+from pmtrec_lab.mtl.params import MethodParams
 
-__all__ = ["GradNorm"]
+__all__ = ["GradNorm", "GradNormParams"]
+
+
+class GradNormParams(MethodParams):
+    """GradNorm's hyper-parameters (Chen et al., ICML 2018)."""
+
+    alpha: float = Field(
+        1.5, ge=0, description="asymmetry alpha: the target norm is G_bar * r_k^alpha (the paper's alpha)"
+    )
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate of the task weights w_k")
+    min_weight: float = Field(
+        1e-4, gt=0, description="floor on each w_k before the renormalization to sum K (keeps w_k > 0)"
+    )
 
 
 @register
 class GradNorm(WeightingMethod):
-    """GradNorm (Chen et al., ICML 2018). Parameters: ``alpha`` (default 1.5), ``lr`` (Adam
-    learning rate of the weights, default 2e-3), ``min_weight`` (floor applied before the
-    renormalization, default 1e-4, keeps weights positive).
+    """GradNorm (Chen et al., ICML 2018). Parameters: ``GradNormParams``.
 
     State: the weights, their Adam state and the initial losses L(0).
     """
 
-    name: ClassVar[str] = "gradnorm"
+    name = "gradnorm"
+    summary: ClassVar[str] = (
+        "GradNorm (Chen et al., ICML 2018): learnable weights balancing gradient norms and training rates"
+    )
+    Params: ClassVar[type[MethodParams]] = GradNormParams
+    hparams: GradNormParams
 
-    def __init__(
-        self,
-        num_tasks: int,
-        alpha: float = 1.5,
-        lr: float = 2e-3,
-        min_weight: float = 1e-4,
-        **params: Any,
-    ):
-        super().__init__(num_tasks, **params)
-        self.alpha = check_positive(self.name, "alpha", alpha, allow_zero=True)
-        self.lr = check_positive(self.name, "lr", lr)
-        self.min_weight = check_positive(self.name, "min_weight", min_weight)
-        self.task_weights = torch.ones(num_tasks, requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.task_weights], lr=self.lr)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
+        self._w = LearnableTaskVector(self.name, "task_weights", torch.ones(num_tasks), lr=self.hparams.lr)
         self._initial_losses: torch.Tensor | None = None
+
+    @property
+    def task_weights(self) -> torch.Tensor:
+        """The learnable task weights w [K] (the optimizer's parameter)."""
+        return self._w.param
 
     @torch.no_grad()
     def combine(
@@ -67,11 +73,11 @@ class GradNorm(WeightingMethod):
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        k, e, _ = grads.shape
+        k = grads.shape[0]
         self.check_num_tasks(grads)
-        if self.task_weights.device != grads.device:
+        if self._w.device != grads.device:
             self.to(grads.device)
-        w = self.task_weights.detach().clone()
+        w = self._w.value.clone()
         w_g = w.to(grads.dtype)
         combined = combine_rows(w_g, grads)
 
@@ -83,12 +89,11 @@ class GradNorm(WeightingMethod):
         g_w = w * norms  # G_k
         rate = losses / self._initial_losses.to(losses.device).clamp_min(tiny)
         rel = rate / rate.mean().clamp_min(tiny)
-        target = g_w.mean() * rel.pow(self.alpha)  # held constant
-        self.task_weights.grad = torch.sign(g_w - target) * norms
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        new = self.task_weights.data.clamp_min(self.min_weight)
-        self.task_weights.data = new * (k / new.sum())
+        target = g_w.mean() * rel.pow(self.hparams.alpha)  # held constant
+        self._w.step(torch.sign(g_w - target) * norms)
+        param = self._w.param
+        new = param.data.clamp_min(self.hparams.min_weight)
+        param.data = new * (k / new.sum())
         return CombineResult(
             combined=combined,
             head_weights=w_g,
@@ -96,22 +101,16 @@ class GradNorm(WeightingMethod):
         )
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.task_weights]
+        return [self._w.param]
 
     def to(self, device: torch.device | str) -> GradNorm:
-        self.task_weights.data = self.task_weights.data.to(device)
-        move_optimizer_state(self.optimizer, device)
+        self._w.to(device)
         if self._initial_losses is not None:
             self._initial_losses = self._initial_losses.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return learnable_state(
-            "task_weights", self.task_weights, self.optimizer, initial_losses=self._initial_losses
-        )
+        return self._w.state_dict(initial_losses=self._initial_losses)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        extra = load_learnable_state(
-            self.name, "task_weights", self.task_weights, self.optimizer, state, extra=("initial_losses",)
-        )
-        self._initial_losses = extra["initial_losses"]
+        self._initial_losses = self._w.load_state_dict(state, extra=("initial_losses",))["initial_losses"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
+from pmtrec_lab.mtl._checks import check_matrix
+from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
 from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import as_weights, check_matrix, gram64, present_tasks, weights_result
 
 
 def imtl_g_weights(G: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -64,9 +67,9 @@ class IMTLG(FlatGradientMethod):
     """
 
     name = "imtl-g"
-
-    def __init__(self, num_tasks: int):
-        super().__init__(num_tasks)
+    summary: ClassVar[str] = (
+        "IMTL-G (Liu et al., ICLR 2021): equal projections of the update on every task gradient"
+    )
 
     def combine(self, grads, active, side, losses, ctx):
         k, e, d = grads.shape

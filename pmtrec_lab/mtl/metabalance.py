@@ -19,52 +19,57 @@ gradients (head weights 1).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows, side_onehot, side_table
+from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
-from pmtrec_lab.mtl.uncertainty import check_positive
+from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
-__all__ = ["MetaBalance"]
+__all__ = ["MetaBalance", "MetaBalanceParams"]
 
-_STRATEGIES = ("adapt", "reduce", "enlarge")
 _NUM_SIDES = 2
+
+
+class MetaBalanceParams(MethodParams):
+    """MetaBalance's hyper-parameters (He et al., WWW 2022; the paper's defaults)."""
+
+    relax: float = Field(
+        0.7, ge=0, le=1, description="relax factor r in g_k * (r m_0 / m_k + (1 - r)); 0 = no rescaling"
+    )
+    beta: float = Field(
+        0.9, ge=0, lt=1, description="decay beta of the moving averages m_k of the gradient norms"
+    )
+    strategy: Literal["adapt", "reduce", "enlarge"] = Field(
+        "adapt",
+        description="rescale auxiliary gradients both ways ('adapt'), only where m_k > m_0 "
+        "('reduce') or only where m_k < m_0 ('enlarge')",
+    )
 
 
 @register
 class MetaBalance(WeightingMethod):
-    """MetaBalance (He et al., WWW 2022). Parameters: ``relax`` r (default 0.7), ``beta``
-    (moving-average decay, default 0.9), ``strategy`` (default ``"adapt"``).
+    """MetaBalance (He et al., WWW 2022). Parameters: ``MetaBalanceParams``.
 
-    The main task is ``ctx.main_task``. State: the per-(side, task) moving averages.
+    The main task is task 0. State: the per-(side, task) moving averages
+    (``_magnitude.SideMagnitudeEMA`` of the block norms).
     Diagnostics: ``norm_ratio_before`` / ``norm_ratio_after`` [2, K] (m^{k,s}/m^{0,s} before
     and after the rescaling; NaN where undefined).
     """
 
-    name: ClassVar[str] = "metabalance"
+    name = "metabalance"
+    summary: ClassVar[str] = (
+        "MetaBalance (He et al., WWW 2022): auxiliary gradient norms pulled towards the main task's"
+    )
+    Params: ClassVar[type[MethodParams]] = MetaBalanceParams
+    hparams: MetaBalanceParams
 
-    def __init__(
-        self,
-        num_tasks: int,
-        relax: float = 0.7,
-        beta: float = 0.9,
-        strategy: str = "adapt",
-        **params: Any,
-    ):
-        super().__init__(num_tasks, **params)
-        self.relax = check_positive(self.name, "relax", relax, allow_zero=True)
-        if self.relax > 1:
-            raise ValueError(f"method 'metabalance': relax must be in [0, 1], got {relax!r}")
-        self.beta = check_positive(self.name, "beta", beta, allow_zero=True)
-        if self.beta >= 1:
-            raise ValueError(f"method 'metabalance': beta must be in [0, 1), got {beta!r}")
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"method 'metabalance': strategy must be one of {_STRATEGIES}, got {strategy!r}")
-        self.strategy = strategy
-        self._magnitude = torch.zeros(_NUM_SIDES, num_tasks)
-        self._initialized = torch.zeros(_NUM_SIDES, num_tasks, dtype=torch.bool)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
+        self._ema = SideMagnitudeEMA(_NUM_SIDES, num_tasks, self.hparams.beta, owner=self.name)
 
     @torch.no_grad()
     def combine(
@@ -75,27 +80,24 @@ class MetaBalance(WeightingMethod):
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        k, e, _ = grads.shape
+        k = grads.shape[0]
         self.check_num_tasks(grads)
-        main = ctx.main_task
+        main = MAIN_TASK
+        relax, strategy = self.hparams.relax, self.hparams.strategy
         side = side.long()
         onehot = side_onehot(side, grads.dtype, _NUM_SIDES)  # [E, 2]
         block_norm = ((grads * grads).sum(-1) @ onehot).clamp_min(0).sqrt().T  # [2, K]
         touched = (active.to(grads.dtype).T @ onehot).T > 0  # [2, K]
-        m_old = self._magnitude.to(grads.device, grads.dtype)
-        init_old = self._initialized.to(grads.device)
-        ema = self.beta * m_old + (1 - self.beta) * block_norm
-        m = torch.where(touched, torch.where(init_old, ema, block_norm), m_old)
-        init = init_old | touched
-        self._magnitude, self._initialized = m, init
+        m = self._ema.update_values(block_norm, touched)
+        init = self._ema.initialized
 
         tiny = torch.finfo(grads.dtype).tiny
         m0 = m[:, main : main + 1]
         defined = init & init[:, main : main + 1] & (m > 0) & (m0 > 0)
-        factor = self.relax * m0 / m.clamp_min(tiny) + (1 - self.relax)
-        if self.strategy == "reduce":
+        factor = relax * m0 / m.clamp_min(tiny) + (1 - relax)
+        if strategy == "reduce":
             defined = defined & (m > m0)
-        elif self.strategy == "enlarge":
+        elif strategy == "enlarge":
             defined = defined & (m < m0)
         factor = torch.where(defined, factor, torch.ones_like(factor))
         factor[:, main] = 1.0
@@ -111,21 +113,11 @@ class MetaBalance(WeightingMethod):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"magnitude": self._magnitude.clone(), "initialized": self._initialized.clone()}
+        return self._ema.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != {"magnitude", "initialized"}:
-            raise ValueError(
-                f"metabalance state must have keys ['initialized', 'magnitude'], got {sorted(state)}"
-            )
-        mag = torch.as_tensor(state["magnitude"])
-        init = torch.as_tensor(state["initialized"]).bool()
-        shape = (_NUM_SIDES, self.num_tasks)
-        if tuple(mag.shape) != shape or tuple(init.shape) != shape:
-            raise ValueError(f"metabalance state tensors must be {shape}")
-        self._magnitude, self._initialized = mag.clone(), init.clone()
+        self._ema.load_state_dict(state)
 
     def to(self, device: torch.device | str) -> MetaBalance:
-        self._magnitude = self._magnitude.to(device)
-        self._initialized = self._initialized.to(device)
+        self._ema.to(device)
         return self

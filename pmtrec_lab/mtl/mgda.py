@@ -1,128 +1,37 @@
-"""MGDA-UB: the min-norm point of the convex hull of the task gradients.
-
-Also home of the small Gramian helpers the other gradient-manipulation modules share
-(``gram64``, ``present_tasks``, ``comparable_head_weights``, ``as_weights``).
-"""
+"""MGDA-UB: the min-norm point of the convex hull of the task gradients."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from pmtrec_lab.mtl.base import (
-    CombineResult,
-    FlatGradientMethod,
-    register,
-    register_aggregator,
-)
+from pmtrec_lab.mtl._checks import check_losses, check_matrix
+from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
+from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
+from pmtrec_lab.mtl.params import MethodParams
 
-# --------------------------------------------------------------------------------------
-# Shared helpers: everything the Gramian-based methods need is the K x K matrix G G^T.
-# --------------------------------------------------------------------------------------
+__all__ = ["MGDA", "MGDAParams", "mgda", "mgda_weights", "min_norm_weights"]
 
 
-def check_matrix(G: torch.Tensor, method: str) -> None:
-    if not isinstance(G, torch.Tensor) or G.ndim != 2 or G.shape[0] < 1:
-        shape = tuple(G.shape) if isinstance(G, torch.Tensor) else type(G).__name__
-        raise ValueError(f"{method}: G must be a [K, D] tensor with K >= 1, got {shape}")
+class MGDAParams(MethodParams):
+    """MGDA-UB's hyper-parameters (Sener & Koltun, NeurIPS 2018; the authors' code's options)."""
 
-
-def gram64(G: torch.Tensor) -> np.ndarray:
-    """The Gramian ``G G^T`` [K, K], computed in G's dtype on G's device, returned as float64 numpy.
-
-    The O(K^2 D) product is the only work over D; every solver below runs on this K x K matrix.
-    """
-    M = (G @ G.T).detach().to("cpu", torch.float64).numpy()
-    top = float(np.max(np.diag(M)))
-    if not np.isfinite(M).all() or top < 1e4 * torch.finfo(G.dtype).tiny:
-        # overflow / underflow in G's dtype: redo in units of max |G| (one extra pass, rare)
-        s = G.detach().abs().max()
-        if torch.isfinite(s) and s > 0:
-            Gs = G.detach() / s
-            M = (Gs @ Gs.T).to("cpu", torch.float64).numpy() * float(s) ** 2
-    return 0.5 * (M + M.T)
-
-
-def present_tasks(M: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-    """Tasks whose gradient is not (numerically) all zero: ||g_k||^2 > eps(dtype)^2 max_j ||g_j||^2.
-
-    A task that touched no entity of the step has an all-zero row; the Gramian methods treat
-    it as absent (weight 0) instead of letting it veto or dominate the update.
-    """
-    diag = np.clip(np.diag(M), 0.0, None)
-    top = float(diag.max()) if diag.size else 0.0
-    if top <= 0.0 or not np.isfinite(top):
-        return np.zeros(diag.shape, dtype=bool)
-    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 1e-7
-    return diag > (eps * eps) * top
-
-
-def as_weights(w: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(w, dtype=np.float64), dtype=like.dtype, device=like.device)
-
-
-def comparable_head_weights(w: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Head weights from implied task weights ``w`` (``combined == w @ G``), scaled to mean 1.
-
-    The present tasks' weights are multiplied by ``n_present / sum(w_present)`` so that they
-    average 1 over the present tasks, like EW's all-ones weights; an absent task (all-zero
-    gradient row) gets 1. If the present weights do not sum to a positive number, all ones.
-    """
-    K = w.shape[0]
-    out = np.ones(K, dtype=np.float64)
-    n = int(present.sum())
-    s = float(w[present].sum()) if n else 0.0
-    if n and np.isfinite(s) and s > 1e-300:
-        out[present] = w[present] * (n / s)
-    return out
-
-
-def weights_result(
-    grads: torch.Tensor, w: np.ndarray, present: np.ndarray, extra: dict[str, Any] | None = None
-) -> CombineResult:
-    """``CombineResult`` for a method whose update is ``w @ flat(grads)``."""
-    k, e, d = grads.shape
-    wt = as_weights(w, grads)
-    combined = (wt @ grads.reshape(k, e * d)).reshape(e, d)
-    head = as_weights(comparable_head_weights(w, present), grads)
-    diagnostics = {"task_weights": head.detach(), "raw_task_weights": wt.detach()}
-    if extra:
-        diagnostics.update(extra)
-    return CombineResult(combined=combined, head_weights=head, diagnostics=diagnostics)
-
-
-def check_int(method: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{method}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(method: str, name: str, value: Any, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{method}: {name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_losses(method: str, losses: Any, k: int, positive: bool) -> np.ndarray:
-    if losses is None:
-        return np.ones(k)
-    arr = (
-        losses.detach().to("cpu", torch.float64).numpy()
-        if isinstance(losses, torch.Tensor)
-        else np.asarray(losses, dtype=np.float64)
-    ).reshape(-1)
-    if arr.shape != (k,) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{method}: losses must be {k} finite values, got {arr.tolist()}")
-    if positive and np.any(arr <= 0):
-        raise ValueError(f"{method}: losses must be > 0 here, got {arr.tolist()}")
-    if not positive and np.any(arr < 0):
-        raise ValueError(f"{method}: losses must be >= 0, got {arr.tolist()}")
-    return arr
+    normalization: Literal["none", "l2", "loss", "loss+"] = Field(
+        "none",
+        description="gradient normalization n_k before the min-norm point: none (the paper's "
+        "MGDA-UB), ||g_k|| ('l2'), L_k ('loss') or L_k ||g_k|| ('loss+')",
+    )
+    tol: float = Field(
+        1e-9, gt=0, description="KKT / Frank-Wolfe-gap tolerance of the solver, relative to max_k ||g_k||^2"
+    )
+    max_iter: int = Field(250, ge=1, description="solver iteration cap (250: the authors' Frank-Wolfe)")
+    solver: Literal["active-set", "frank-wolfe"] = Field(
+        "active-set",
+        description="Wolfe's exact min-norm-point algorithm, or the paper's Frank-Wolfe (Algorithm 2)",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -234,19 +143,6 @@ def min_norm_weights(
     return x / x.sum(), it
 
 
-_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
-_SOLVERS = ("active-set", "frank-wolfe")
-
-
-def _validate(normalization: str, tol: float, max_iter: int, solver: str) -> None:
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"mgda: normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    if solver not in _SOLVERS:
-        raise ValueError(f"mgda: solver must be one of {_SOLVERS}, got {solver!r}")
-    check_positive("mgda", "tol", tol)
-    check_int("mgda", "max_iter", max_iter, 1)
-
-
 def mgda_weights(
     G: torch.Tensor,
     losses: torch.Tensor | None = None,
@@ -261,7 +157,9 @@ def mgda_weights(
     g_k / n_k and ``w = alpha / n``.
     """
     check_matrix(G, "mgda")
-    _validate(normalization, tol, max_iter, solver)
+    MGDAParams.build(  # the bounds live in one place
+        "mgda", {"normalization": normalization, "tol": tol, "max_iter": max_iter, "solver": solver}
+    )
     K = G.shape[0]
     M = gram64(G)
     present = present_tasks(M, G.dtype)
@@ -311,13 +209,8 @@ class MGDA(FlatGradientMethod):
     equality on the support. ``solver="frank-wolfe"`` is the paper's Algorithm 2 (Frank-Wolfe
     with exact line search), which converges sublinearly and may stop at ``max_iter``.
 
-    Hyper-parameters:
-      normalization: "none" (default, the paper's MGDA-UB), "l2" (g_k / ||g_k||), "loss"
-        (g_k / L_k), "loss+" (g_k / (L_k ||g_k||)): the normalizations of the authors' code.
-        The min-norm point is taken over the normalized gradients.
-      tol: KKT / Frank-Wolfe-gap tolerance, relative to max_k ||g_k||^2 (default 1e-9).
-      max_iter: solver iteration cap (default 250, as the authors' Frank-Wolfe).
-      solver: "active-set" (default) or "frank-wolfe".
+    Hyper-parameters: ``MGDAParams``. The normalizations ("l2", "loss", "loss+") are those of
+    the authors' code; the min-norm point is then taken over the normalized gradients.
 
     Deviation: a task whose gradient row is all zero (touched no entity in the step) is left
     out of the hull (weight 0); the paper's hull would contain 0 and stop the update.
@@ -327,18 +220,10 @@ class MGDA(FlatGradientMethod):
     """
 
     name = "mgda"
-
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        normalization: str = "none",
-        tol: float = 1e-9,
-        max_iter: int = 250,
-        solver: str = "active-set",
-    ):
-        _validate(normalization, tol, max_iter, solver)
-        super().__init__(num_tasks, normalization=normalization, tol=tol, max_iter=max_iter, solver=solver)
+    summary: ClassVar[str] = (
+        "MGDA-UB (Sener & Koltun, NeurIPS 2018): min-norm point of the convex hull of the task gradients"
+    )
+    Params: ClassVar[type[MethodParams]] = MGDAParams
 
     def combine(self, grads, active, side, losses, ctx):
         k, e, d = grads.shape

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from pmtrec_lab.mtl._checks import check_matrix, check_state_keys
+from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
 from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import (
-    as_weights,
-    check_int,
-    check_matrix,
-    check_positive,
-    gram64,
-    present_tasks,
-    weights_result,
-)
+from pmtrec_lab.mtl.params import MethodParams
 
 
-def _validate(max_norm: float, tol: float, max_iter: int) -> None:
-    check_positive("nash-mtl", "max_norm", max_norm, allow_zero=True)
-    check_positive("nash-mtl", "tol", tol)
-    check_int("nash-mtl", "max_iter", max_iter, 1)
+class NashMTLParams(MethodParams):
+    """Nash-MTL's hyper-parameters (Navon et al., ICML 2022; defaults of the authors' code)."""
+
+    update_weights_every: int = Field(
+        1, ge=1, description="recompute alpha every this many steps and reuse it in between"
+    )
+    max_norm: float = Field(
+        1.0, ge=0, description="clip the combined gradient to this norm (the authors' max_norm); 0 = off"
+    )
+    tol: float = Field(1e-9, gt=0, description="solver tolerance on max_k |alpha_k (G G^T alpha)_k - 1|")
+    max_iter: int = Field(100, ge=1, description="Newton iteration cap of the alpha solver")
 
 
 def nash_solve(M: np.ndarray, tol: float = 1e-9, max_iter: int = 100) -> tuple[np.ndarray, bool]:
@@ -68,7 +70,7 @@ def nash_mtl_weights(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Nash-MTL's alpha [K] (float64; 0 for all-zero rows), the present mask, converged."""
     check_matrix(G, "nash-mtl")
-    _validate(1.0, tol, max_iter)
+    NashMTLParams.build("nash-mtl", {"tol": tol, "max_iter": max_iter})  # the bounds live in one place
     K = G.shape[0]
     M = gram64(G)
     present = present_tasks(M, G.dtype)
@@ -98,7 +100,7 @@ def nash_mtl(
     max_iter: int = 100,
 ) -> torch.Tensor:
     """Nash-MTL aggregator: ``alpha @ G`` clipped to norm ``max_norm``. See ``NashMTL``."""
-    _validate(max_norm, tol, max_iter)
+    NashMTLParams.build("nash-mtl", {"max_norm": max_norm, "tol": tol, "max_iter": max_iter})
     alpha, _, _ = nash_mtl_weights(G, tol, max_iter)
     return _clip(as_weights(alpha, G) @ G, max_norm)
 
@@ -115,9 +117,8 @@ class NashMTL(FlatGradientMethod):
     authors' code the combined gradient is then clipped to norm ``max_norm`` (their
     ``clip_grad_norm_`` on the shared parameters; here the flattened representation block).
 
-    Hyper-parameters: update_weights_every (default 1: alpha is recomputed every
-    ``update_weights_every`` calls and reused in between, kept in ``state_dict``), max_norm
-    (default 1.0; 0 disables clipping), tol (default 1e-9), max_iter (Newton iterations, 100).
+    Hyper-parameters: ``NashMTLParams`` (with ``update_weights_every`` > 1, alpha is reused in
+    between and kept in ``state_dict``).
 
     Deviation: all-zero task rows (no entity touched in the step) are left out (alpha 0): the
     equations have no solution with a zero gradient. If the remaining gradients are Pareto
@@ -130,20 +131,14 @@ class NashMTL(FlatGradientMethod):
     """
 
     name = "nash-mtl"
+    summary: ClassVar[str] = (
+        "Nash-MTL (Navon et al., ICML 2022): Nash bargaining solution over task gradients"
+    )
+    Params: ClassVar[type[MethodParams]] = NashMTLParams
+    hparams: NashMTLParams
 
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        update_weights_every: int = 1,
-        max_norm: float = 1.0,
-        tol: float = 1e-9,
-        max_iter: int = 100,
-    ):
-        check_int("nash-mtl", "update_weights_every", update_weights_every, 1)
-        _validate(max_norm, tol, max_iter)
-        super().__init__(num_tasks, max_norm=max_norm, tol=tol, max_iter=max_iter)
-        self.update_weights_every = int(update_weights_every)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
         self.step = 0
         self.alpha: torch.Tensor | None = None  # float64, cpu
         self.present: torch.Tensor | None = None
@@ -152,10 +147,9 @@ class NashMTL(FlatGradientMethod):
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
         converged = True
-        if self.alpha is None or self.step % self.update_weights_every == 0:
-            alpha, present, converged = nash_mtl_weights(
-                flat, tol=self.params["tol"], max_iter=self.params["max_iter"]
-            )
+        p = self.hparams
+        if self.alpha is None or self.step % p.update_weights_every == 0:
+            alpha, present, converged = nash_mtl_weights(flat, tol=p.tol, max_iter=p.max_iter)
             self.alpha = torch.from_numpy(alpha)
             self.present = torch.from_numpy(present)
         self.step += 1
@@ -165,7 +159,7 @@ class NashMTL(FlatGradientMethod):
             self.present.numpy(),
             {"converged": torch.tensor(float(converged))},
         )
-        res.combined = _clip(res.combined, self.params["max_norm"])
+        res.combined = _clip(res.combined, p.max_norm)
         return res
 
     def state_dict(self) -> dict[str, Any]:
@@ -176,9 +170,7 @@ class NashMTL(FlatGradientMethod):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = set(state) - {"step", "alpha", "present"}
-        if unknown:
-            raise ValueError(f"method {self.name!r}: unknown state keys {sorted(unknown)}")
+        check_state_keys(self.name, state, (), optional=("step", "alpha", "present"))
         self.step = int(state.get("step", 0))
         a, p = state.get("alpha"), state.get("present")
         self.alpha = None if a is None else torch.as_tensor(a, dtype=torch.float64).clone()

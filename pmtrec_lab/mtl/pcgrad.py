@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 
+from pmtrec_lab.mtl._checks import check_matrix
+from pmtrec_lab.mtl._flat import as_weights, gram64
 from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
-from pmtrec_lab.mtl.mgda import as_weights, check_matrix, gram64
 
 
 def pcgrad_coefficients(G: torch.Tensor, generator: torch.Generator | None = None) -> np.ndarray:
@@ -64,6 +67,6 @@ class PCGrad(FlatGradientMethod):
     """
 
     name = "pcgrad"
-
-    def __init__(self, num_tasks: int):
-        super().__init__(num_tasks)
+    summary: ClassVar[str] = (
+        "PCGrad (Yu et al., NeurIPS 2020): project out conflicting components, tasks in random order"
+    )

@@ -3,7 +3,7 @@ Recommender System", arXiv 2407.21364, IEEE BigData 2024).
 
 Implements steps 2-6 of ``docs/pmtrec-method.md`` on the per-entity task gradients that the
 trainer extracts (step 1). Notation: entity x (a user or item row), side s(x), task 0 the main
-task (``main_task``), A_x the tasks that touched x in this step, g_x^k = dL_k/dz_x,
+task, A_x the tasks that touched x in this step, g_x^k = dL_k/dz_x,
 n_x^k = ||g_x^k||.
 
 2. Task magnitudes ``m^{k,s}``: an exponential moving average (``ema_decay``) of the mean of
@@ -16,7 +16,7 @@ n_x^k = ||g_x^k||.
    *with the same task set A_x* (the spec's "per-side batch mean renormalized over A_x",
    made exact: averaging over entities with different A_x would make shared weights differ
    from uniform even when the personalized ones are uniform, and would shrink rare tasks;
-   with a single task set per side the two readings coincide); uniform: tau = infinity
+   with a single task set per side the two readings coincide); uniform: all logits 0
    (beta(t) still applies: uniform with the schedule off is exactly 1 / |A_x|).
 5. Task Focusing: (a) alignment: for every auxiliary k with ``<gb_x^k, g_x^0> < 0`` (only
    entities that have a main-task gradient) the conflicting component along g_x^0 is
@@ -30,47 +30,107 @@ per-(entity, task) coefficients on the raw gradients, computed from the per-enti
 No Python loop over entities and no host sync in ``combine`` (except shared mode with more than
 12 tasks, which compacts its group codes with ``torch.unique``).
 
-The preset defaults (``PMTREC_DEFAULTS``) and the ablation configurations live in
-``presets.py``.
+The defaults are ``PMTRecParams``' (the one place they are written); the named ablation
+configurations are presets (``presets.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 
 from pmtrec_lab.mtl._gram import (
     combine_rows,
     conflict_projection,
     entity_gram,
-    side_masked_mean,
     side_onehot,
     side_table,
     task_major_stats,
 )
+from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
-__all__ = ["PARAM_NAMES", "PMTRec", "schedule_beta"]
+__all__ = ["PMTRec", "PMTRecParams", "schedule_beta"]
 
-#: Every PMTRec hyper-parameter (all keyword); ``PMTREC_DEFAULTS`` must define each.
-PARAM_NAMES: tuple[str, ...] = (
-    "tau",
-    "weight_mode",
-    "rho",
-    "gmb_target",
-    "ema_decay",
-    "align",
-    "schedule",
-    "beta_max",
-    "horizon",
-    "normalize",
-    "main_task",
-)
+log = logging.getLogger("pmtrec_lab.mtl")
+
 WEIGHT_MODES = ("personalized", "shared", "uniform")
 GMB_TARGETS = ("main", "mean", "max")
 SCHEDULES = ("none", "linear", "cosine")
+
+
+class PMTRecParams(MethodParams):
+    """PMTRec's hyper-parameters and their defaults: the one place the defaults are written.
+
+    The defaults were chosen once on ciao and lastfm validation data (``results/tuning``, recorded
+    in ``docs/pmtrec-method.md``) and are fixed for every dataset. GMB is off by default
+    (``rho = 0``): balancing towards the main task's magnitude hurt ciao at every strength tried,
+    and towards the mean or max magnitude was no better; the presets ``pmtrec-gmb`` and
+    ``ew-gmb`` switch it on.
+
+    Uniform weights have one spelling, ``weight_mode="uniform"``; ``tau`` is always finite. A
+    configuration written with ``tau: .inf`` (the old spelling) is converted on load with a
+    notice (``upgrade``).
+    """
+
+    tau: float = Field(
+        1.0, gt=0, description="softmax temperature on the relative magnitudes r_x^k (finite; "
+        "uniform weights are weight_mode='uniform')"
+    )
+    weight_mode: Literal["personalized", "shared", "uniform"] = Field(
+        "personalized", description="per-entity softmax weights, their per-side batch mean over "
+        "entities with the same task set, or uniform 1/|A_x|"
+    )
+    rho: float = Field(
+        0.0, ge=0, le=1, description="GMB strength: factor (1 - rho) + rho T^s / m^{k,s}; 0 = off, "
+        "1 = the specification's MetaBalance-like rule"
+    )
+    gmb_target: Literal["main", "mean", "max"] = Field(
+        "main", description="GMB target magnitude T^s per side: the main task's, or the mean / max "
+        "over the tasks on that side"
+    )
+    ema_decay: float = Field(
+        0.9, ge=0, lt=1, description="decay of the moving average of the task magnitudes m^{k,s}"
+    )
+    align: bool = Field(
+        True, description="TF alignment: project out an auxiliary gradient's component that "
+        "conflicts with the main task's"
+    )
+    schedule: Literal["none", "linear", "cosine"] = Field(
+        "linear", description="TF schedule beta(t) that raises the main task's logit over training"
+    )
+    beta_max: float = Field(2.0, ge=0, description="the schedule's final value of beta")
+    horizon: float = Field(10.0, gt=0, description="epochs over which beta(t) rises from 0 to beta_max")
+    normalize: bool = Field(False, description="drop the |A_x| factor of the combination (step 6)")
+
+    @classmethod
+    def upgrade(cls, params: Mapping[str, Any], method: str = "pmtrec") -> dict[str, Any]:
+        """Convert the old spellings: ``tau = inf`` -> ``weight_mode = "uniform"`` (tau dropped).
+
+        ``tau = inf`` made every weight uniform whatever ``weight_mode`` said, so the conversion
+        keeps the same behaviour; a notice is logged. ``main_task`` (always 0) is dropped.
+        """
+        out = dict(params)
+        tau = out.get("tau")
+        if isinstance(tau, float) and math.isinf(tau) and tau > 0:
+            log.warning(
+                "method %r: tau=inf is the old spelling of uniform weights; read as "
+                "weight_mode='uniform' (tau removed)", method,
+            )
+            del out["tau"]
+            out["weight_mode"] = "uniform"
+        if out.get("main_task") == 0 and not isinstance(out.get("main_task"), bool):
+            log.warning("method %r: main_task is gone (task 0 is always the main task); dropped", method)
+            del out["main_task"]
+        return out
+
+
 NUM_SIDES = 2  # 0 = user, 1 = item
 
 
@@ -88,10 +148,6 @@ def schedule_beta(t: float, schedule: str, beta_max: float, horizon: float) -> f
     if schedule == "cosine":
         return beta_max * (1.0 - math.cos(math.pi * frac)) / 2.0
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 def _group_mean(w: torch.Tensor, active: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
@@ -120,20 +176,8 @@ class PMTRec(WeightingMethod):
     """PMTRec (Yang et al., arXiv 2407.21364): per-entity task weights from relative gradient
     magnitudes, Gradient Magnitude Balancing and Task Focusing.
 
-    Parameters (keyword; a parameter not given takes the preset's ``overrides`` value, else
-    ``presets.PMTREC_DEFAULTS``):
-
-    - ``tau`` (float > 0, or ``math.inf``): softmax temperature on r_x^k; inf = uniform.
-    - ``weight_mode``: ``"personalized"`` | ``"shared"`` | ``"uniform"`` (= tau inf).
-    - ``rho`` (in [0, 1]): GMB strength; 0 switches GMB off.
-    - ``gmb_target``: ``"main"`` (T^s = m^{0,s}) | ``"mean"`` | ``"max"`` over the tasks whose
-      magnitude on side s is defined (they touched side s at least once).
-    - ``ema_decay`` (in [0, 1)): moving-average decay of the task magnitudes.
-    - ``align`` (bool): TF alignment (project out conflicts with the main task).
-    - ``schedule``: ``"none"`` | ``"linear"`` | ``"cosine"``; ``beta_max`` (>= 0) and
-      ``horizon`` (H > 0, epochs) shape it.
-    - ``normalize`` (bool): drop the |A_x| factor of step 6.
-    - ``main_task`` (int): index of the main task; must equal ``ctx.main_task``.
+    Parameters: ``PMTRecParams`` (defaults, bounds and meaning of each); the named
+    configurations (ablations) are presets in ``presets.py``.
 
     ``head_weights[k]``: the mean, over the entities task k touched, of the multiplier the
     combination applies to task k's weight, ``|A_x| w_x^k`` (``w_x^k`` with
@@ -150,83 +194,31 @@ class PMTRec(WeightingMethod):
     The [E, K] tensors are transposed views of task-major [K, E] tables (see ``_gram``).
     """
 
-    name: ClassVar[str] = "pmtrec"
-    #: Preset-specific defaults layered over ``PMTREC_DEFAULTS`` (user params override both).
-    overrides: ClassVar[dict[str, Any]] = {}
+    name = "pmtrec"
+    family: ClassVar[str] = "pmtrec"
+    summary: ClassVar[str] = "PMTRec (Yang et al., arXiv 2407.21364): per-entity weights, GMB, Task Focusing"
+    Params: ClassVar[type[MethodParams]] = PMTRecParams
 
-    def __init__(self, num_tasks: int, **params: Any):
-        # Imported here: presets.py subclasses PMTRec, so it imports this module first.
-        from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
-
-        unknown = {k: v for k, v in params.items() if k not in PARAM_NAMES}
-        super().__init__(num_tasks, **unknown)  # TypeError naming unknown parameters
-        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
-        cfg = {**PMTREC_DEFAULTS, **self.overrides, **params}
-        missing = [k for k in PARAM_NAMES if k not in cfg]
-        if missing:
-            raise ValueError(f"PMTREC_DEFAULTS lacks parameter(s) {missing}")
-        self._configure(**{k: cfg[k] for k in PARAM_NAMES})
-        self.params: dict[str, Any] = {k: getattr(self, k) for k in PARAM_NAMES}
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
+        p = self.hparams
+        assert isinstance(p, PMTRecParams)
+        self.tau = p.tau
+        self.weight_mode = p.weight_mode
+        self.rho = p.rho
+        self.gmb_target = p.gmb_target
+        self.ema_decay = p.ema_decay
+        self.align = p.align
+        self.schedule = p.schedule
+        self.beta_max = p.beta_max
+        self.horizon = p.horizon
+        self.normalize = p.normalize
         # State: per (side, task) magnitudes m^{k,s} and whether each has been initialized.
-        self._magnitude = torch.zeros(NUM_SIDES, num_tasks)
-        self._initialized = torch.zeros(NUM_SIDES, num_tasks, dtype=torch.bool)
-
-    # Configuration --------------------------------------------------------------------
-    def _configure(
-        self,
-        *,
-        tau: float,
-        weight_mode: str,
-        rho: float,
-        gmb_target: str,
-        ema_decay: float,
-        align: bool,
-        schedule: str,
-        beta_max: float,
-        horizon: float,
-        normalize: bool,
-        main_task: int,
-    ) -> None:
-        if not _is_real(tau) or math.isnan(tau) or tau <= 0:
-            raise ValueError(f"tau must be a float > 0 or math.inf, got {tau!r}")
-        if weight_mode not in WEIGHT_MODES:
-            raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
-        if not _is_real(rho) or not 0.0 <= rho <= 1.0:
-            raise ValueError(f"rho must be in [0, 1], got {rho!r}")
-        if gmb_target not in GMB_TARGETS:
-            raise ValueError(f"gmb_target must be one of {GMB_TARGETS}, got {gmb_target!r}")
-        if not _is_real(ema_decay) or not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
-        if not isinstance(align, bool):
-            raise ValueError(f"align must be a bool, got {align!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if not _is_real(beta_max) or not math.isfinite(beta_max) or beta_max < 0:
-            raise ValueError(f"beta_max must be a finite float >= 0, got {beta_max!r}")
-        if not _is_real(horizon) or not math.isfinite(horizon) or horizon <= 0:
-            raise ValueError(f"horizon must be a finite float > 0 (epochs), got {horizon!r}")
-        if not isinstance(normalize, bool):
-            raise ValueError(f"normalize must be a bool, got {normalize!r}")
-        if not isinstance(main_task, int) or isinstance(main_task, bool):
-            raise ValueError(f"main_task must be an int, got {main_task!r}")
-        if not 0 <= main_task < self.num_tasks:
-            raise ValueError(f"main_task must be in [0, {self.num_tasks}), got {main_task}")
-        self.tau = float(tau)
-        self.weight_mode = weight_mode
-        self.rho = float(rho)
-        self.gmb_target = gmb_target
-        self.ema_decay = float(ema_decay)
-        self.align = align
-        self.schedule = schedule
-        self.beta_max = float(beta_max)
-        self.horizon = float(horizon)
-        self.normalize = normalize
-        self.main_task = main_task
+        self._ema = SideMagnitudeEMA(NUM_SIDES, num_tasks, p.ema_decay, owner="pmtrec")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}(num_tasks={self.num_tasks}, {args})"
+        return f"{type(self).__name__}({self.name!r}, num_tasks={self.num_tasks}, {args})"
 
     def beta(self, t: float) -> float:
         """beta(t) of this configuration at fractional epoch ``t``."""
@@ -238,18 +230,16 @@ class PMTRec(WeightingMethod):
     ) -> torch.Tensor:
         """EMA update of m^{k,s} from this batch (before use); returns m [2, K].
 
-        ``norms`` and ``act`` (0/1 float) are task-major [K, E], ``onehot`` is [E, 2].
+        The batch value of (side s, task k) is the mean of n_x^k over the entities of side s
+        that task k touched; it starts at the first batch's value and keeps its value when
+        task k touched no entity of side s (``_magnitude.SideMagnitudeEMA``, shared with
+        MetaBalance). ``norms`` and ``act`` (0/1 float) are task-major [K, E], ``onehot`` [E, 2].
         """
-        batch_mean, counts = side_masked_mean(norms, act, onehot)
-        touched = counts > 0
-        m_old = self._magnitude.to(device=norms.device, dtype=norms.dtype)
-        init_old = self._initialized.to(device=norms.device)
-        d = self.ema_decay
-        ema = d * m_old + (1.0 - d) * batch_mean
-        m = torch.where(touched, torch.where(init_old, ema, batch_mean), m_old)
-        self._magnitude = m
-        self._initialized = init_old | touched
-        return m
+        return self._ema.update(norms, act, onehot)
+
+    @property
+    def _initialized(self) -> torch.Tensor:
+        return self._ema.initialized
 
     # Step 3 ---------------------------------------------------------------------------
     def _gmb_scale(self, m: torch.Tensor) -> torch.Tensor:
@@ -272,8 +262,8 @@ class PMTRec(WeightingMethod):
             return ones
         init = self._initialized.to(m.device)
         if self.gmb_target == "main":
-            target = m[:, self.main_task]
-            has_target = init[:, self.main_task]
+            target = m[:, MAIN_TASK]
+            has_target = init[:, MAIN_TASK]
         elif self.gmb_target == "mean":
             cnt = init.sum(1)
             target = (m * init).sum(1) / cnt.clamp_min(1)
@@ -293,12 +283,12 @@ class PMTRec(WeightingMethod):
 
         ``r`` [K, E] (its memory may be reused), ``act`` its 0/1 float mask, ``active`` bool.
         """
-        if self.weight_mode == "uniform" or math.isinf(self.tau):
+        if self.weight_mode == "uniform":
             logits = torch.zeros_like(r)
         else:
             logits = r.mul_(1.0 / self.tau)
         if beta != 0.0:  # only where the main task is active: inactive logits stay 0 <= active ones
-            logits[self.main_task].add_(act[self.main_task], alpha=beta)
+            logits[MAIN_TASK].add_(act[MAIN_TASK], alpha=beta)
         # Softmax over A_x, written out (torch.softmax over a dim of size K ~ 3 is slow).
         # Logits are >= 0 where active and 0 where inactive, so the max over all tasks equals
         # the max over A_x (or 0): a safe shift. Inactive entries are zeroed after exp; an
@@ -325,11 +315,7 @@ class PMTRec(WeightingMethod):
             raise ValueError(f"active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}")
         if tuple(side.shape) != (n_ent,):
             raise ValueError(f"side must be [E] = ({n_ent},), got {tuple(side.shape)}")
-        if ctx.main_task != self.main_task:
-            raise ValueError(
-                f"pmtrec: main_task={self.main_task} but the step's ctx.main_task={ctx.main_task}"
-            )
-        main = self.main_task
+        main = MAIN_TASK
         dtype = grads.dtype
         tiny = torch.finfo(dtype).tiny
         # Per-(task, entity) tables are task-major [K, E] (see _gram); diagnostics are
@@ -395,26 +381,11 @@ class PMTRec(WeightingMethod):
 
     # State ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "magnitude": self._magnitude.detach().clone(),
-            "initialized": self._initialized.detach().clone(),
-        }
+        return self._ema.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"magnitude", "initialized"}
-        if set(state) != expected:
-            raise ValueError(f"pmtrec state must have keys {sorted(expected)}, got {sorted(state)}")
-        mag = torch.as_tensor(state["magnitude"])
-        init = torch.as_tensor(state["initialized"]).bool()
-        shape = (NUM_SIDES, self.num_tasks)
-        if tuple(mag.shape) != shape or tuple(init.shape) != shape:
-            raise ValueError(
-                f"pmtrec state tensors must be {shape}, got {tuple(mag.shape)} and {tuple(init.shape)}"
-            )
-        self._magnitude = mag.detach().clone()
-        self._initialized = init.detach().clone()
+        self._ema.load_state_dict(state)
 
     def to(self, device: torch.device | str) -> PMTRec:
-        self._magnitude = self._magnitude.to(device)
-        self._initialized = self._initialized.to(device)
+        self._ema.to(device)
         return self

@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.params import MAIN_TASK
 
 __all__ = ["SingleTask"]
 
@@ -19,10 +20,11 @@ __all__ = ["SingleTask"]
 class SingleTask(WeightingMethod):
     """Main task only: ``combined = grads[main]``; head weights 1 for the main task, 0 others.
 
-    The main task is ``ctx.main_task``. No hyper-parameters, no state.
+    The main task is task 0 (``params.MAIN_TASK``). No hyper-parameters, no state.
     """
 
-    name: ClassVar[str] = "single-task"
+    name = "single-task"
+    summary: ClassVar[str] = "Main task only (no auxiliary task updates the representations)"
 
     def combine(
         self,
@@ -33,13 +35,10 @@ class SingleTask(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         k = grads.shape[0]
-        main = ctx.main_task
-        if not 0 <= main < k:
-            raise ValueError(f"single-task: ctx.main_task={main} out of range for {k} tasks")
         head = torch.zeros(k, dtype=grads.dtype, device=grads.device)
-        head[main] = 1.0
+        head[MAIN_TASK] = 1.0
         return CombineResult(
-            combined=grads[main].detach().clone(),
+            combined=grads[MAIN_TASK].detach().clone(),
             head_weights=head,
             diagnostics={"task_weights": head.clone()},
         )

@@ -15,91 +15,53 @@ task with a large loss is down-weighted).
 
 from __future__ import annotations
 
-import copy
-import math
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows
+from pmtrec_lab.mtl._learnable import LearnableTaskVector
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.params import MethodParams
 
-__all__ = ["UncertaintyWeighting", "check_positive", "move_optimizer_state"]
-
-
-def check_positive(method: str, name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Validate a finite positive (or non-negative) real hyper-parameter; return it as float."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"method {method!r}: {name} must be a finite float {bound}, got {value!r}")
-    return float(value)
+__all__ = ["UWParams", "UncertaintyWeighting"]
 
 
-def move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
-    """Move an optimizer's per-parameter state tensors to ``device`` (Adam's step stays on CPU)."""
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if key != "step" and isinstance(value, torch.Tensor):
-                state[key] = value.to(device)
+class UWParams(MethodParams):
+    """UW's hyper-parameters (Kendall et al., CVPR 2018)."""
 
-
-def learnable_state(
-    key: str, param: torch.Tensor, optimizer: torch.optim.Optimizer, **extra: torch.Tensor | None
-) -> dict[str, Any]:
-    """A learnable task vector's checkpoint: ``{key: param, "optimizer": ..., **extra}`` (copies)."""
-    return {
-        key: param.detach().clone(),
-        "optimizer": copy.deepcopy(optimizer.state_dict()),
-        **{k: None if v is None else v.clone() for k, v in extra.items()},
-    }
-
-
-def load_learnable_state(
-    method: str,
-    key: str,
-    param: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-    extra: tuple[str, ...] = (),
-) -> dict[str, torch.Tensor | None]:
-    """Restore :func:`learnable_state`'s ``state`` into ``param`` ([K], in place, on its device and
-    dtype) and ``optimizer``; return the ``extra`` entries as tensors on ``param``'s device (or None).
-    Raises ValueError on other keys or a vector of another shape."""
-    keys = {key, "optimizer", *extra}
-    if set(state) != keys:
-        raise ValueError(f"{method} state must have keys {sorted(keys)}, got {sorted(state)}")
-    value = torch.as_tensor(state[key])
-    if tuple(value.shape) != tuple(param.shape):
-        raise ValueError(f"{method}: {key} must be [{param.shape[0]}], got {tuple(value.shape)}")
-    param.data = value.detach().clone().to(param.device, param.dtype)
-    optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-    return {
-        k: None if state[k] is None else torch.as_tensor(state[k]).clone().to(param.device) for k in extra
-    }
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate of the log-variances s_k = log sigma_k^2")
+    init_log_var: float = Field(
+        0.0, description="initial log-variance s_k of every task (0: weights exp(-s_k) = 1, i.e. EW)"
+    )
 
 
 @register
 class UncertaintyWeighting(WeightingMethod):
     """UW (Kendall et al., CVPR 2018): weights exp(-s_k) with learnable log-variances s_k.
 
-    Parameters: ``lr`` (Adam learning rate of s, default 2e-3), ``init_log_var`` (s at the
-    start, default 0.0). State: s and its Adam state.
+    Parameters: ``UWParams``. State: s and its Adam state.
     """
 
-    name: ClassVar[str] = "uw"
+    name = "uw"
+    summary: ClassVar[str] = "UW (Kendall et al., CVPR 2018): learnable homoscedastic-uncertainty weights"
+    Params: ClassVar[type[MethodParams]] = UWParams
+    hparams: UWParams
 
-    def __init__(self, num_tasks: int, lr: float = 2e-3, init_log_var: float = 0.0, **params: Any):
-        super().__init__(num_tasks, **params)
-        self.lr = check_positive(self.name, "lr", lr)
-        if not isinstance(init_log_var, int | float) or not math.isfinite(init_log_var):
-            raise ValueError(f"method 'uw': init_log_var must be a finite float, got {init_log_var!r}")
-        self.log_var = torch.full((num_tasks,), float(init_log_var), requires_grad=True)
-        self.optimizer = torch.optim.Adam([self.log_var], lr=self.lr)
+    def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
+        super().__init__(num_tasks, params, **kwargs)
+        p = self.hparams
+        self._s = LearnableTaskVector(self.name, "log_var", torch.full((num_tasks,), p.init_log_var), lr=p.lr)
+
+    @property
+    def log_var(self) -> torch.Tensor:
+        """The learnable log-variances s [K] (the optimizer's parameter)."""
+        return self._s.param
 
     def weights(self) -> torch.Tensor:
         """Current task weights exp(-s) [K] (detached)."""
-        return torch.exp(-self.log_var.detach())
+        return torch.exp(-self._s.value)
 
     @torch.no_grad()
     def combine(
@@ -110,29 +72,25 @@ class UncertaintyWeighting(WeightingMethod):
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        k, e, _ = grads.shape
         self.check_num_tasks(grads)
-        if self.log_var.device != grads.device:
+        if self._s.device != grads.device:
             self.to(grads.device)
         w = self.weights()
         combined = combine_rows(w.to(grads.dtype), grads)
         # One Adam step on sum_k exp(-s_k) L_k + s_k.
-        self.log_var.grad = 1.0 - w * losses.detach().to(w)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._s.step(1.0 - w * losses.detach().to(w))
         w_out = w.to(grads.dtype)
         return CombineResult(combined=combined, head_weights=w_out, diagnostics={"task_weights": w_out})
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.log_var]
+        return [self._s.param]
 
     def to(self, device: torch.device | str) -> UncertaintyWeighting:
-        self.log_var.data = self.log_var.data.to(device)
-        move_optimizer_state(self.optimizer, device)
+        self._s.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return learnable_state("log_var", self.log_var, self.optimizer)
+        return self._s.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_learnable_state(self.name, "log_var", self.log_var, self.optimizer, state)
+        self._s.load_state_dict(state)

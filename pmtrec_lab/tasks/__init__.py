@@ -59,8 +59,13 @@ def _supervision_rows(ds: RecDataset, cfg: RunConfig, source: str, n: int):
     return relation_split(n, frac, cfg.data.split_seed)[1]
 
 
-def build_tasks(cfg: RunConfig, ds: RecDataset) -> list[Task]:
-    """Task modules, the main task first."""
+def build_tasks(cfg: RunConfig, ds: RecDataset, out_dim: int) -> list[Task]:
+    """Task modules, the main task first.
+
+    ``out_dim`` is the width of the representations the tasks read: the built encoder's
+    ``out_dim`` (label heads are ``Linear(out_dim, num_labels)``), not ``encoder.dim``, which is
+    the width of its layer-0 tables only.
+    """
     tasks: list[Task] = []
     for tc in resolve_task_configs(cfg):
         name = tc.resolved_name()
@@ -107,5 +112,5 @@ def build_tasks(cfg: RunConfig, ds: RecDataset) -> list[Task]:
             lab = replace(lab, entity=lab.entity[rows], label=lab.label[rows])
         if tc.loss == "bce" and not lab.multi:
             lab = replace(lab, multi=True)  # one-hot targets, binary cross-entropy
-        tasks.append(LabelTask(name, lab, cfg.encoder.dim, tc.batch_size))
+        tasks.append(LabelTask(name, lab, out_dim, tc.batch_size))
     return tasks

@@ -1,6 +1,11 @@
 """The training loop: epochs of per-entity multi-task steps, validation, early stopping,
 checkpoints, resume, diagnostics and the final test evaluation.
 
+``train`` calls its steps in order: ``_finished_before`` (return a finished run as it is),
+``_setup`` (dataset, model, method, optimizer, recorder: a ``_Session``; then ``config.yaml``),
+``_resume`` (state from ``last.pt``), ``_run_epoch`` per epoch (``_train_steps``, ``_validate``,
+``_save_progress``) and ``_finish`` (test evaluation, ``metrics.json``).
+
 Determinism: every epoch's sampling generator is seeded from (seed, epoch) and the method's from
 (seed, epoch, 1), so a resumed run replays exactly what an uninterrupted run would have done.
 A NaN/inf loss or gradient stops the run with an error naming the task and step; ``last.pt``
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +31,11 @@ from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
 from pmtrec_lab.errors import ConfigError, PmtrecError, TrainingDivergedError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
-from pmtrec_lab.mtl import StepContext, make_method
+from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
-from pmtrec_lab.train.optim import make_optimizer
+from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
 from pmtrec_lab.train.run import (
     Run,
     load_checkpoint,
@@ -69,6 +74,7 @@ def encoder_exclusions(cfg: RunConfig) -> set[str]:
 
 
 def build_model(cfg: RunConfig, ds: RecDataset) -> Model:
+    """The encoder, then the tasks sized from its output width, from one ``torch.manual_seed``."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(
         cfg.encoder.name,
@@ -81,7 +87,7 @@ def build_model(cfg: RunConfig, ds: RecDataset) -> Model:
         propagation=cfg.encoder.propagation,
         sparse=cfg.optim.sparse,
     )
-    tasks = build_tasks(cfg, ds)
+    tasks = build_tasks(cfg, ds, encoder.out_dim)
     return Model(encoder, tasks)
 
 
@@ -134,18 +140,29 @@ class _Progress:
             print(text, flush=True)
 
 
-def _state(model, optimizer, method, epoch, step, history, best, bad, recorder) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "method": method.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "history": history,
-        "best": best,
-        "bad_epochs": bad,
-        "diagnostics": recorder.state() if recorder is not None else None,
-    }
+@dataclass
+class _Session:
+    """What one call of ``train`` works on: built by ``_setup``, restored by ``_resume``, advanced
+    by ``_run_epoch``, closed by ``_finish``. The last five fields are the resumable progress (with
+    the model, optimizer, method and recorder states they make up ``last.pt``)."""
+
+    cfg: RunConfig
+    out: Path
+    ds: RecDataset
+    device: torch.device
+    model: Model
+    tasks: list[Task]
+    names: list[str]
+    method: WeightingMethod
+    optimizer: torch.optim.Optimizer | SparseDenseAdam  # SparseDenseAdam with optim.sparse
+    recorder: DiagnosticsRecorder | None
+    progress: _Progress
+    steps_per_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "value": -float("inf"), "valid": {}})
+    bad: int = 0  # evaluations in a row without a better validation metric
+    start_epoch: int = 0
+    global_step: int = 0
 
 
 def train(
@@ -162,31 +179,59 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg_text = cfg.to_yaml()
-    if (out / "config.yaml").is_file() and resume:
-        # the progress display does not change a run's result
-        previous = load_config(out / "config.yaml").updated({"progress": "none"})
-        if previous.to_yaml() != cfg.updated({"progress": "none"}).to_yaml():
-            raise PmtrecError(
-                f"{out} holds a run with a different configuration; use another --out or remove it"
-            )
-        status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
-        if status.get("state") == "finished":
-            return load_run(out)
+    if resume and _finished_before(cfg, out):
+        return load_run(out)
+    s = _setup(cfg, out, resume, dataset)
+    if resume:
+        _resume(s)
+    write_json(out / "status.json", {"state": "running", "epoch": s.start_epoch})
+    stop_reason = "early_stopping" if s.bad >= cfg.eval.patience else "max_epochs"
+    done_this_call = 0
+    try:
+        for epoch in range(s.start_epoch, cfg.optim.epochs):
+            if stop_reason == "early_stopping":  # a resumed run that had already stopped early
+                break
+            if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
+                write_json(out / "status.json", {"state": "paused", "epoch": epoch - 1})
+                return load_run(out)
+            done_this_call += 1
+            if _run_epoch(s, epoch):
+                stop_reason = "early_stopping"
+                break
+    except TrainingDivergedError as exc:
+        write_json(out / "status.json", {"state": "failed", "error": str(exc), "epoch": len(s.history)})
+        raise
+    _finish(s, stop_reason)
+    return load_run(out)
+
+
+def _finished_before(cfg: RunConfig, out: Path) -> bool:
+    """True if ``out`` holds this configuration's finished run; an error if it holds another's."""
+    if not (out / "config.yaml").is_file():
+        return False
+    # the progress display does not change a run's result
+    previous = load_config(out / "config.yaml").updated({"progress": "none"})
+    if previous.to_yaml() != cfg.updated({"progress": "none"}).to_yaml():
+        raise PmtrecError(f"{out} holds a run with a different configuration; use another --out or remove it")
+    status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
+    return status.get("state") == "finished"
+
+
+def _setup(cfg: RunConfig, out: Path, resume: bool, dataset: RecDataset | None) -> _Session:
+    """Build everything the configuration names, then write ``config.yaml`` (a bad setting leaves
+    no run behind); without ``resume``, first remove what an earlier run left in ``out``."""
     device = torch.device(cfg.device)
     ds = dataset or dataset_for_config(cfg.data)
     model = build_model(cfg, ds).to(device)
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
+    # --- method.params checked here until configuration loading checks them (pmtrec_lab.config,
+    # pmtrec_lab.mtl); then this block becomes ``method = make_method(...).to(device)``.
     try:
         method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method {cfg.method.name!r} (method.name / method.params): {exc}") from None
-    # written once everything the configuration names was built: a bad setting leaves no run behind
-    if not resume:  # starting over: nothing of an earlier run in this folder may be mistaken for ours
-        for stale in ("best.pt", "last.pt", "metrics.json", "history.json", "status.json"):
-            (out / stale).unlink(missing_ok=True)
-    write_text_atomic(out / "config.yaml", cfg_text)
+    # --- end of the block
     optimizer = make_optimizer(cfg, model)
     recorder = None
     if cfg.diagnostics.enabled:
@@ -199,104 +244,133 @@ def train(
             cfg.diagnostics.cosine_bins,
             cfg.seed,
         )
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": -1, "value": -float("inf"), "valid": {}}
-    bad, start_epoch, global_step = 0, 0, 0
-    if resume and (out / "last.pt").is_file():
-        st = load_checkpoint(out / "last.pt")
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        method.load_state_dict(st["method"])
-        history, best, bad = st["history"], st["best"], st["bad_epochs"]
-        start_epoch, global_step = st["epoch"] + 1, st["step"]
-        if recorder is not None and st.get("diagnostics"):
-            recorder.load_state(st["diagnostics"])
-    main: Task = tasks[0]
-    steps_per_epoch = main.steps_for_epoch()
-    progress = _Progress.make(cfg.progress)
-    write_json(out / "status.json", {"state": "running", "epoch": start_epoch})
-    stop_reason = "max_epochs"
-    if bad >= cfg.eval.patience:
-        stop_reason = "early_stopping"
-    done_this_call = 0
-    try:
-        for epoch in range(start_epoch, cfg.optim.epochs):
-            if stop_reason == "early_stopping":
-                break
-            if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
-                write_json(out / "status.json", {"state": "paused", "epoch": epoch - 1})
-                return load_run(out)
-            done_this_call += 1
-            t0 = time.perf_counter()
-            gen = _epoch_generator(cfg.seed, epoch)
-            ctx_gen = _epoch_generator(cfg.seed, epoch, 1)
-            for t in tasks:
-                t.start_epoch(steps_per_epoch, gen)
-            loss_sum = torch.zeros(len(tasks), dtype=torch.float64)
-            last_beta: float | None = None
-            for _ in progress.steps(steps_per_epoch, epoch):
-                batches = [t.next_batch(gen) for t in tasks]
-                ctx = StepContext(global_step, epoch, steps_per_epoch, names, ctx_gen)
-                optimizer.zero_grad(set_to_none=True)
-                res = train_step(model.encoder, tasks, batches, method, ctx, cfg.optim.l2, device)
-                optimizer.step()
-                if method.needs_losses_after:
-                    method.after_step(_losses_after(model, tasks, batches, device), ctx)
-                loss_sum += res.losses.double().cpu()
-                if "beta" in res.result.diagnostics:
-                    last_beta = float(res.result.diagnostics["beta"])
-                if recorder is not None:
-                    recorder.update(res, epoch)
-                global_step += 1
-            mean_losses = (loss_sum / steps_per_epoch).float()
-            method.on_epoch_end(mean_losses, epoch)
-            if recorder is not None:
-                recorder.end_epoch(epoch)
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                **{f"loss/{n}": float(v) for n, v in zip(names, mean_losses)},
-            }
-            is_eval = (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.optim.epochs - 1
-            if is_eval:
-                vres = evaluate_split(model, ds, cfg, "valid", device)
-                vm = vres.means()
-                record.update({f"valid/{k}": v for k, v in vm.items()})
-                if cfg.eval.metric not in vm:
-                    raise PmtrecError(f"eval.metric {cfg.eval.metric!r} not among {sorted(vm)}")
-                value = vm[cfg.eval.metric]
-                if value > best["value"]:
-                    best = {"epoch": epoch, "value": value, "valid": vm}
-                    bad = 0
-                    save_checkpoint(out / "best.pt", {"model": model.state_dict(), "epoch": epoch})
-                else:
-                    bad += 1
-            if last_beta is not None:
-                record["beta"] = last_beta
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            save_checkpoint(
-                out / "last.pt",
-                _state(model, optimizer, method, epoch, global_step, history, best, bad, recorder),
-            )
-            write_json(out / "history.json", history)
-            if recorder is not None:
-                recorder.save(out / "diagnostics")
-            losses_txt = " ".join(f"{n}={v:.4f}" for n, v in zip(names, mean_losses.tolist()))
-            valid_txt = (
-                f" valid {cfg.eval.metric}={record[f'valid/{cfg.eval.metric}']:.4f}" if is_eval else ""
-            )
-            progress.epoch_line(
-                f"[{cfg.method.name}] epoch {epoch + 1}/{cfg.optim.epochs} {losses_txt}{valid_txt} "
-                f"({record['seconds']:.1f}s)"
-            )
-            if is_eval and bad >= cfg.eval.patience:
-                stop_reason = "early_stopping"
-                break
-    except TrainingDivergedError as exc:
-        write_json(out / "status.json", {"state": "failed", "error": str(exc), "epoch": len(history)})
-        raise
-    _finish(cfg, out, model, ds, device, history, best, stop_reason)
-    return load_run(out)
+    if not resume:  # starting over: nothing of an earlier run in this folder may be mistaken for ours
+        for stale in ("best.pt", "last.pt", "metrics.json", "history.json", "status.json"):
+            (out / stale).unlink(missing_ok=True)
+    write_text_atomic(out / "config.yaml", cfg.to_yaml())
+    return _Session(
+        cfg=cfg,
+        out=out,
+        ds=ds,
+        device=device,
+        model=model,
+        tasks=tasks,
+        names=names,
+        method=method,
+        optimizer=optimizer,
+        recorder=recorder,
+        progress=_Progress.make(cfg.progress),
+        steps_per_epoch=tasks[0].steps_for_epoch(),  # the main task's epoch sets the steps
+    )
+
+
+def _resume(s: _Session) -> None:
+    """Restore the model, optimizer, method, diagnostics and progress from ``last.pt``, if any."""
+    if not (s.out / "last.pt").is_file():
+        return
+    st = load_checkpoint(s.out / "last.pt")
+    s.model.load_state_dict(st["model"])
+    s.optimizer.load_state_dict(st["optimizer"])
+    s.method.load_state_dict(st["method"])
+    s.history, s.best, s.bad = st["history"], st["best"], st["bad_epochs"]
+    s.start_epoch, s.global_step = st["epoch"] + 1, st["step"]
+    if s.recorder is not None and st.get("diagnostics"):
+        s.recorder.load_state(st["diagnostics"])
+
+
+def _run_epoch(s: _Session, epoch: int) -> bool:
+    """Train one epoch, validate when due, checkpoint, report; True if early stopping is due."""
+    cfg = s.cfg
+    t0 = time.perf_counter()
+    mean_losses, last_beta = _train_steps(s, epoch)
+    s.method.on_epoch_end(mean_losses, epoch)
+    if s.recorder is not None:
+        s.recorder.end_epoch(epoch)
+    record: dict[str, Any] = {"epoch": epoch, **{f"loss/{n}": float(v) for n, v in zip(s.names, mean_losses)}}
+    is_eval = (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.optim.epochs - 1
+    if is_eval:
+        record.update({f"valid/{k}": v for k, v in _validate(s, epoch).items()})
+    if last_beta is not None:
+        record["beta"] = last_beta
+    record["seconds"] = time.perf_counter() - t0
+    s.history.append(record)
+    _save_progress(s, epoch)
+    losses_txt = " ".join(f"{n}={v:.4f}" for n, v in zip(s.names, mean_losses.tolist()))
+    valid_txt = f" valid {cfg.eval.metric}={record[f'valid/{cfg.eval.metric}']:.4f}" if is_eval else ""
+    s.progress.epoch_line(
+        f"[{cfg.method.name}] epoch {epoch + 1}/{cfg.optim.epochs} {losses_txt}{valid_txt} "
+        f"({record['seconds']:.1f}s)"
+    )
+    return is_eval and s.bad >= cfg.eval.patience
+
+
+def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
+    """The epoch's steps: (each task's mean loss [K], the method's last beta or None).
+
+    Sampling draws from a generator seeded by (seed, epoch), the method from (seed, epoch, 1), so
+    a resumed run replays exactly what an uninterrupted one would have done.
+    """
+    gen = _epoch_generator(s.cfg.seed, epoch)
+    ctx_gen = _epoch_generator(s.cfg.seed, epoch, 1)
+    for t in s.tasks:
+        t.start_epoch(s.steps_per_epoch, gen)
+    loss_sum = torch.zeros(len(s.tasks), dtype=torch.float64)
+    last_beta: float | None = None
+    for _ in s.progress.steps(s.steps_per_epoch, epoch):
+        batches = [t.next_batch(gen) for t in s.tasks]
+        ctx = StepContext(
+            step=s.global_step,
+            epoch=epoch,
+            steps_per_epoch=s.steps_per_epoch,
+            task_names=s.names,
+            generator=ctx_gen,
+        )
+        s.optimizer.zero_grad(set_to_none=True)
+        res = train_step(s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device)
+        s.optimizer.step()
+        if s.method.needs_losses_after:
+            s.method.after_step(_losses_after(s.model, s.tasks, batches, s.device), ctx)
+        loss_sum += res.losses.double().cpu()
+        if "beta" in res.result.diagnostics:
+            last_beta = float(res.result.diagnostics["beta"])
+        if s.recorder is not None:
+            s.recorder.update(res, epoch)
+        s.global_step += 1
+    return (loss_sum / s.steps_per_epoch).float(), last_beta
+
+
+def _validate(s: _Session, epoch: int) -> dict[str, float]:
+    """Validation metric means; keeps ``best.pt`` and the early-stopping count up to date."""
+    vm = evaluate_split(s.model, s.ds, s.cfg, "valid", s.device).means()
+    metric = s.cfg.eval.metric
+    if metric not in vm:
+        raise PmtrecError(f"eval.metric {metric!r} not among {sorted(vm)}")
+    if vm[metric] > s.best["value"]:
+        s.best = {"epoch": epoch, "value": vm[metric], "valid": vm}
+        s.bad = 0
+        save_checkpoint(s.out / "best.pt", {"model": s.model.state_dict(), "epoch": epoch})
+    else:
+        s.bad += 1
+    return vm
+
+
+def _save_progress(s: _Session, epoch: int) -> None:
+    """``last.pt`` (everything ``_resume`` needs), ``history.json`` and the diagnostics."""
+    state = {
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "method": s.method.state_dict(),
+        "epoch": epoch,
+        "step": s.global_step,
+        "history": s.history,
+        "best": s.best,
+        "bad_epochs": s.bad,
+        "diagnostics": s.recorder.state() if s.recorder is not None else None,
+    }
+    save_checkpoint(s.out / "last.pt", state)
+    write_json(s.out / "history.json", s.history)
+    if s.recorder is not None:
+        s.recorder.save(s.out / "diagnostics")
 
 
 @torch.no_grad()
@@ -308,12 +382,14 @@ def _losses_after(model: Model, tasks: list[Task], batches, device) -> torch.Ten
     return torch.stack([t.loss(zu, zi, lay.local[j], b) for j, (t, b) in enumerate(zip(tasks, batches))])
 
 
-def _finish(cfg, out: Path, model: Model, ds: RecDataset, device, history, best, stop_reason) -> None:
+def _finish(s: _Session, stop_reason: str) -> None:
+    """Test evaluation of the best checkpoint: per-user metrics, groups, ``metrics.json``, finished."""
+    out, history, best = s.out, s.history, s.best
     if (out / "best.pt").is_file():
-        model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
-    tres = evaluate_split(model, ds, cfg, "test", device)
-    src, dst = social_relation(ds)
-    groups = user_groups(ds.split.train, ds.num_users, src, dst)
+        s.model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+    tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device)
+    src, dst = social_relation(s.ds)
+    groups = user_groups(s.ds.split.train, s.ds.num_users, src, dst)
     frame = tres.to_frame().merge(groups, left_on="user", right_index=True, how="left")
     write_parquet(out / "per_user_test.parquet", frame)
     write_json(out / "groups.json", group_metrics(tres, groups))

@@ -1,8 +1,8 @@
 """``AblationExplorer``: switch PMTRec's modules on and off, train a small model, compare.
 
 Controls and how they map onto the run configuration (:func:`config_from_controls`); the
-method is always ``pmtrec`` and its parameters start from ``PMTREC_DEFAULTS`` (merged with the
-base configuration's own PMTRec parameters):
+method is always ``pmtrec`` and its parameters start from its defaults (``resolve_params``, the
+one resolution; merged with the base configuration's own PMTRec parameters):
 
 | control                 | on                                   | off                     |
 | ----------------------- | ------------------------------------ | ----------------------- |
@@ -39,10 +39,14 @@ import pandas as pd
 from IPython.display import display
 
 from pmtrec_lab.config import RunConfig
-from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+from pmtrec_lab.mtl import resolve_params
+from pmtrec_lab.mtl.presets import GMB_ON_RHO
 from pmtrec_lab.train import Run, cached_run
 
 __all__ = ["CONTROL_DEFAULTS", "AblationExplorer", "config_from_controls", "describe_controls"]
+
+#: The parameters ``pmtrec`` runs with when none are given (written once, in ``PMTRecParams``).
+PMTREC_DEFAULTS: Mapping[str, Any] = resolve_params("pmtrec")
 
 #: Control values when nothing is given: every module on, sliders at PMTRec's defaults.
 CONTROL_DEFAULTS: dict[str, Any] = {
@@ -52,7 +56,7 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "gmb": float(PMTREC_DEFAULTS["rho"]) > 0,
     "tau": float(PMTREC_DEFAULTS["tau"]),
     "beta_max": float(PMTREC_DEFAULTS["beta_max"]),
-    "rho": float(PMTREC_DEFAULTS["rho"]) if float(PMTREC_DEFAULTS["rho"]) > 0 else 0.5,
+    "rho": float(PMTREC_DEFAULTS["rho"]) if float(PMTREC_DEFAULTS["rho"]) > 0 else GMB_ON_RHO,
 }
 
 _LABELS = {
@@ -65,10 +69,8 @@ _HEADLINE = ("ndcg@20", "recall@20")
 
 
 def _pmtrec_base_params(base_cfg: RunConfig) -> dict[str, Any]:
-    base = dict(PMTREC_DEFAULTS)
-    if base_cfg.method.name == "pmtrec":
-        base.update(base_cfg.method.params)
-    return base
+    given = base_cfg.method.params if base_cfg.method.name == "pmtrec" else {}
+    return resolve_params("pmtrec", given)
 
 
 def config_from_controls(values: Mapping[str, Any], base_cfg: RunConfig) -> RunConfig:

@@ -1,0 +1,196 @@
+"""The method registry and the package's structure: one owner per parameter.
+
+- a method from a temporary module (and one from another package's entry point) is found by
+  every list that derives from the registry: the grid's baselines, the CLI, the method table;
+- a bad method parameter fails at configuration load, before data is read or a file written;
+- the package's import graph (lazy imports inside functions included) has no cycles;
+- PMTRec's defaults are written in one place.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pmtrec_lab.cli import main as cli_main
+from pmtrec_lab.config import load_config
+from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.mtl import get_entry, make_method, method_names, method_table_markdown, resolve_params
+from pmtrec_lab.mtl.registry import load_plugins
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pmtrec_lab"
+
+TOY_METHOD = '''
+"""A toy weighting method registered from outside the package (test fixture)."""
+from typing import ClassVar
+
+from pydantic import Field
+
+from pmtrec_lab.mtl import register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod
+from pmtrec_lab.mtl.params import MethodParams
+
+
+class ToyParams(MethodParams):
+    scale: float = Field(0.5, gt=0, le=1, description="weight of every auxiliary task")
+
+
+@register
+class Toy(WeightingMethod):
+    """Toy (a test fixture): the main task plus scaled auxiliary tasks."""
+
+    name = "{name}"
+    Params: ClassVar[type[MethodParams]] = ToyParams
+
+    def combine(self, grads, active, side, losses, ctx):
+        w = grads.new_full((grads.shape[0],), self.hparams.scale)
+        w[0] = 1.0
+        return CombineResult(combined=(w[:, None, None] * grads).sum(0), head_weights=w)
+'''
+
+
+@pytest.fixture()
+def toy_method(tmp_path, monkeypatch):
+    """A method module written to a temporary folder and imported, as a user's would be."""
+    (tmp_path / "toy_weighting.py").write_text(TOY_METHOD.replace("{name}", "test-toy"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("toy_weighting")
+    yield "test-toy"
+    sys.modules.pop("toy_weighting", None)
+
+
+def test_toy_method_is_found_everywhere(toy_method, capsys):
+    from pmtrec_lab.compare import GridSpec, baseline_methods
+
+    assert toy_method in method_names()
+    assert toy_method in method_names("baseline") and toy_method not in method_names("pmtrec")
+    assert toy_method in baseline_methods()  # the grid's baselines
+    assert toy_method in GridSpec().methods  # the default grid runs every registered method
+    assert f"| `{toy_method}` | baseline | Toy | scale=0.5 |" in method_table_markdown()
+    assert cli_main(["methods", "--names", "--family", "baseline"]) == 0
+    assert toy_method in capsys.readouterr().out.split()
+    # its typed parameters are validated at configuration load like a built-in's
+    cfg = load_config(overrides=[f"method.name={toy_method}", "method.params.scale=0.25"])
+    assert resolve_params(cfg.method.name, cfg.method.params) == {"scale": 0.25}
+    assert make_method(toy_method, 3, scale=0.25).hparams.scale == 0.25
+    with pytest.raises(ConfigError, match=r"method\.params\.scale: Input should be less than or equal to 1"):
+        load_config(overrides=[f"method.name={toy_method}", "method.params.scale=2.0"])
+
+
+def test_method_from_another_package_entry_point(tmp_path, monkeypatch):
+    """An installed distribution that declares ``[pmtrec_lab.methods]`` is loaded by the registry."""
+    (tmp_path / "toy_plugin.py").write_text(TOY_METHOD.replace("{name}", "test-plugin"))
+    dist = tmp_path / "toy_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pmtrec_lab.methods]\ntoy = toy_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        load_plugins()
+        assert "test-plugin" in method_names("baseline")
+        assert get_entry("test-plugin").cls.__module__ == "toy_plugin"
+    finally:
+        sys.modules.pop("toy_plugin", None)
+
+
+def test_bad_method_parameter_fails_before_data_or_files(tmp_path, capsys):
+    """The CLI rejects ``method.params.tau=-1`` naming the field and its bound; the dataset (here one
+    whose files do not exist) is never read and the run folder never created."""
+    out = tmp_path / "run"
+    argv = [
+        "train", "--out", str(out),
+        "--set", "data.name=ciao", "--set", f"data.data_dir={tmp_path / 'no-such-dir'}",
+        "--set", "method.name=pmtrec",
+    ]  # fmt: skip
+    cases = {
+        "method.params.tau=-1": "method.params.tau: Input should be greater than 0",
+        "method.params.rho=1.5": "method.params.rho: Input should be less than or equal to 1",
+        "method.params.align=1": "method.params.align: Input should be a valid boolean",
+        "method.params.tua=2": "method.params.tua: unknown parameter of method 'pmtrec'",
+    }
+    for override, message in cases.items():
+        assert cli_main([*argv, "--set", override]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "no-such-dir" not in err, err
+        assert not out.exists()
+    assert cli_main([*argv[:-2], "--set", "method.name=pmtrecc"]) == 2
+    assert "method.name: unknown method 'pmtrecc'; known: single-task, ew" in capsys.readouterr().err
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """Package modules that ``path`` imports anywhere (module level or inside a function, where a
+    "lazy" import only hides a cycle), except under ``if TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
+    is_pkg = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                out.add(sub if sub in known else mod)
+    return {m for m in out if m in known and m != name}
+
+
+def test_import_graph_has_no_cycles():
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    known = set(files)
+    graph = {name: _imports(path, name, known) for name, path in files.items()}
+    assert "pmtrec_lab.mtl.pmtrec" in graph["pmtrec_lab.mtl.presets"]  # the parser sees imports
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := dfs(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = dfs(start)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_pmtrec_defaults_are_written_once():
+    """The default values live in ``PMTRecParams``; nothing else in the package spells them out."""
+    defaults = resolve_params("pmtrec")
+    assert defaults["tau"] == 1.0 and defaults["weight_mode"] == "personalized" and defaults["rho"] == 0.0
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        for needle in ('"beta_max": 2.0', '"horizon": 10.0', "PMTREC_DEFAULTS: dict", '"ema_decay": 0.9'):
+            if needle in text:
+                offenders.append(f"{path.relative_to(PACKAGE)}: {needle}")
+    assert not offenders, offenders
+    src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec.py").read_text())
+    assert "beta_max: float = Field(2.0," in src and "horizon: float = Field(10.0," in src
