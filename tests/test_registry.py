@@ -71,7 +71,7 @@ def test_toy_method_is_found_everywhere(toy_method, capsys):
     assert toy_method in method_names("baseline") and toy_method not in method_names("pmtrec")
     assert toy_method in baseline_methods()  # the grid's baselines
     assert toy_method in GridSpec().methods  # the default grid runs every registered method
-    assert f"| `{toy_method}` | baseline | Toy | scale=0.5 |" in method_table_markdown()
+    assert f"| `{toy_method}` | baseline | Toy (a test fixture) | scale=0.5 |" in method_table_markdown()
     assert cli_main(["methods", "--names", "--family", "baseline"]) == 0
     assert toy_method in capsys.readouterr().out.split()
     # its typed parameters are validated at configuration load like a built-in's

@@ -14,12 +14,14 @@ one implementation (``compare.tables_from_runs``) builds both. Test metrics choo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from pmtrec_lab.compare import BASELINES, METRIC, PMTREC_FAMILY, load_results, tables_from_runs
+from pmtrec_lab.compare import METRIC, Executor, SequentialExecutor, load_results, tables_from_runs
+from pmtrec_lab.compare import is_baseline as _registry_is_baseline
 from pmtrec_lab.reports.defaults import notebook_config
 from pmtrec_lab.train import cached_run
 
@@ -42,8 +44,38 @@ DEFAULT_GRID_METHODS: tuple[str, ...] = (
 
 
 def is_baseline(method: str) -> bool:
-    """True for the comparison's baselines (``compare.BASELINES``), False for PMTRec and its ablations."""
-    return method in BASELINES or method not in PMTREC_FAMILY and not method.startswith("pmtrec")
+    """True for the comparison's baselines (registered with family ``"baseline"``), False for PMTRec
+    and its configurations (``compare.is_baseline``)."""
+    return _registry_is_baseline(method)
+
+
+@dataclass(frozen=True)
+class _SmallRun:
+    """One run of the small grid: its notebook parameters and where cached runs live (picklable,
+    so any ``compare`` executor can run it)."""
+
+    params: dict[str, Any]
+    runs_dir: str | None
+
+    def __call__(self) -> dict[str, Any]:
+        run = cached_run(notebook_config(**self.params), self.runs_dir)
+        m = run.metrics
+        return {
+            "dataset": self.params["dataset"],
+            "method": self.params["method"],
+            "seed": int(self.params["seed"]),
+            "run_dir": str(run.path),
+            "best_epoch": m.get("best_epoch"),
+            "epochs_run": m.get("epochs_run"),
+            "seconds": m.get("seconds"),
+            "valid_ndcg@20": m.get("valid", {}).get(METRIC),
+            "test_recall@20": m.get("test", {}).get("recall@20"),
+            "test_ndcg@20": m.get("test", {}).get(METRIC),
+        }
+
+
+def _call(job: _SmallRun) -> dict[str, Any]:
+    return job()
 
 
 def run_small_grid(
@@ -53,44 +85,33 @@ def run_small_grid(
     base_params: Mapping[str, Any] | None = None,
     dataset_params: Mapping[str, Mapping[str, Any]] | None = None,
     runs_dir: str | Path | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse) every (dataset, method, seed) and return one row per run.
 
     ``base_params`` are :func:`pmtrec_lab.reports.defaults.notebook_config` keyword arguments
     shared by all runs (epochs, lr, dim, ...); ``dataset_params[dataset]`` adds per-dataset ones
-    (e.g. ``{"synthetic": {"loader_args": {"num_users": 300, "num_items": 200}}}``). Columns:
-    ``dataset, method, seed, run_dir, best_epoch, epochs_run, seconds, valid_ndcg@20,
+    (e.g. ``{"synthetic": {"loader_args": {"num_users": 300, "num_items": 200}}}``). The runs go
+    through ``executor`` (the comparison grid's interface; default: one after another here).
+    Columns: ``dataset, method, seed, run_dir, best_epoch, epochs_run, seconds, valid_ndcg@20,
     test_recall@20, test_ndcg@20``.
     """
-    rows = []
-    for dataset in datasets:
-        extra = dict((dataset_params or {}).get(dataset, {}))
-        for method in methods:
-            for seed in seeds:
-                params = {
-                    **dict(base_params or {}),
-                    **extra,
-                    "dataset": dataset,
-                    "method": method,
-                    "seed": seed,
-                }
-                run = cached_run(notebook_config(**params), runs_dir)
-                m = run.metrics
-                rows.append(
-                    {
-                        "dataset": dataset,
-                        "method": method,
-                        "seed": int(seed),
-                        "run_dir": str(run.path),
-                        "best_epoch": m.get("best_epoch"),
-                        "epochs_run": m.get("epochs_run"),
-                        "seconds": m.get("seconds"),
-                        "valid_ndcg@20": m.get("valid", {}).get(METRIC),
-                        "test_recall@20": m.get("test", {}).get("recall@20"),
-                        "test_ndcg@20": m.get("test", {}).get(METRIC),
-                    }
-                )
-    return pd.DataFrame(rows)
+    jobs = [
+        _SmallRun(
+            {
+                **dict(base_params or {}),
+                **dict((dataset_params or {}).get(dataset, {})),
+                "dataset": dataset,
+                "method": method,
+                "seed": seed,
+            },
+            None if runs_dir is None else str(runs_dir),
+        )
+        for dataset in datasets
+        for method in methods
+        for seed in seeds
+    ]
+    return pd.DataFrame((executor or SequentialExecutor()).run(_call, jobs))
 
 
 def summarize_grid(runs: pd.DataFrame, pmtrec: str = "pmtrec") -> dict[str, pd.DataFrame]:

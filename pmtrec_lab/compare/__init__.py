@@ -1,0 +1,105 @@
+"""``pmtrec-lab compare``: a resumable grid of methods x datasets x seeds, and its result tables.
+
+Modules, one job each: ``spec`` (the grid and each run's configuration), ``executors`` (how
+units run), ``grid`` (running it), ``layout`` (where runs and tables live, reading them),
+``stats`` (paired per-user tests), ``tables`` (the tables and their Markdown), ``cli``.
+
+Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
+1. every method gets the same budget (MF, dim 64, at most ``epochs`` epochs, patience 5); the
+   learning rate is chosen per (dataset, method) among ``lrs`` on seed 0's validation NDCG@20;
+2. the chosen learning rate is run with the remaining seeds;
+3. tables: mean and standard deviation of test Recall@20 and NDCG@20 per (dataset, method);
+   the strongest baseline per dataset by mean validation NDCG@20; a Wilcoxon signed-rank test of
+   PMTRec against it over per-user test NDCG@20 averaged over seeds; the same by user group.
+4. the ablation table: PMTRec against its named configurations and EW.
+Finished runs are never redone (``train`` returns them); unfinished ones resume from ``last.pt``.
+``--jobs N`` runs the (dataset, method) units in N processes with the same results (an
+``Executor``: ``executors``).
+Test metrics never choose anything.
+
+Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
+``grid.resolved.yaml`` (the grid as run), ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run
+directories), ``summary.csv``, ``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``,
+``significance_groups.csv``, ``ablation.csv``, ``summary.md`` (the tables as Markdown, for the
+README).
+"""
+
+from __future__ import annotations
+
+from pmtrec_lab.compare.cli import add_compare_command
+from pmtrec_lab.compare.executors import (
+    EXECUTORS,
+    Executor,
+    ProcessExecutor,
+    SequentialExecutor,
+    make_executor,
+)
+from pmtrec_lab.compare.grid import UnitJob, run_grid, run_unit
+from pmtrec_lab.compare.layout import (
+    PER_USER_FILE,
+    TABLES,
+    choose_lr,
+    collect,
+    gather_per_user,
+    grid_progress,
+    load_results,
+    run_path,
+)
+from pmtrec_lab.compare.spec import (
+    GROUP_ORDER,
+    METRIC,
+    GridSpec,
+    baseline_methods,
+    is_baseline,
+    load_grid,
+    pmtrec_family,
+    run_config,
+)
+from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
+from pmtrec_lab.compare.tables import (
+    ABLATION_COLUMNS,
+    ablation_table,
+    markdown_tables,
+    method_switches,
+    summarize,
+    tables_from_runs,
+    wide_table,
+)
+
+__all__ = [
+    "ABLATION_COLUMNS",
+    "EXECUTORS",
+    "GROUP_ORDER",
+    "METRIC",
+    "PER_USER_FILE",
+    "TABLES",
+    "Executor",
+    "GridSpec",
+    "ProcessExecutor",
+    "SequentialExecutor",
+    "UnitJob",
+    "ablation_table",
+    "add_compare_command",
+    "baseline_methods",
+    "choose_lr",
+    "collect",
+    "gather_per_user",
+    "grid_progress",
+    "is_baseline",
+    "load_grid",
+    "load_results",
+    "make_executor",
+    "markdown_tables",
+    "method_switches",
+    "paired_test",
+    "paired_users",
+    "per_user_mean",
+    "pmtrec_family",
+    "run_config",
+    "run_grid",
+    "run_path",
+    "run_unit",
+    "summarize",
+    "tables_from_runs",
+    "wide_table",
+]

@@ -1,0 +1,102 @@
+"""Running a grid: every (dataset, method) unit trains seed 0 at each learning rate, then the other
+seeds at the rate seed 0's validation NDCG@20 chose. Finished runs are never redone; an
+unfinished one resumes from its last epoch. Units run through an ``Executor`` (``executors``):
+a unit's runs stay in order, so every executor gives the sequential grid's results.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
+from pmtrec_lab.compare.layout import choose_lr, run_path
+from pmtrec_lab.compare.spec import GridSpec, run_config
+from pmtrec_lab.data import dataset_for_config
+from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.train.run import load_run
+
+__all__ = ["UnitJob", "run_grid", "run_unit"]
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """One grid's units as a picklable callable: ``UnitJob(...)((dataset, method))`` trains that
+    unit's runs and returns how many it trained."""
+
+    spec: GridSpec
+    out: Path
+    data_dir: str | None = None
+
+    def __call__(self, unit: tuple[str, str]) -> int:
+        dataset, method = unit
+        return run_unit(self.spec, self.out, dataset, method, self.data_dir)
+
+
+def run_grid(
+    spec: GridSpec,
+    out: Path,
+    data_dir: str | None = None,
+    max_runs: int | None = None,
+    jobs: int = 1,
+    executor: Executor | str | None = None,
+) -> int:
+    """Run (or resume) every run of the grid; returns the number of runs trained in this call.
+
+    ``executor`` (an ``Executor`` or its name; default: ``process`` when ``jobs > 1``, else
+    ``sequential``) runs the (dataset, method) units; with ``process`` each of the ``jobs``
+    workers has ``torch.get_num_threads() // jobs`` threads (at least one). ``max_runs`` stops
+    after that many trained runs and needs the sequential executor (it counts one process's runs).
+    """
+    if not isinstance(executor, Executor):
+        executor = make_executor(executor, jobs)
+    if max_runs is not None and not isinstance(executor, SequentialExecutor):
+        raise ConfigError("compare: --max-runs counts runs of one process; it cannot be combined with --jobs")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    units = [(dataset, method) for dataset in spec.datasets for method in spec.methods]
+    if max_runs is None:
+        return sum(executor.run(UnitJob(spec, out, data_dir), units))
+    trained = 0
+    for dataset, method in units:
+        trained += run_unit(spec, out, dataset, method, data_dir, max_runs - trained)
+        if trained >= max_runs:
+            break
+    return trained
+
+
+def run_unit(
+    spec: GridSpec, out: Path, dataset: str, method: str, data_dir: str | None, max_runs: int | None = None
+) -> int:
+    """One (dataset, method) of the grid: seed 0 at every learning rate, then the other seeds at
+    the chosen one; finished runs are skipped. Returns the number of runs trained."""
+    from pmtrec_lab.train import train
+
+    trained = 0
+    seed0 = spec.seeds[0]
+    plan = [(lr, seed0) for lr in spec.lrs]
+    for phase in (0, 1):
+        if phase == 1:
+            lr = choose_lr(out, dataset, method, spec)
+            if lr is None:
+                break
+            plan = [(lr, s) for s in spec.seeds if s != seed0]
+        for lr, seed in plan:
+            rd = run_path(out, dataset, method, lr, seed)
+            if (rd / "status.json").is_file() and load_run(rd).finished:
+                continue
+            if max_runs is not None and trained >= max_runs:
+                return trained
+            cfg = run_config(spec, dataset, method, lr, seed, data_dir)
+            t0 = time.perf_counter()
+            train(cfg, rd, dataset=dataset_for_config(cfg.data))
+            trained += 1
+            print(
+                f"[compare] {dataset} {method} lr={lr:g} seed={seed}: {time.perf_counter() - t0:.0f}s",
+                flush=True,
+            )
+    return trained

@@ -1,0 +1,335 @@
+"""The comparison's result tables: summary, learning-rate choice, strongest baseline, significance
+(overall and by user group), PMTRec's ablation, and their Markdown rendering. Pure functions of
+the runs' metrics and per-user files, except ``summarize``, which also writes them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pmtrec_lab.compare.layout import (
+    PER_USER_FILE,
+    choose_lr,
+    collect,
+    gather_per_user,
+    grid_progress,
+    run_path,
+)
+from pmtrec_lab.compare.spec import GROUP_ORDER, GridSpec, pmtrec_family
+from pmtrec_lab.compare.spec import is_baseline as spec_is_baseline
+from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
+from pmtrec_lab.mtl import method_names
+from pmtrec_lab.paths import atomic_path, write_text_atomic
+
+__all__ = [
+    "ABLATION_COLUMNS",
+    "ablation_table",
+    "markdown_tables",
+    "method_switches",
+    "summarize",
+    "tables_from_runs",
+    "wide_table",
+]
+
+def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
+    """Write the result tables (CSV + Markdown) from the finished runs; return them."""
+    runs = collect(out, spec)
+    if runs.empty:
+        return {}
+    chosen = []
+    for (dataset, method), _ in runs.groupby(["dataset", "method"], sort=False):
+        lr = choose_lr(out, dataset, method, spec)
+        if lr is not None:
+            chosen.append({"dataset": dataset, "method": method, "lr": lr})
+    lr_choice = pd.DataFrame(chosen, columns=["dataset", "method", "lr"])
+    sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
+    sel["run_dir"] = [
+        str(run_path(out, d, m, lr, s))
+        for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
+    ]
+    per_user = gather_per_user(out, sel)
+    tables = {
+        "lr_choice": lr_choice,
+        **tables_from_runs(sel, spec.pmtrec, per_user=per_user),
+        "progress": grid_progress(out, spec),
+    }
+    # keep the per-user rows the tests used: PMTRec, its configurations, EW, the strongest baselines
+    used = {(d, spec.pmtrec) for d in sel["dataset"]}
+    used |= set(zip(tables["ablation"]["dataset"], tables["ablation"]["method"]))
+    used |= set(zip(tables["strongest_baseline"]["dataset"], tables["strongest_baseline"]["baseline"]))
+    keep = [(d, m) in used for d, m in zip(per_user["dataset"], per_user["method"])]
+    with atomic_path(out / PER_USER_FILE) as tmp:
+        per_user[keep].to_parquet(tmp, index=False)
+    for name, df in tables.items():
+        write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
+    write_text_atomic(out / "summary.md", markdown_tables(tables))
+    return tables
+
+
+def tables_from_runs(
+    runs: pd.DataFrame,
+    pmtrec: str = "pmtrec",
+    is_baseline: Callable[[str], bool] | None = None,
+    per_user: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The result tables of a set of runs (one row per run; pure: reads per-user files, writes nothing).
+
+    ``runs`` has columns ``dataset, method, seed, valid_ndcg@20, test_recall@20, test_ndcg@20,
+    epochs_run, run_dir`` (``run_dir`` holds ``per_user_test.parquet``) and optionally ``lr``
+    (every row of a (dataset, method) at one learning rate); ``per_user`` (see
+    :func:`gather_per_user`), when given, replaces the run directories' per-user files. Returns:
+
+    - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
+      ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
+    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default: in
+      ``spec.is_baseline``) with the best mean validation NDCG@20;
+    - ``significance``: ``pmtrec`` vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
+      over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means);
+    - ``significance_groups``: the same test within each user group (activity, social);
+    - ``ablation``: per dataset, ``pmtrec``, each of its named configurations and EW that were run,
+      with their switches, test NDCG@20, the relative change against ``pmtrec`` and against EW, and
+      a Wilcoxon test against ``pmtrec`` over per-user test NDCG@20 (see :func:`ablation_table`).
+    """
+    if is_baseline is None:
+        is_baseline = spec_is_baseline
+    aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
+    summary = (
+        runs.groupby(["dataset", "method"], sort=False)
+        .agg(
+            **aggs,
+            seeds=("seed", "count"),
+            valid_ndcg20=("valid_ndcg@20", "mean"),
+            recall20_mean=("test_recall@20", "mean"),
+            recall20_std=("test_recall@20", "std"),
+            ndcg20_mean=("test_ndcg@20", "mean"),
+            ndcg20_std=("test_ndcg@20", "std"),
+            epochs=("epochs_run", "mean"),
+        )
+        .reset_index()
+    )
+    strongest, sig_rows, group_rows = [], [], []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        base = part[part["method"].map(is_baseline).astype(bool)]
+        if base.empty:
+            continue
+        baseline = base.loc[base["valid_ndcg20"].idxmax()]
+        strongest.append(
+            {"dataset": dataset, "baseline": baseline["method"], "valid_ndcg20": baseline["valid_ndcg20"]}
+        )
+        if pmtrec not in set(part["method"]):
+            continue
+        in_dataset = runs[runs["dataset"] == dataset]
+        a = per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
+        b = per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]], per_user)
+        merged = paired_users(a, b)
+        if merged is None:
+            continue
+        seeds = part.set_index("method")["seeds"]
+        sig_rows.append(
+            {
+                "dataset": dataset,
+                "method": pmtrec,
+                "baseline": baseline["method"],
+                "pmtrec_seeds": int(seeds[pmtrec]),
+                "baseline_seeds": int(seeds[baseline["method"]]),
+                **paired_test(merged),
+            }
+        )
+        for col in ("activity", "social"):
+            if f"{col}_a" not in merged:
+                continue
+            groups = dict(list(merged.groupby(f"{col}_a", observed=True)))
+            for level in sorted(groups, key=lambda x: (GROUP_ORDER.get(str(x), len(GROUP_ORDER)), str(x))):
+                g = groups[level]
+                group_rows.append(
+                    {
+                        "dataset": dataset,
+                        "grouping": col,
+                        "group": level,
+                        "baseline": baseline["method"],
+                        **paired_test(g),
+                    }
+                )
+    return {
+        "summary": summary,
+        "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
+        "significance": pd.DataFrame(sig_rows),
+        "significance_groups": pd.DataFrame(group_rows),
+        "ablation": ablation_table(runs, summary, pmtrec, per_user),
+    }
+
+
+ABLATION_COLUMNS = (
+    "dataset method weights align schedule rho seeds ndcg20_mean ndcg20_std "
+    "rel_vs_pmtrec rel_vs_ew mean_diff p_value"
+).split()
+
+
+def method_switches(method: str) -> dict[str, Any]:
+    """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
+    strength), read off the method itself so the table cannot drift from the presets; EW reads as
+    uniform weights with every module off."""
+    from pmtrec_lab.mtl import make_method
+    from pmtrec_lab.mtl.pmtrec import PMTRec
+
+    m = make_method(method, num_tasks=3)
+    if not isinstance(m, PMTRec):
+        return {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
+    weights = "uniform" if math.isinf(m.tau) else m.weight_mode
+    return {"weights": weights, "align": bool(m.align), "schedule": m.schedule, "rho": float(m.rho)}
+
+
+def ablation_table(
+    runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmtrec", per_user: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """PMTRec against its own named configurations and EW, per dataset (Yang et al., 2024,
+    arXiv 2407.21364, ablate the same three modules).
+
+    Columns: ``dataset, method, weights, align, schedule, rho, seeds, ndcg20_mean, ndcg20_std,
+    rel_vs_pmtrec, rel_vs_ew`` (relative change of mean test NDCG@20) and, against ``pmtrec`` over
+    per-user test NDCG@20 averaged over seeds, ``mean_diff, p_value`` (NaN for ``pmtrec`` itself).
+    """
+    family = [pmtrec, *[m for m in pmtrec_family() if m != pmtrec], "ew"]
+    rows = []
+    for dataset, part in summary.groupby("dataset", sort=False):
+        by_method = part.set_index("method")
+        if pmtrec not in by_method.index:
+            continue
+        ref = by_method.loc[pmtrec, "ndcg20_mean"]
+        ew = by_method.loc["ew", "ndcg20_mean"] if "ew" in by_method.index else math.nan
+        in_dataset = runs[runs["dataset"] == dataset]
+        ref_users = per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
+        for method in family:
+            if method not in by_method.index:
+                continue
+            r = by_method.loc[method]
+            test = {"mean_diff": math.nan, "p_value": math.nan}
+            if method != pmtrec:
+                other = per_user_mean(in_dataset[in_dataset["method"] == method], per_user)
+                merged = paired_users(other, ref_users)
+                if merged is not None:
+                    paired = paired_test(merged)
+                    test = {"mean_diff": paired["mean_diff"], "p_value": paired["p_value"]}
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    **method_switches(method),
+                    "seeds": int(r["seeds"]),
+                    "ndcg20_mean": r["ndcg20_mean"],
+                    "ndcg20_std": r["ndcg20_std"],
+                    "rel_vs_pmtrec": r["ndcg20_mean"] / ref - 1.0,
+                    "rel_vs_ew": r["ndcg20_mean"] / ew - 1.0,
+                    **test,
+                }
+            )
+    return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+
+
+def wide_table(summary: pd.DataFrame, metric: str = "ndcg20") -> str:
+    """Markdown: one row per method, one column per dataset, ``mean ± std`` of the test metric
+    (x100); the best mean per dataset in bold; ``(n)`` marks cells with fewer seeds than the most
+    any method of the table has."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    known = {m: i for i, m in enumerate(method_names())}
+    methods = sorted(dict.fromkeys(summary["method"]), key=lambda m: known.get(m, len(known)))
+    full = int(summary["seeds"].max())
+    cell = summary.set_index(["dataset", "method"])
+    best = summary.groupby("dataset")[f"{metric}_mean"].max()
+    lines = ["| method | " + " | ".join(datasets) + " |", "| --- |" + " --- |" * len(datasets)]
+    for m in methods:
+        row = []
+        for d in datasets:
+            if (d, m) not in cell.index:
+                row.append("")
+                continue
+            r = cell.loc[(d, m)]
+            text = _pm(r[f"{metric}_mean"], r[f"{metric}_std"])
+            if r[f"{metric}_mean"] == best[d]:
+                text = f"**{text}**"
+            if int(r["seeds"]) < full:
+                text += f" ({int(r['seeds'])})"
+            row.append(text)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
+    parts = []
+    prog = tables.get("progress")
+    if prog is not None and not prog.empty:
+        done, planned = int(prog["done"].sum()), int(prog["planned"].sum())
+        parts.append(
+            f"Runs finished: {done} of {planned}" + (" (the grid is complete)." if done == planned else ".")
+        )
+        left = prog[prog["pending"] != ""]
+        for dataset, part in left.groupby("dataset", sort=False):
+            items = "; ".join(f"{m}: {p}" for m, p in zip(part["method"], part["pending"]))
+            parts.append(f"Still to run on {dataset}: {items}.")
+        parts.append("")
+    s = tables.get("summary")
+    if s is not None and not s.empty:
+        parts.append("### Test NDCG@20 x100 by dataset (mean ± std over seeds; (n): only n seeds so far)\n")
+        parts.append(wide_table(s))
+        parts.append("")
+        parts.append("### Test metrics (mean ± std over seeds, x100; lr chosen on seed-0 validation)\n")
+        parts.append("| dataset | method | lr | seeds | valid NDCG@20 | Recall@20 | NDCG@20 |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in s.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['method']} | {r['lr']:g} | {r['seeds']} | "
+                f"{100 * r['valid_ndcg20']:.2f} | "
+                f"{_pm(r['recall20_mean'], r['recall20_std'])} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} |"
+            )
+    sig = tables.get("significance")
+    if sig is not None and not sig.empty:
+        parts.append("\n### PMTRec vs the strongest baseline (Wilcoxon over per-user test NDCG@20)\n")
+        parts.append("| dataset | baseline | seeds | PMTRec | baseline | mean diff | p | users |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in sig.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['baseline']} | {r['pmtrec_seeds']} / {r['baseline_seeds']} | "
+                f"{100 * r['pmtrec_ndcg20']:.2f} | {100 * r['baseline_ndcg20']:.2f} | "
+                f"{100 * r['mean_diff']:+.2f} | {r['p_value']:.3g} | {r['n']} |"
+            )
+    g = tables.get("significance_groups")
+    if g is not None and not g.empty:
+        parts.append("\n### By user group\n")
+        parts.append("| dataset | grouping | group | PMTRec | baseline | mean diff | p | users |")
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in g.iterrows():
+            parts.append(
+                f"| {r['dataset']} | {r['grouping']} | {r['group']} | {100 * r['pmtrec_ndcg20']:.2f} | "
+                f"{100 * r['baseline_ndcg20']:.2f} | {100 * r['mean_diff']:+.2f} | "
+                f"{r['p_value']:.3g} | {r['n']} |"
+            )
+    a = tables.get("ablation")
+    if a is not None and not a.empty:
+        parts.append("\n### Ablation: PMTRec's modules (test NDCG@20 x100; Wilcoxon against pmtrec)\n")
+        parts.append(
+            "| dataset | configuration | weights | align | schedule | rho | seeds | NDCG@20 "
+            "| vs pmtrec | vs EW | p vs pmtrec |"
+        )
+        parts.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for _, r in a.iterrows():
+            p = "" if pd.isna(r["p_value"]) else f"{r['p_value']:.3g}"
+            parts.append(
+                f"| {r['dataset']} | {r['method']} | {r['weights']} | {'on' if r['align'] else 'off'} | "
+                f"{r['schedule']} | {r['rho']:g} | {r['seeds']} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} | "
+                f"{_rel(r['rel_vs_pmtrec'])} | {_rel(r['rel_vs_ew'])} | {p} |"
+            )
+    return "\n".join(parts) + "\n"
+
+
+def _rel(x: float) -> str:
+    return "" if pd.isna(x) else f"{100 * x:+.1f}%"
+
+
+def _pm(mean: float, std: float) -> str:
+    s = 0.0 if std is None or (isinstance(std, float) and np.isnan(std)) else std
+    return f"{100 * mean:.2f} ± {100 * s:.2f}"
