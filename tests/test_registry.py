@@ -194,3 +194,41 @@ def test_pmtrec_defaults_are_written_once():
     assert not offenders, offenders
     src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec.py").read_text())
     assert "beta_max: float = Field(2.0," in src and "horizon: float = Field(10.0," in src
+
+
+def _block(text: str, name: str) -> str:
+    start, end = f"<!-- {name}:begin -->\n", f"\n<!-- {name}:end -->"
+    return text[text.index(start) + len(start) : text.index(end)]
+
+
+def test_readme_method_tables_are_the_registry_s():
+    """The README's method and PMTRec parameter tables are generated (``pmtrec-lab methods
+    --markdown`` / ``--params pmtrec``); regenerate them when a method or default changes."""
+    from pmtrec_lab.mtl.registry import params_table_markdown
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert _block(readme, "methods") == method_table_markdown(builtin_only=True)
+    assert _block(readme, "pmtrec-params") == params_table_markdown("pmtrec")
+
+
+def test_contributor_guide_method_example_runs():
+    """The "Add a weighting method" example of docs/contributing.md, executed as written."""
+    import re
+
+    import torch
+
+    from pmtrec_lab.mtl import StepContext
+
+    guide = (PACKAGE.parent / "docs" / "contributing.md").read_text()
+    code = re.search(r"## Add a weighting method.*?```python\n(.*?)```", guide, re.S).group(1)
+    code = code.replace('"my-method"', '"test-guide-method"')
+    namespace: dict = {"__name__": "guide_example"}
+    exec(compile(code, "docs/contributing.md", "exec"), namespace)
+    m = make_method("test-guide-method", 3)
+    assert m.params == {"scale": 0.5} and "test-guide-method" in method_names("baseline")
+    grads = torch.ones(3, 4, 2)
+    ctx = StepContext(step=0, epoch=0, steps_per_epoch=1, task_names=["a", "b", "c"],
+                      generator=torch.Generator())  # fmt: skip
+    active, side = torch.ones(4, 3, dtype=torch.bool), torch.zeros(4, dtype=torch.long)
+    out = m.combine(grads, active, side, torch.ones(3), ctx)
+    torch.testing.assert_close(out.combined, torch.full((4, 2), 2.0))

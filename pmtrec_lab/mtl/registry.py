@@ -251,10 +251,13 @@ def make_method(name: str, num_tasks: int, **params: Any) -> WeightingMethod:
     return method
 
 
-def method_table() -> list[dict[str, str]]:
-    """One row per registered method: name, family, class, what it is, its parameters."""
+def method_table(builtin_only: bool = False) -> list[dict[str, str]]:
+    """One row per registered method: name, family, what it is, its parameters (defaults; for a
+    preset, what it fixes). ``builtin_only``: only the methods this package ships."""
     rows = []
     for e in _ordered():
+        if builtin_only and not e.cls.__module__.startswith("pmtrec_lab."):
+            continue
         resolved = validate_params(e.name, {}).as_dict()
         if e.is_preset:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in e.overrides.items())
@@ -265,10 +268,10 @@ def method_table() -> list[dict[str, str]]:
     return rows
 
 
-def method_table_markdown() -> str:
-    """``method_table`` as a Markdown table (the README's and the contributor guide's)."""
+def method_table_markdown(builtin_only: bool = False) -> str:
+    """``method_table`` as a Markdown table (the README's: ``builtin_only=True``)."""
     lines = ["| method | family | what | parameters (defaults) |", "| --- | --- | --- | --- |"]
-    for r in method_table():
+    for r in method_table(builtin_only):
         lines.append(f"| `{r['name']}` | {r['family']} | {r['summary']} | {r['parameters']} |")
     return "\n".join(lines)
 
