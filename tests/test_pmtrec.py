@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pmtrec_lab.mtl import METHODS, MethodParamsError, StepContext, make_method
+from pmtrec_lab.mtl import METHODS, MethodParamsError, StepContext, make_method, method_names
 from pmtrec_lab.mtl._gram import (
     combine_rows,
     conflict_projection,
@@ -23,16 +23,7 @@ from pmtrec_lab.mtl.pmtrec import PMTRec, PMTRecParams, schedule_beta
 
 PMTREC_DEFAULTS = PMTRecParams().as_dict()
 
-PRESETS = (
-    "pmtrec",
-    "pmtrec-no-personalization",
-    "pmtrec-no-align",
-    "pmtrec-no-schedule",
-    "pmtrec-gmb",
-    "pmtrec-no-gmb",
-    "ew-align",
-    "ew-gmb",
-)
+PRESETS = method_names("pmtrec")  # PMTRec and every registered configuration
 
 
 def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3) -> StepContext:

@@ -173,15 +173,19 @@ ABLATION_COLUMNS = (
 def method_switches(method: str) -> dict[str, Any]:
     """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
     strength), read off the method itself so the table cannot drift from the presets; EW reads as
-    uniform weights with every module off."""
-    from pmtrec_lab.mtl import make_method
+    uniform weights with every module off (``resolve_params``, the one resolution)."""
+    from pmtrec_lab.mtl import get_entry, resolve_params
     from pmtrec_lab.mtl.pmtrec import PMTRec
 
-    m = make_method(method, num_tasks=3)
-    if not isinstance(m, PMTRec):
+    if not issubclass(get_entry(method).cls, PMTRec):
         return {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
-    weights = "uniform" if math.isinf(m.tau) else m.weight_mode
-    return {"weights": weights, "align": bool(m.align), "schedule": m.schedule, "rho": float(m.rho)}
+    p = resolve_params(method)
+    return {
+        "weights": p["weight_mode"],
+        "align": bool(p["align"]),
+        "schedule": p["schedule"],
+        "rho": float(p["rho"]),
+    }
 
 
 def ablation_table(

@@ -10,6 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import yaml
+
 from pmtrec_lab.config import RunConfig
 from pmtrec_lab.paths import cache_dir
 from pmtrec_lab.train.run import Run
@@ -23,8 +25,15 @@ def runs_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def config_key(cfg: RunConfig) -> str:
-    """A short hash of everything that changes a run's result (progress display excluded)."""
-    payload = cfg.updated({"progress": "none"}).to_yaml()
+    """A short hash of everything that changes a run's result (progress display excluded).
+
+    The method's parameters enter resolved (``mtl.resolve_params``: defaults < preset < given), so
+    ``pmtrec`` with no parameters and ``pmtrec`` with its defaults spelled out share one run."""
+    from pmtrec_lab.mtl import resolve_params
+
+    plain = cfg.updated({"progress": "none"}).to_dict()
+    plain["method"]["params"] = resolve_params(cfg.method.name, cfg.method.params)
+    payload = yaml.safe_dump(plain, sort_keys=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
