@@ -441,3 +441,14 @@ def test_mgda_kkt_float32(seed):
     G = random_grads(seed, 6, 300, conflict=True, dtype=torch.float32)
     w, _, _ = mgda_weights(G)
     assert_mgda_kkt(G.double(), w, tol=1e-5)  # the Gramian is computed in float32
+
+
+def test_aligned_mtl_median_of_an_even_rank_is_the_lower_median():
+    """The official code (and torchjd) scales by ``torch.median`` of the singular values squared,
+    which for an even count is the lower of the two middle values, not their mean."""
+    G = random_grads(3, 4, 16)  # rank 4: an even number of eigenvalues
+    s2 = torch.linalg.svdvals(G.double()) ** 2
+    lower = float(torch.median(s2))
+    assert lower == float(torch.sort(s2).values[1]) and lower != float(np.median(s2.numpy()))
+    Am = torch.tensor(aligned_mtl_matrix(G, scale_mode="median")) @ G
+    np.testing.assert_allclose(torch.linalg.eigvalsh(Am @ Am.T), lower, rtol=1e-8)

@@ -51,7 +51,8 @@ def _matrix_from_gram(M: np.ndarray, dtype: torch.dtype, scale_mode: str) -> np.
     if scale_mode == "min":
         s = float(lam.min())
     elif scale_mode == "median":
-        s = float(np.median(lam))
+        # the lower median for an even count, as the official code's torch.median (and torchjd)
+        s = float(np.sort(lam)[(lam.size - 1) // 2])
     else:
         s = float(lam.mean())
     return np.sqrt(s) * (V / np.sqrt(lam)) @ V.T
