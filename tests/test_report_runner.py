@@ -139,6 +139,8 @@ def test_index_json_and_html_summarize_every_notebook(report):
     for name in ("figure", "boom", "plain"):
         assert f'href="{name}.html"' in page and f'href="{name}.ipynb"' in page
     assert 'href="figure.values.json"' in page and "scale" in page
+    # no notebook here recorded a test NDCG@20: the headline says so, index.json has it as None
+    assert index["headline"]["main"] is None and "No notebook of this report recorded" in page
 
 
 def test_plotly_page_references_one_shared_plotly_js(report):
@@ -220,3 +222,12 @@ def test_record_rejects_non_json_values(tmp_path):
     with pytest.raises(ValueError, match="at most"):
         record({"big": np.zeros(5000)}, out_dir=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_effective_pmtrec_params_is_the_registry_resolution():
+    from pmtrec_lab.mtl import resolve_params
+    from pmtrec_lab.reports.headlines import effective_pmtrec_params
+
+    assert effective_pmtrec_params("pmtrec-gmb", {})["rho"] == 0.5  # the preset's override
+    assert effective_pmtrec_params("pmtrec", {"rho": 0.25}) == resolve_params("pmtrec", {"rho": 0.25})
+    assert effective_pmtrec_params("ew", {}) == {}  # no parameters: notebook 04's .get("rho") is None

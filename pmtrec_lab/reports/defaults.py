@@ -3,8 +3,9 @@
 Notebooks 01-04 train (or reuse) ONE configuration through :func:`notebook_config` +
 ``cached_run``: with the same parameters they build the same ``RunConfig``, hence the same
 config-keyed run directory, so the model is trained once and read four times. The defaults are
-sized for a 2-core CPU (MF, dim 64, 15 epochs, lr 3e-3 on ml-100k: about a minute when idle), not for
-paper-grade numbers; ``pmtrec-lab report --set epochs=60`` (or a params file) scales them up.
+sized for a 2-core CPU (MF, dim 64 = ``config.DEFAULT_DIM``, 15 epochs, lr 3e-3 =
+``config.SHORT_RUN_LR`` on ml-100k: about a minute when idle), not for paper-grade numbers;
+``pmtrec-lab report --set epochs=60`` (or a params file) scales them up.
 
 ``progress`` is always ``"auto"`` here: the run cache (``pmtrec_lab.train.cache``) keys runs
 without the progress setting, but ``train`` refuses to reuse a directory whose ``config.yaml``
@@ -17,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.config import DEFAULT_DIM, SHORT_RUN_LR, RunConfig, load_config
 from pmtrec_lab.paths import PROJECT_ROOT
 
 NOTEBOOK_DIR: Path = PROJECT_ROOT / "notebooks"
@@ -37,11 +38,11 @@ NOTEBOOKS: tuple[str, ...] = (
 COMMON_PARAMS: dict[str, Any] = {
     "dataset": "ml-100k",
     "encoder": "mf",
-    "dim": 64,
+    "dim": DEFAULT_DIM,
     "method": "pmtrec",
     "method_params": {},
     "epochs": 15,
-    "lr": 3e-3,
+    "lr": SHORT_RUN_LR,
     "batch_size": 2048,
     "seed": 0,
     "device": "cpu",
@@ -70,11 +71,11 @@ def resolve_notebook(name: str) -> str:
 def notebook_config(
     dataset: str = "ml-100k",
     encoder: str = "mf",
-    dim: int = 64,
+    dim: int = DEFAULT_DIM,
     method: str = "pmtrec",
     method_params: dict[str, Any] | None = None,
     epochs: int = 15,
-    lr: float = 3e-3,
+    lr: float = SHORT_RUN_LR,
     batch_size: int = 2048,
     seed: int = 0,
     device: str = "cpu",

@@ -93,16 +93,12 @@ def conflict_headlines(epochs_table: pd.DataFrame, epoch: int | None = None) -> 
 
 
 def effective_pmtrec_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The hyper-parameters a PMTRec-family method actually runs with (defaults < preset
-    overrides < given ``params``); ``params`` unchanged for other methods."""
-    from pmtrec_lab.mtl import METHODS
-    from pmtrec_lab.mtl.pmtrec import PMTRec
-    from pmtrec_lab.mtl.presets import PMTREC_DEFAULTS
+    """The hyper-parameters ``method`` actually runs with: defaults < preset overrides < given
+    ``params``, validated (:func:`pmtrec_lab.mtl.resolve_params`, the one resolution the run
+    cache, the explorer and the comparison tables use too)."""
+    from pmtrec_lab.mtl import resolve_params
 
-    cls = METHODS.get(method)
-    if cls is None or not issubclass(cls, PMTRec):
-        return dict(params)
-    return {**PMTREC_DEFAULTS, **getattr(cls, "overrides", {}), **params}
+    return resolve_params(method, params)
 
 
 def magnitude_headlines(

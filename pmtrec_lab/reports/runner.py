@@ -6,8 +6,11 @@
     <name>.html           the page (nbconvert "lab" template)
     <name>.values.json    headline values the notebook recorded with pmtrec_lab.reports.record
     plotly.min.js         ONE shared copy of plotly.js for every page (only if a page has figures)
-    index.html            one row per notebook: title, status, error, duration, parameters, values
-    index.json            the same data, for scripts and tests
+    index.html            the page a person reads: headline (test NDCG@20 of the main run, beside
+                          it single-task and EW where the report trains them), an overview
+                          row per notebook, then each notebook's values, rounded, in small tables
+                          (pmtrec_lab.reports.index_html)
+    index.json            the same data with exact values (and the headline), for scripts and tests
 
 Kernel environment. Each kernel starts with the runner's environment (jupyter_client copies
 ``os.environ`` when no ``env`` is given) plus ``PLOTLY_RENDERER=notebook`` (plotly >= 6.1 would
@@ -40,7 +43,6 @@ and the remaining notebooks still run. ``ReportResult.ok`` is False when any not
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -55,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from pmtrec_lab.paths import atomic_path
+from pmtrec_lab.reports.index_html import headline, render_index
 from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, write_report_text
 
 log = logging.getLogger(__name__)
@@ -443,98 +446,27 @@ def run_report(
 # index
 
 
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)
-    return str(value)
-
-
-def _definition_list(items: Mapping[str, Any]) -> str:
-    if not items:
-        return '<span class="muted">none</span>'
-    rows = "".join(
-        f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(_fmt_value(v))}</dd>" for k, v in items.items()
-    )
-    return f"<dl>{rows}</dl>"
-
-
-_INDEX_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #222; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #ddd; padding: .5rem .6rem; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; }
-.ok { color: #137333; font-weight: 600; }
-.failed { color: #b00020; font-weight: 600; }
-.error { color: #b00020; white-space: pre-wrap; font-family: monospace; font-size: .85em; margin: .3rem 0 0; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .1rem .8rem; margin: 0; }
-dt { font-family: monospace; color: #555; }
-dd { margin: 0; font-family: monospace; }
-.muted { color: #888; }
-"""
-
-
 def write_index(
     entries: Sequence[ReportEntry], out_dir: Path, ok: bool, title: str = "pmtrec-lab report"
 ) -> tuple[Path, Path]:
-    """Write ``index.json`` and ``index.html`` (both atomically) summarizing ``entries``."""
+    """Write ``index.json`` and ``index.html`` (both atomically) summarizing ``entries``.
+
+    ``index.json`` holds every entry as recorded (exact values) plus ``headline``: the raw
+    numbers the page's headline shows (:func:`pmtrec_lab.reports.index_html.headline`, None when
+    no notebook recorded a main run). ``index.html`` is rendered from the same data
+    (:func:`pmtrec_lab.reports.index_html.render_index`), rounded for reading.
+    """
     generated = datetime.now(UTC).isoformat(timespec="seconds")
-    data = {"title": title, "generated_at": generated, "ok": ok, "entries": [e.to_dict() for e in entries]}
+    records = [e.to_dict() for e in entries]
+    data = {
+        "title": title,
+        "generated_at": generated,
+        "ok": ok,
+        "entries": records,
+        "headline": headline(records),
+    }
     index_json = out_dir / "index.json"
     write_report_text(index_json, json.dumps(data, indent=2, default=str) + "\n")
-
-    rows = []
-    for e in entries:
-        status = f'<span class="{"ok" if e.ok else "failed"}">{"ok" if e.ok else "failed"}</span>'
-        if e.error:
-            err = e.error if len(e.error) <= 2000 else e.error[:2000] + " …"
-            status += f'<div class="error">{html.escape(err)}</div>'
-        links = " · ".join(
-            f'<a href="{html.escape(f)}">{label}</a>'
-            for f, label in ((e.html, "page"), (e.ipynb, "notebook"), (e.values_json, "values"))
-            if f
-        )
-        name_cell = (
-            f'<a href="{html.escape(e.html)}">{html.escape(e.title)}</a>' if e.html else html.escape(e.title)
-        )
-        rows.append(
-            "<tr>"
-            f'<td>{name_cell}<div class="muted">{html.escape(e.name)}</div></td>'
-            f"<td>{status}</td>"
-            f"<td>{e.duration_s:.1f} s</td>"
-            f"<td>{_definition_list(e.parameters)}</td>"
-            f"<td>{_definition_list(e.values)}</td>"
-            f"<td>{links or '<span class=muted>none</span>'}</td>"
-            "</tr>"
-        )
-    n_failed = sum(not e.ok for e in entries)
-    summary = (
-        f'<span class="ok">all {len(entries)} notebooks ok</span>'
-        if ok
-        else f'<span class="failed">{n_failed} of {len(entries)} notebooks failed</span>'
-    )
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1.0">
-<title>{html.escape(title)}</title>
-<style>{_INDEX_CSS}</style>
-</head>
-<body>
-<h1>{html.escape(title)}</h1>
-<p>{summary} · generated {html.escape(generated)} · data: <a href="index.json">index.json</a></p>
-<table>
-<thead><tr><th>Notebook</th><th>Status</th><th>Duration</th><th>Parameters</th><th>Recorded values</th>
-<th>Files</th></tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody>
-</table>
-</body>
-</html>
-"""
     index_html = out_dir / "index.html"
-    write_report_text(index_html, page)
+    write_report_text(index_html, render_index(data))
     return index_json, index_html
