@@ -21,15 +21,13 @@ known.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeVar
 
 from pmtrec_lab.encoders.base import Encoder, EncoderOptions
+from pmtrec_lab.plugins import import_public_modules, load_entry_points
 
 if TYPE_CHECKING:
     from pmtrec_lab.data.types import RecDataset
@@ -89,16 +87,8 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    # the package's folders (the package is imported before any of its modules): every public module
-    package_path = sys.modules[__package__].__path__
-    for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
-        if not info.name.startswith("_") and info.name not in _NOT_ENCODER_MODULES:
-            importlib.import_module(f"{__package__}.{info.name}")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plug-in must not take the built-ins down
-            log.warning("encoder plug-in %s (%s) failed to load: %s", ep.name, ep.value, exc)
+    import_public_modules(__package__, skip=_NOT_ENCODER_MODULES)
+    load_entry_points(entry_points(group=ENTRY_POINT_GROUP), "encoder", log)
 
 
 def encoder_names() -> tuple[str, ...]:

@@ -20,10 +20,7 @@ method is known.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -31,6 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from pmtrec_lab.mtl.params import MethodParams, MethodParamsError
+from pmtrec_lab.plugins import import_public_modules, load_entry_points
 
 if TYPE_CHECKING:
     from pmtrec_lab.mtl.base import WeightingMethod
@@ -151,22 +149,14 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    # the package's folders (the package is imported before any of its modules): every public module
-    package_path = sys.modules[__package__].__path__
-    for info in sorted(pkgutil.iter_modules(package_path), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{info.name}")
+    import_public_modules(__package__)
     load_plugins()
 
 
 def load_plugins() -> None:
     """Import every entry point of the group ``pmtrec_lab.methods`` (again: newly installed
     packages are found; those already registered are left as they are)."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plug-in must not take the built-ins down
-            log.warning("method plug-in %s (%s) failed to load: %s", ep.name, ep.value, exc)
+    load_entry_points(entry_points(group=ENTRY_POINT_GROUP), "method", log)
 
 
 class _MethodClasses(Mapping[str, "type[WeightingMethod]"]):
