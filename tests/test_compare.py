@@ -15,6 +15,7 @@ from pmtrec_lab.compare import (
     run_grid,
     run_path,
     summarize,
+    tables_from_runs,
 )
 from pmtrec_lab.train import load_run
 
@@ -158,3 +159,23 @@ def test_tables_rebuild_from_the_committed_per_user_file(grid, tmp_path):
     # without it the tests cannot be made, and the tables say so by being empty
     (clone / "per_user_ndcg.parquet").unlink()
     assert summarize(clone, spec)["significance"].empty
+
+
+def test_grid_variant_labels_are_never_the_strongest_baseline():
+    """The comparison picks its strongest baseline among the registered baselines only, as before
+    the package split: a grid variant's label (here one better on validation) is not a candidate."""
+    rows = [
+        {
+            "dataset": "d",
+            "method": m,
+            "seed": 0,
+            "valid_ndcg@20": v,
+            "test_recall@20": v,
+            "test_ndcg@20": v,
+            "epochs_run": 1,
+            "run_dir": "/nonexistent",
+        }
+        for m, v in [("ew", 0.10), ("ew-lr-sweep", 0.20), ("pmtrec", 0.15)]
+    ]
+    strongest = tables_from_runs(pd.DataFrame(rows))["strongest_baseline"]
+    assert strongest["baseline"].tolist() == ["ew"]

@@ -15,6 +15,7 @@ from pmtrec_lab.paths import write_text_atomic
 
 __all__ = ["add_compare_command"]
 
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Run the grid (unless ``--tables-only``), then write and print its tables."""
     spec = load_grid(args.grid)

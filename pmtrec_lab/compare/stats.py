@@ -13,8 +13,9 @@ from pmtrec_lab.eval.significance import wilcoxon_paired
 
 __all__ = ["paired_test", "paired_users", "per_user_mean"]
 
+
 def paired_users(a: pd.DataFrame | None, b: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The users of both per-user tables (:func:`_per_user_mean`), columns suffixed ``_a`` / ``_b``;
+    """The users of both per-user tables (:func:`per_user_mean`), columns suffixed ``_a`` / ``_b``;
     None when either table is missing or they share no user."""
     if a is None or b is None:
         return None

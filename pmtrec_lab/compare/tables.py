@@ -20,8 +20,7 @@ from pmtrec_lab.compare.layout import (
     grid_progress,
     run_path,
 )
-from pmtrec_lab.compare.spec import GROUP_ORDER, GridSpec, pmtrec_family
-from pmtrec_lab.compare.spec import is_baseline as spec_is_baseline
+from pmtrec_lab.compare.spec import GROUP_ORDER, GridSpec, baseline_methods, pmtrec_family
 from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
 from pmtrec_lab.mtl import method_names
 from pmtrec_lab.paths import atomic_path, write_text_atomic
@@ -35,6 +34,7 @@ __all__ = [
     "tables_from_runs",
     "wide_table",
 ]
+
 
 def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     """Write the result tables (CSV + Markdown) from the finished runs; return them."""
@@ -86,8 +86,9 @@ def tables_from_runs(
 
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
       ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
-    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default: in
-      ``spec.is_baseline``) with the best mean validation NDCG@20;
+    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default: a registered
+      baseline, :func:`baseline_methods`, so a grid variant's label is never one) with the best
+      mean validation NDCG@20;
     - ``significance``: ``pmtrec`` vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
       over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means);
     - ``significance_groups``: the same test within each user group (activity, social);
@@ -96,7 +97,7 @@ def tables_from_runs(
       a Wilcoxon test against ``pmtrec`` over per-user test NDCG@20 (see :func:`ablation_table`).
     """
     if is_baseline is None:
-        is_baseline = spec_is_baseline
+        is_baseline = frozenset(baseline_methods()).__contains__
     aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
     summary = (
         runs.groupby(["dataset", "method"], sort=False)
