@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 
 from pmtrec_lab.errors import PmtrecError
@@ -90,6 +92,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pmtrec-lab", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     ds = sub.add_parser("datasets", help="list datasets or show their statistics")
@@ -149,12 +152,42 @@ _EXTRA_COMMANDS = [_register_compare, _register_report]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure a user can meet ends in one line on stderr naming the file
+    or setting and what to do (exit 2; 1 for an unexpected error, 130 when interrupted).
+    ``--debug`` (or ``PMTREC_DEBUG=1``) shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("PMTREC_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (PmtrecError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        message, code = describe_error(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted (a run resumes from its last finished epoch when rerun)", file=sys.stderr)
+        return 130
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """The one line (without ``error:``) and exit code the CLI gives for ``exc``."""
+    if isinstance(exc, PmtrecError | ValueError):
+        return str(exc), 2
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else "a file"
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, PermissionError):
+            return f"{where}: permission denied; check its permissions or choose another path", 2
+        if isinstance(exc, FileNotFoundError):
+            return f"{where}: not found" if exc.filename is not None else (str(exc) or "file not found"), 2
+        if exc.errno == errno.ENOSPC:
+            return f"{where}: no space left on the device; free some space and rerun", 2
+        return f"{where}: {what}", 2
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected {type(exc).__name__}: {detail} (rerun with --debug for the traceback)", 1
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ class EvalConfig(_Strict):
 
 class DiagnosticsConfig(_Strict):
     enabled: bool = True
-    #: epochs at which per-entity task weights are stored; None: 0, 1, 2, 4, 8, ... and the last
+    #: epochs (counted from 1, as everywhere) at which per-entity task weights are stored;
+    #: None: 1, 2, 3, 5, 9, ... and the last
     weight_epochs: list[int] | None = None
     max_entities: int = Field(default=5000, ge=1)  # per side; beyond it a seeded cohort
     cosine_bins: int = Field(default=40, ge=4)
@@ -174,6 +175,49 @@ class RunConfig(_Strict):
     seed: int = 0
     device: str = "cpu"
     progress: Literal["auto", "bar", "log", "none"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _torch_device(cls, v: str) -> str:
+        import torch  # here: configuration loading needs torch only for this check
+
+        try:
+            torch.device(v)
+        except RuntimeError:
+            raise ConfigError(f"device: {v!r} is not a torch device; e.g. cpu, cuda, cuda:1") from None
+        return v
+
+    @model_validator(mode="after")
+    def _settings_agree(self) -> RunConfig:
+        """Checks across sections, at load, so that no setting fails only inside the epoch loop:
+        the dataset is registered, ``tasks.include`` names its tasks, ``eval.metric`` is one the
+        evaluation computes for ``eval.ks``, ``diagnostics.weight_epochs`` lie in the run."""
+        from pmtrec_lab.data.registry import get_spec
+        from pmtrec_lab.eval.metrics import metric_keys
+
+        try:
+            spec = get_spec(self.data.name)
+        except ValueError as exc:
+            raise ConfigError(f"data.name: {exc}") from None
+        defaults = sorted(t.name for t in spec.tasks)
+        unknown = [n for n in self.tasks.include or [] if n not in defaults]
+        if unknown:
+            raise ConfigError(
+                f"tasks.include: unknown task(s) {unknown} for dataset {spec.name!r}; available: {defaults}"
+            )
+        known = metric_keys(self.eval.ks)
+        if self.eval.metric not in known:
+            raise ConfigError(
+                f"eval.metric: {self.eval.metric!r} is not computed with eval.ks={self.eval.ks}; "
+                f"choose one of {', '.join(known)} or add its cutoff to eval.ks"
+            )
+        outside = [e for e in self.diagnostics.weight_epochs or [] if not 1 <= e <= self.optim.epochs]
+        if outside:
+            raise ConfigError(
+                f"diagnostics.weight_epochs: {outside} outside 1..optim.epochs={self.optim.epochs} "
+                "(epochs are counted from 1)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sparse_needs_mf(self) -> RunConfig:

@@ -100,7 +100,7 @@ def test_a_toy_encoder_from_its_own_module_trains_through_the_config(registry, t
     assert type(model.encoder).__name__ == "ToyEncoder" and model.encoder.out_dim == 16
     run = train(cfg, tmp_path / "run", dataset=ds)
     assert run.finished and run.metrics["epochs_run"] == 1
-    assert run.metrics["best_epoch"] == 0 and "ndcg@20" in run.metrics["test"]
+    assert run.metrics["best_epoch"] == 1 and "ndcg@20" in run.metrics["test"]  # counted from 1
 
 
 def test_a_bad_encoder_name_lists_the_known_ones(registry, ds):

@@ -15,6 +15,7 @@ from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.mtl import StepContext, make_method
 from pmtrec_lab.train import build_model, train
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
+from pmtrec_lab.train.run import load_checkpoint
 from pmtrec_lab.train.step import layout_step, train_step
 from tests.helpers import tiny_synthetic
 from tests.test_training import small_cfg
@@ -129,8 +130,8 @@ def test_sparse_training_is_deterministic_and_differs_from_dense(ds, tmp_path):
     b = train(sparse_cfg(), tmp_path / "b", dataset=ds)
     assert a.finished and a.metrics["test"] == b.metrics["test"]
     assert a.history["loss/rec"].tolist() == b.history["loss/rec"].tolist()
-    ma = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    mb = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
+    ma = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    mb = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
     dense = train(small_cfg(), tmp_path / "dense", dataset=ds)
     assert dense.history["loss/rec"].tolist() != a.history["loss/rec"].tolist()
@@ -144,7 +145,7 @@ def test_sparse_resume_gives_the_uninterrupted_result(ds, tmp_path, method):
     full = train(cfg, tmp_path / "full", dataset=ds)
     part = train(cfg, tmp_path / "part", dataset=ds, max_epochs_this_call=2)
     assert part.status["state"] == "paused" and len(part.history) == 2
-    ckpt = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "part" / "last.pt")
     opt_state = ckpt["optimizer"]
     assert set(opt_state) == {"sparse", "dense"}
     assert len(opt_state["sparse"]["state"]) == 2 and opt_state["dense"]["state"]
@@ -153,8 +154,8 @@ def test_sparse_resume_gives_the_uninterrupted_result(ds, tmp_path, method):
     assert resumed.metrics["test"] == full.metrics["test"]
     assert resumed.history["valid/ndcg@20"].tolist() == full.history["valid/ndcg@20"].tolist()
     assert resumed.history["loss/rec"].tolist() == full.history["loss/rec"].tolist()
-    sf = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
-    sr = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
+    sf = load_checkpoint(tmp_path / "full" / "last.pt")
+    sr = load_checkpoint(tmp_path / "part" / "last.pt")
     assert all(torch.equal(sf["model"][k], sr["model"][k]) for k in sf["model"])
     for part_name in ("sparse", "dense"):
         for pid, st in sf["optimizer"][part_name]["state"].items():

@@ -122,7 +122,8 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
 
 
 def test_button_click_reports_errors_in_the_panel(base_cfg, tmp_path):
-    bad = base_cfg.updated({"data": {"name": "no-such-dataset"}})
+    # a configuration that loads but fails in training: the dataset's files are not there
+    bad = base_cfg.updated({"data": {"name": "ciao", "data_dir": str(tmp_path / "no-data")}})
     ex = AblationExplorer(bad, runs_dir=tmp_path, show_figures=False)
     ex.train_button.click()  # the button's handler catches and shows the error
     assert "Training failed" in ex.status.value

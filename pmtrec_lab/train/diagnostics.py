@@ -31,12 +31,14 @@ SIDES = ("user", "item")
 
 
 def default_weight_epochs(epochs: int) -> list[int]:
-    out, e = [0], 1
+    """Epochs (counted from 1) whose per-entity weights are stored: 1, 2, 3, 5, 9, 17, ... (one
+    after each power of two) and the last, so early changes and the end are both seen."""
+    out, e = [1], 1
     while e < epochs:
-        out.append(e)
+        out.append(e + 1)
         e *= 2
-    if epochs - 1 not in out:
-        out.append(epochs - 1)
+    if epochs not in out:
+        out.append(epochs)
     return out
 
 

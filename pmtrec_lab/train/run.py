@@ -1,31 +1,59 @@
 """Run directories: what a training run writes, and one function to load it back.
 
 Layout of ``<run>/``:
-- ``config.yaml``: the resolved configuration;
-- ``status.json``: ``{"state": "running" | "finished" | "failed", "error": ..., "epoch": ...}``;
+- ``config.yaml``: the resolved configuration (written first, before the dataset is built);
+- ``status.json``: the run's mark and progress, kept current while it trains:
+  ``{"tool": "pmtrec-lab", "schema": 2, "state": "running" | "paused" | "finished" | "failed",
+  "epoch", "best_epoch", "best_value", "metric", "error", "data_fingerprint", "pid", "host",
+  "updated"}``. ``tool`` marks the folder as a run folder: ``train`` refuses a non-empty folder
+  without the mark (or the shape of a run folder from before it, ``LEGACY_SCHEMA``);
+- ``.lock``: held (``flock``) by the process that trains, for the run's life;
 - ``history.json``: one record per epoch (losses per task, validation metrics when evaluated,
   seconds);
-- ``metrics.json``: ``{"best_epoch", "valid": {"ndcg@20": ...}, "test": {"recall@10": ...}, ...}``;
+- ``metrics.json``: ``{"schema": 2, "best_epoch", "valid": {"ndcg@20": ...}, "test": {...}, ...}``;
 - ``per_user_test.parquet``: per-user test metrics with the user's groups;
 - ``groups.json``: test metrics by user group (activity thirds; with/without social links);
-- ``best.pt`` / ``last.pt``: checkpoints (best validation epoch / last finished epoch);
+- ``best.pt`` / ``last.pt``: checkpoints (best validation epoch / last finished epoch), read
+  with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted file
+  cannot run code;
 - ``diagnostics/``: see ``pmtrec_lab.train.diagnostics``.
-Every file is written atomically (temporary file, then rename).
+
+**Epochs are counted from 1** in every file and message (``history.json``'s ``epoch``,
+``best_epoch``, ``status.json``'s ``epoch`` = the last finished epoch, 0 before the first, the
+diagnostics tables, the log's ``epoch 3/20``). Files from before schema 2 counted from 0 and are
+converted when loaded (``load_run``).
+
+Every file is written atomically (temporary file, then rename), with the umask's permissions.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.errors import PmtrecError
 from pmtrec_lab.paths import atomic_path, write_text_atomic
+
+#: the name ``status.json`` carries as its mark
+TOOL = "pmtrec-lab"
+#: version of the run folder's files (status.json, metrics.json, checkpoints); 2: epochs from 1
+RUN_SCHEMA = 2
+#: what a run folder without a ``schema`` is read as (0-based epochs)
+LEGACY_SCHEMA = 1
+#: the checkpoint container's ``format`` key
+CHECKPOINT_FORMAT = "pmtrec-lab-checkpoint/2"
 
 
 def _clean(obj: Any) -> Any:
@@ -47,16 +75,141 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A run file's JSON; a :class:`RunFileError` naming the file when it is not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFileError(path, f"is not valid JSON ({exc})") from None
+
+
+class RunFileError(PmtrecError):
+    """A file of a run folder is unreadable or not what pmtrec-lab writes there."""
+
+    def __init__(self, path: str | Path, problem: str, hint: str | None = None):
+        self.path = Path(path)
+        hint = hint or "rerun the training with --restart to start over, or use another --out"
+        super().__init__(f"{self.path} {problem}; {hint}")
+
+
+# --- checkpoints: tensors and plain containers, so ``torch.load(weights_only=True)`` reads them
+# (the diagnostics state holds DataFrames and numpy arrays: encoded here as tensors and lists).
+_FRAME, _ARRAY = "__pmtrec_frame__", "__pmtrec_ndarray__"
+
+
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, pd.DataFrame):
+        cols = {str(c): _encode(obj[c].to_numpy()) for c in obj.columns}
+        return {_FRAME: list(cols), "data": list(cols.values())}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "biuf":
+            return {_ARRAY: torch.from_numpy(obj.copy())}
+        return {_ARRAY: [_encode(v) for v in obj.tolist()]}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_encode(v) for v in obj)
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if _FRAME in obj:
+            return pd.DataFrame({c: _decode(v) for c, v in zip(obj[_FRAME], obj["data"])})
+        if _ARRAY in obj:
+            v = obj[_ARRAY]
+            if isinstance(v, torch.Tensor):
+                return v.numpy()
+            return np.array([_decode(x) for x in v], dtype=object)
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_decode(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    """Write ``state`` so that :func:`load_checkpoint` reads it without unpickling code."""
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, "state": _encode(state)}, tmp)
+    except RuntimeError as exc:  # torch's writer reports a short write as "unexpected pos ..."
+        raise RunFileError(
+            path,
+            f"could not be written ({exc}); is the disk full?",
+            hint="free some space and rerun: the run resumes from its last finished epoch",
+        ) from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``.
+
+    A file that is damaged, crafted to run code, or from an older pmtrec-lab (schema 1 pickled
+    DataFrames) raises a :class:`RunFileError` naming it, instead of running anything."""
+    path = Path(path)
+    try:
+        box = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFileError(path, f"is unreadable or not a pmtrec-lab checkpoint ({first[:200]})") from None
+    if not isinstance(box, dict) or box.get("format") != CHECKPOINT_FORMAT:
+        raise RunFileError(path, f"is not a pmtrec-lab checkpoint of format {CHECKPOINT_FORMAT!r}")
+    return _decode(box["state"])
+
+
+def make_status(state: str, **fields: Any) -> dict[str, Any]:
+    """``status.json``'s content: the mark, the state, ``fields``, and who wrote it when."""
+    return {
+        "tool": TOOL,
+        "schema": RUN_SCHEMA,
+        "state": state,
+        **fields,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_schema(status: dict[str, Any]) -> int:
+    """The schema of a run folder's files, from its ``status.json`` (``LEGACY_SCHEMA`` if unmarked)."""
+    return int(status.get("schema", LEGACY_SCHEMA)) if status.get("tool") == TOOL else LEGACY_SCHEMA
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True if ``path`` holds a pmtrec-lab run: a marked ``status.json``, or the shape of a run
+    from before the mark (``config.yaml`` beside a ``status.json`` with a ``state``)."""
+    p = Path(path)
+    status_file = p / "status.json"
+    if not status_file.is_file():
+        return False
+    try:
+        status = json.loads(status_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    if not isinstance(status, dict):
+        return False
+    if status.get("tool") == TOOL:
+        return True
+    return "state" in status and (p / "config.yaml").is_file()
+
+
+def upgrade_metrics(metrics: dict[str, Any], schema: int) -> dict[str, Any]:
+    """``metrics.json`` in the current schema: schema 1 counted ``best_epoch`` from 0."""
+    if not metrics or metrics.get("schema", schema) >= RUN_SCHEMA:
+        return metrics
+    out = dict(metrics)
+    be = out.get("best_epoch")
+    if isinstance(be, int) and be >= 0:
+        out["best_epoch"] = be + 1
+    elif isinstance(be, int):
+        out["best_epoch"] = None  # -1 before: no evaluated epoch
+    out["schema"] = RUN_SCHEMA
+    return out
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
@@ -84,26 +237,59 @@ class Run:
         return load_diagnostics(self.path)
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise RunFileError(path, f"is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+
+
 def load_diagnostics(run_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """The run's diagnostics tables: ``epochs``, ``cosine_hist``, ``entity_weights`` (empty if absent)."""
-    d = Path(run_dir) / "diagnostics"
+    """The run's diagnostics tables: ``epochs``, ``cosine_hist``, ``entity_weights`` (empty if
+    absent), with epochs counted from 1 (a run of schema 1 is converted)."""
+    run_dir = Path(run_dir)
+    status_file = run_dir / "status.json"
+    status = read_json(status_file) if status_file.is_file() else {}
+    shift = 1 if run_schema(status if isinstance(status, dict) else {}) < RUN_SCHEMA else 0
+    d = run_dir / "diagnostics"
     out = {}
     for name in ("epochs", "cosine_hist", "entity_weights"):
         p = d / f"{name}.parquet"
-        out[name] = pd.read_parquet(p) if p.is_file() else pd.DataFrame()
+        df = _read_parquet(p) if p.is_file() else pd.DataFrame()
+        if shift and "epoch" in df.columns:
+            df["epoch"] = df["epoch"] + shift
+        out[name] = df
     return out
 
 
+def _json_file(path: Path, kind: type, default: Any) -> Any:
+    if not path.is_file():
+        return default
+    value = read_json(path)
+    if not isinstance(value, kind):
+        raise RunFileError(path, f"holds a {type(value).__name__}, expected a JSON {kind.__name__}")
+    return value
+
+
 def load_run(run_dir: str | Path) -> Run:
-    """Load a run directory written by ``pmtrec_lab.train.train``."""
+    """Load a run directory written by ``pmtrec_lab.train.train``; files of an older schema are
+    converted (epochs counted from 1). A damaged file raises a :class:`RunFileError` naming it."""
     p = Path(run_dir)
     if not (p / "config.yaml").is_file():
         raise FileNotFoundError(f"{p} is not a run directory (no config.yaml)")
     cfg = load_config(p / "config.yaml")
-    status = read_json(p / "status.json") if (p / "status.json").is_file() else {}
-    hist = pd.DataFrame(read_json(p / "history.json")) if (p / "history.json").is_file() else pd.DataFrame()
-    metrics = read_json(p / "metrics.json") if (p / "metrics.json").is_file() else {}
+    status = _json_file(p / "status.json", dict, {})
+    schema = run_schema(status)
+    records = _json_file(p / "history.json", list, [])
+    hist = pd.DataFrame(records)
+    if schema < RUN_SCHEMA and "epoch" in hist.columns:
+        hist["epoch"] = hist["epoch"] + 1
+    metrics = upgrade_metrics(_json_file(p / "metrics.json", dict, {}), schema)
+    if schema < RUN_SCHEMA and status:
+        status = {**status, "schema": RUN_SCHEMA}
+        if isinstance(status.get("epoch"), int):
+            status["epoch"] = status["epoch"] + 1  # schema 1: the last finished epoch's 0-based index
     pu = p / "per_user_test.parquet"
-    per_user = pd.read_parquet(pu) if pu.is_file() else None
-    groups = read_json(p / "groups.json") if (p / "groups.json").is_file() else {}
+    per_user = _read_parquet(pu) if pu.is_file() else None
+    groups = _json_file(p / "groups.json", dict, {})
     return Run(p, cfg, status, hist, metrics, per_user, groups)

@@ -1,10 +1,13 @@
 """The training loop: epochs of per-entity multi-task steps, validation, early stopping,
 checkpoints, resume, diagnostics and the final test evaluation.
 
-``train`` calls its steps in order: ``_finished_before`` (return a finished run as it is),
-``_setup`` (dataset, model, method, optimizer, recorder: a ``_Session``; then ``config.yaml``),
-``_resume`` (state from ``last.pt``), ``_run_epoch`` per epoch (``_train_steps``, ``_validate``,
-``_save_progress``) and ``_finish`` (test evaluation, ``metrics.json``).
+``train`` checks the device and the folder, takes the folder's lock, decides with ``_plan``
+(return a finished run as it is, resume, or start fresh), writes ``config.yaml`` and
+``status.json``, then calls its steps in order: ``_setup`` (dataset, model, method, optimizer,
+recorder: a ``_Session``), ``_resume`` (state from ``last.pt``, refused when the data changed),
+``_run_epoch`` per epoch (``_train_steps``, ``_validate``, ``_save_progress``, which keeps
+``status.json`` current) and ``_finish`` (test evaluation, ``metrics.json``). Any failure marks
+the run ``failed`` with its reason.
 
 Determinism: every epoch's sampling generator is seeded from (seed, epoch) and the method's from
 (seed, epoch, 1), so a resumed run replays exactly what an uninterrupted run would have done.
@@ -29,18 +32,23 @@ from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
-from pmtrec_lab.errors import ConfigError, PmtrecError, TrainingDivergedError
+from pmtrec_lab.errors import ConfigError, PmtrecError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
+from pmtrec_lab.train.lock import RunLock
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
 from pmtrec_lab.train.run import (
+    RUN_SCHEMA,
     Run,
+    is_run_folder,
     load_checkpoint,
     load_run,
+    make_status,
     read_json,
+    run_schema,
     save_checkpoint,
     write_json,
     write_parquet,
@@ -158,11 +166,19 @@ class _Session:
     recorder: DiagnosticsRecorder | None
     progress: _Progress
     steps_per_epoch: int
+    status: _StatusWriter
+    fingerprint: str  # the data's (``RecDataset.fingerprint``); "" when unknown
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "value": -float("inf"), "valid": {}})
+    #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": -float("inf"), "valid": {}})
     bad: int = 0  # evaluations in a row without a better validation metric
-    start_epoch: int = 0
+    start_epoch: int = 0  # the number of finished epochs, i.e. the 0-based index of the next
     global_step: int = 0
+
+    def best_fields(self) -> dict[str, Any]:
+        """``status.json``'s view of the best validation so far."""
+        value = self.best["value"]
+        return {"best_epoch": self.best["epoch"], "best_value": value if value != -float("inf") else None}
 
 
 def train(
@@ -176,62 +192,181 @@ def train(
 
     ``max_epochs_this_call`` stops after that many epochs in this call, leaving a resumable run
     (state "paused"): a long run can be done over several sittings.
+
+    Before anything is written: the device is checked, a non-empty ``out_dir`` that is not a run
+    folder is refused, and ``out_dir/.lock`` is taken (one writer per folder). Then
+    ``config.yaml`` and ``status.json`` are written, the dataset is built, and the run goes on;
+    a failure of any kind marks it ``failed`` with the reason (the fixed command, rerun in the
+    same folder, resumes it, or starts over when its configuration changed).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if resume and _finished_before(cfg, out):
-        return load_run(out)
-    s = _setup(cfg, out, resume, dataset)
+    check_device(cfg.device)
+    prepare_run_folder(out)
+    with RunLock(out):
+        plan = _plan(cfg, out, resume)
+        if plan == "finished":
+            return load_run(out)
+        if plan == "fresh":
+            _clear_run_files(out)
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
+        status = _StatusWriter(out, cfg.eval.metric)
+        status.write("running", epoch=_epochs_done(out) if plan == "resume" else 0)
+        try:
+            return _train_locked(cfg, out, plan == "resume", dataset, max_epochs_this_call, status)
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
+            status.write("failed", error=reason)
+            raise
+
+
+def _train_locked(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool,
+    dataset: RecDataset | None,
+    max_epochs_this_call: int | None,
+    status: _StatusWriter,
+) -> Run:
+    s = _setup(cfg, out, dataset, status)
     if resume:
         _resume(s)
-    write_json(out / "status.json", {"state": "running", "epoch": s.start_epoch})
+    status.write("running", epoch=s.start_epoch, **s.best_fields())
     stop_reason = "early_stopping" if s.bad >= cfg.eval.patience else "max_epochs"
     done_this_call = 0
-    try:
-        for epoch in range(s.start_epoch, cfg.optim.epochs):
-            if stop_reason == "early_stopping":  # a resumed run that had already stopped early
-                break
-            if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
-                write_json(out / "status.json", {"state": "paused", "epoch": epoch - 1})
-                return load_run(out)
-            done_this_call += 1
-            if _run_epoch(s, epoch):
-                stop_reason = "early_stopping"
-                break
-    except TrainingDivergedError as exc:
-        write_json(out / "status.json", {"state": "failed", "error": str(exc), "epoch": len(s.history)})
-        raise
+    for epoch in range(s.start_epoch, cfg.optim.epochs):
+        if stop_reason == "early_stopping":  # a resumed run that had already stopped early
+            break
+        if max_epochs_this_call is not None and done_this_call >= max_epochs_this_call:
+            status.write("paused", epoch=epoch, **s.best_fields())
+            return load_run(out)
+        done_this_call += 1
+        if _run_epoch(s, epoch):
+            stop_reason = "early_stopping"
+            break
     _finish(s, stop_reason)
     return load_run(out)
 
 
-def _finished_before(cfg: RunConfig, out: Path) -> bool:
-    """True if ``out`` holds this configuration's finished run; an error if it holds another's."""
-    if not (out / "config.yaml").is_file():
-        return False
-    # the progress display does not change a run's result
-    previous = load_config(out / "config.yaml").updated({"progress": "none"})
-    if previous.to_yaml() != cfg.updated({"progress": "none"}).to_yaml():
-        raise PmtrecError(f"{out} holds a run with a different configuration; use another --out or remove it")
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if isinstance(exc, PmtrecError) and text else f"{type(exc).__name__}: {text}"
+
+
+def check_device(device: str) -> None:
+    """A ConfigError unless ``device`` names a device this machine has (checked before any file
+    is written: ``device=cuda`` on a machine without one fails here, not after the data loads)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device: {device!r} is not a torch device ({exc}); e.g. cpu, cuda:1") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} requested but CUDA is not available here; use device=cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} requested but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {device!r} requested but MPS is not available here; use device=cpu")
+
+
+def prepare_run_folder(out: Path) -> None:
+    """Create ``out``; refuse it when it is a file, or a non-empty folder that is not a run folder
+    (so ``--out`` at a folder of the user's own files never overwrites them). Hidden entries (the
+    lock, temporary files) do not count."""
+    if out.exists() and not out.is_dir():
+        raise PmtrecError(f"--out {out} is a file, not a folder; choose a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if foreign and not is_run_folder(out):
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise PmtrecError(
+            f"--out {out} is not empty and is not a pmtrec-lab run folder (it holds {shown}); "
+            "choose an empty or new folder"
+        )
+
+
+_RUN_FILES = (
+    "best.pt",
+    "last.pt",
+    "metrics.json",
+    "history.json",
+    "status.json",
+    "per_user_test.parquet",
+    "groups.json",
+)
+
+
+def _clear_run_files(out: Path) -> None:
+    """Remove what an earlier run left, so nothing of it can be mistaken for the new run's."""
+    for name in _RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    diag = out / "diagnostics"
+    if diag.is_dir():
+        for f in diag.glob("*.parquet"):
+            f.unlink()
+
+
+def _epochs_done(out: Path) -> int:
     status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
-    return status.get("state") == "finished"
+    epoch = status.get("epoch") if isinstance(status, dict) and run_schema(status) == RUN_SCHEMA else None
+    return epoch if isinstance(epoch, int) else 0
 
 
-def _setup(cfg: RunConfig, out: Path, resume: bool, dataset: RecDataset | None) -> _Session:
-    """Build everything the configuration names, then write ``config.yaml`` (a bad setting leaves
-    no run behind); without ``resume``, first remove what an earlier run left in ``out``."""
+def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
+    """What to do in ``out``: ``"finished"`` (return the run as it is), ``"resume"`` or ``"fresh"``.
+
+    A folder holding another configuration's run is refused unless that run failed or never
+    finished an epoch (then it starts over, with a notice): rerunning a corrected command in the
+    folder of a failed run works, and a healthy run is never overwritten by a different one."""
+    if not resume or not (out / "config.yaml").is_file():
+        return "fresh"
+    status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
+    state = status.get("state") if isinstance(status, dict) else None
+    # the progress display does not change a run's result
+    try:
+        previous = load_config(out / "config.yaml").updated({"progress": "none"}).to_yaml()
+    except ConfigError:
+        previous = None
+    if previous != cfg.updated({"progress": "none"}).to_yaml():
+        if state == "failed" or not (out / "last.pt").is_file():
+            log.warning("%s: the earlier run there (%s) had another configuration; starting over", out, state)
+            return "fresh"
+        raise PmtrecError(
+            f"{out} holds a run with a different configuration (state {state!r}); use another --out, "
+            "or --restart to replace it"
+        )
+    if state == "finished":
+        return "finished"
+    return "resume" if (out / "last.pt").is_file() else "fresh"
+
+
+class _StatusWriter:
+    """Writes ``status.json``: the mark, state, progress, data fingerprint, pid, host and time."""
+
+    def __init__(self, out: Path, metric: str):
+        self.path = out / "status.json"
+        self.metric = metric
+        self.fields: dict[str, Any] = {}
+
+    def write(self, state: str, **fields: Any) -> None:
+        self.fields.update(fields)
+        if state != "failed":
+            self.fields.pop("error", None)
+        write_json(self.path, make_status(state, metric=self.metric, **self.fields))
+
+
+def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _StatusWriter) -> _Session:
+    """Build everything the configuration names: dataset, model, method, optimizer, recorder."""
     device = torch.device(cfg.device)
     ds = dataset or dataset_for_config(cfg.data)
+    fingerprint = getattr(ds, "fingerprint", "") or ""
+    status.fields["data_fingerprint"] = fingerprint or None
     model = build_model(cfg, ds).to(device)
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
-    # --- method.params checked here until configuration loading checks them (pmtrec_lab.config,
-    # pmtrec_lab.mtl); then this block becomes ``method = make_method(...).to(device)``.
-    try:
-        method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method {cfg.method.name!r} (method.name / method.params): {exc}") from None
-    # --- end of the block
+    method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
     optimizer = make_optimizer(cfg, model)
     recorder = None
     if cfg.diagnostics.enabled:
@@ -244,10 +379,6 @@ def _setup(cfg: RunConfig, out: Path, resume: bool, dataset: RecDataset | None) 
             cfg.diagnostics.cosine_bins,
             cfg.seed,
         )
-    if not resume:  # starting over: nothing of an earlier run in this folder may be mistaken for ours
-        for stale in ("best.pt", "last.pt", "metrics.json", "history.json", "status.json"):
-            (out / stale).unlink(missing_ok=True)
-    write_text_atomic(out / "config.yaml", cfg.to_yaml())
     return _Session(
         cfg=cfg,
         out=out,
@@ -261,6 +392,8 @@ def _setup(cfg: RunConfig, out: Path, resume: bool, dataset: RecDataset | None) 
         recorder=recorder,
         progress=_Progress.make(cfg.progress),
         steps_per_epoch=tasks[0].steps_for_epoch(),  # the main task's epoch sets the steps
+        status=status,
+        fingerprint=fingerprint,
     )
 
 
@@ -269,11 +402,18 @@ def _resume(s: _Session) -> None:
     if not (s.out / "last.pt").is_file():
         return
     st = load_checkpoint(s.out / "last.pt")
+    before = st.get("data_fingerprint") or ""
+    if before and s.fingerprint and before != s.fingerprint:
+        raise PmtrecError(
+            f"{s.out}: the data changed since this run started (it trained on data fingerprint "
+            f"{before}, the files now give {s.fingerprint}); rerun with --restart to train on the "
+            "new data from the start, or restore the old files to resume"
+        )
     s.model.load_state_dict(st["model"])
     s.optimizer.load_state_dict(st["optimizer"])
     s.method.load_state_dict(st["method"])
     s.history, s.best, s.bad = st["history"], st["best"], st["bad_epochs"]
-    s.start_epoch, s.global_step = st["epoch"] + 1, st["step"]
+    s.start_epoch, s.global_step = st["epoch"], st["step"]
     if s.recorder is not None and st.get("diagnostics"):
         s.recorder.load_state(st["diagnostics"])
 
@@ -285,8 +425,10 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
     mean_losses, last_beta = _train_steps(s, epoch)
     s.method.on_epoch_end(mean_losses, epoch)
     if s.recorder is not None:
-        s.recorder.end_epoch(epoch)
-    record: dict[str, Any] = {"epoch": epoch, **{f"loss/{n}": float(v) for n, v in zip(s.names, mean_losses)}}
+        s.recorder.end_epoch(epoch + 1)
+    number = epoch + 1  # epochs are counted from 1 in every file and message
+    losses = {f"loss/{n}": float(v) for n, v in zip(s.names, mean_losses)}
+    record: dict[str, Any] = {"epoch": number, **losses}
     is_eval = (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.optim.epochs - 1
     if is_eval:
         record.update({f"valid/{k}": v for k, v in _validate(s, epoch).items()})
@@ -298,7 +440,7 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
     losses_txt = " ".join(f"{n}={v:.4f}" for n, v in zip(s.names, mean_losses.tolist()))
     valid_txt = f" valid {cfg.eval.metric}={record[f'valid/{cfg.eval.metric}']:.4f}" if is_eval else ""
     s.progress.epoch_line(
-        f"[{cfg.method.name}] epoch {epoch + 1}/{cfg.optim.epochs} {losses_txt}{valid_txt} "
+        f"[{cfg.method.name}] epoch {number}/{cfg.optim.epochs} {losses_txt}{valid_txt} "
         f"({record['seconds']:.1f}s)"
     )
     return is_eval and s.bad >= cfg.eval.patience
@@ -334,21 +476,27 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
         if "beta" in res.result.diagnostics:
             last_beta = float(res.result.diagnostics["beta"])
         if s.recorder is not None:
-            s.recorder.update(res, epoch)
+            s.recorder.update(res, epoch + 1)
         s.global_step += 1
     return (loss_sum / s.steps_per_epoch).float(), last_beta
 
 
 def _validate(s: _Session, epoch: int) -> dict[str, float]:
     """Validation metric means; keeps ``best.pt`` and the early-stopping count up to date."""
-    vm = evaluate_split(s.model, s.ds, s.cfg, "valid", s.device).means()
+    result = evaluate_split(s.model, s.ds, s.cfg, "valid", s.device)
+    if len(result.users) == 0:
+        raise PmtrecError(
+            f"dataset {s.ds.name!r}: no user has validation items, so nothing can be evaluated; "
+            "lower data.k_core or use a dataset whose users have at least 3 interactions"
+        )
+    vm = result.means()
     metric = s.cfg.eval.metric
     if metric not in vm:
         raise PmtrecError(f"eval.metric {metric!r} not among {sorted(vm)}")
     if vm[metric] > s.best["value"]:
-        s.best = {"epoch": epoch, "value": vm[metric], "valid": vm}
+        s.best = {"epoch": epoch + 1, "value": vm[metric], "valid": vm}
         s.bad = 0
-        save_checkpoint(s.out / "best.pt", {"model": s.model.state_dict(), "epoch": epoch})
+        save_checkpoint(s.out / "best.pt", {"model": s.model.state_dict(), "epoch": epoch + 1})
     else:
         s.bad += 1
     return vm
@@ -360,8 +508,9 @@ def _save_progress(s: _Session, epoch: int) -> None:
         "model": s.model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "method": s.method.state_dict(),
-        "epoch": epoch,
+        "epoch": epoch + 1,  # epochs finished
         "step": s.global_step,
+        "data_fingerprint": s.fingerprint,
         "history": s.history,
         "best": s.best,
         "bad_epochs": s.bad,
@@ -371,6 +520,7 @@ def _save_progress(s: _Session, epoch: int) -> None:
     write_json(s.out / "history.json", s.history)
     if s.recorder is not None:
         s.recorder.save(s.out / "diagnostics")
+    s.status.write("running", epoch=epoch + 1, **s.best_fields())
 
 
 @torch.no_grad()
@@ -398,6 +548,7 @@ def _finish(s: _Session, stop_reason: str) -> None:
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), None)
         beta = best_rec.get("beta") if best_rec else None
     metrics = {
+        "schema": RUN_SCHEMA,
         "best_epoch": best["epoch"],
         "valid": best["valid"],
         "test": tres.means(),
@@ -409,7 +560,7 @@ def _finish(s: _Session, stop_reason: str) -> None:
         "seconds": float(sum(h["seconds"] for h in history)),
     }
     write_json(out / "metrics.json", metrics)
-    write_json(out / "status.json", {"state": "finished", "epoch": len(history) - 1})
+    s.status.write("finished", epoch=len(history), **s.best_fields())
 
 
 def evaluate_run(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
