@@ -232,11 +232,12 @@ def test_mat_with_wrong_column_count(tmp_path: Path) -> None:
 
 
 def _write_yelp(root: Path) -> None:
+    """The HERec Yelp release's shape as published: tab-separated, three columns in every file."""
     root.mkdir(parents=True)
     (root / "user_business.dat").write_text("1\t1\t5\n1\t2\t3\n2\t2\t4\n3\t1\t2\n3\t1\t1\n")
     (root / "user_user.dat").write_text("1\t2\t1\n2\t1\t1\n3\t1\t1\n")
-    (root / "business_category.dat").write_text("1\t1\n1\t3\n2\t3\n")
-    (root / "business_city.dat").write_text("1\t2\n2\t2\n")
+    (root / "business_category.dat").write_text("1\t1\t1\n1\t3\t1\n2\t3\t1\n")
+    (root / "business_city.dat").write_text("1\t2\t1\n2\t2\t1\n")
     (root / "user_compliment.dat").write_text("1\t1\t1\n2\t5\t1\n3\t1\t1\n")
 
 

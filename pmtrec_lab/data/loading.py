@@ -1,30 +1,43 @@
 """``load_dataset``: registry lookup, release-file check, preprocessing, split, and a cache.
 
 Preprocessed datasets are cached under ``PMTREC_CACHE_DIR/preprocessed/`` keyed by the content
-of the source files, the preprocessing parameters and ``PREPROCESS_VERSION``: a second load is
-fast, and a changed file or parameter rebuilds.
+of the source files, the preprocessing parameters, ``PREPROCESS_VERSION`` and the cache format
+(``pmtrec_lab.data.cache.CACHE_FORMAT``): a second load is fast, and a changed file or parameter
+rebuilds. Entries hold no pickle and carry checksums (see ``pmtrec_lab.data.cache``); a damaged
+entry is rebuilt with a warning on the ``pmtrec_lab.data`` logger. The key is also the dataset's
+``fingerprint``, set whether the dataset came from the cache or was built.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pmtrec_lab.config import DataConfig
+from pmtrec_lab.data.cache import (
+    CACHE_FORMAT,
+    CacheEntryError,
+    NotStorableError,
+    read_entry,
+    remove_entry,
+    write_entry,
+)
 from pmtrec_lab.data.preprocess import preprocess
 from pmtrec_lab.data.registry import DatasetSpec, get_spec
-from pmtrec_lab.data.split import split_per_user
+from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, split_per_user
 from pmtrec_lab.data.types import RawDataset, RecDataset
-from pmtrec_lab.errors import MissingDataError
-from pmtrec_lab.paths import atomic_path, cache_dir, data_dir
+from pmtrec_lab.errors import MissingDataError, PmtrecError
+from pmtrec_lab.paths import cache_dir, data_dir
 
 #: bump when preprocessing output changes for the same inputs
 PREPROCESS_VERSION = 1
+
+log = logging.getLogger("pmtrec_lab.data")
 
 
 def check_release_files(spec: DatasetSpec, root: Path) -> None:
@@ -41,6 +54,7 @@ def check_release_files(spec: DatasetSpec, root: Path) -> None:
 
 
 def _file_digest(paths: list[Path]) -> str:
+    """sha256 over the names and contents of ``paths`` (sorted): what the data is, not where."""
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
@@ -73,7 +87,9 @@ def load_dataset(
     """Load, preprocess and split a registered dataset (cached).
 
     ``k_core`` and ``rating_threshold`` default to the dataset's registry values.
-    ``loader_args`` go to the loader (e.g. the synthetic generator's sizes).
+    ``loader_args`` go to the loader (e.g. the synthetic generator's sizes). The result's
+    ``fingerprint`` is the cache key (also with ``use_cache=False``). A damaged cache entry is
+    rebuilt with a warning; a cache path that is not a usable directory is a ``PmtrecError``.
     """
     spec = get_spec(name)
     k = spec.k_core if k_core is None else int(k_core)
@@ -90,28 +106,59 @@ def load_dataset(
         "loader_args": args,
         "version": PREPROCESS_VERSION,
     }
-    cache_file: Path | None = None
+    sources = [root / f for f in spec.files if (root / f).is_file()]
+    key = dataset_key(spec.name, params, sources)
+    entry: Path | None = None
     if use_cache:
-        sources = [root / f for f in spec.files if (root / f).is_file()]
-        key_src = json.dumps({"name": spec.name, "params": params}, sort_keys=True, default=str)
-        key = hashlib.sha256((key_src + _file_digest(sources)).encode()).hexdigest()[:20]
-        cache_file = cache_dir() / "preprocessed" / f"{spec.name}-{key}.pkl"
-        if cache_file.is_file():
+        entry = preprocessed_dir() / f"{spec.name}-{key}"
+        if entry.exists() or entry.is_symlink():
             try:
-                with cache_file.open("rb") as f:
-                    return pickle.load(f)
-            except (pickle.UnpicklingError, EOFError, AttributeError):
-                cache_file.unlink(missing_ok=True)  # stale or damaged: rebuild
+                return read_entry(entry, key)
+            except CacheEntryError as exc:
+                log.warning("cache entry %s: %s; rebuilding it", exc.path, exc.reason)
+                remove_entry(entry)
     try:
         raw = spec.load_function()(None if spec.generated else root, **args)
     except TypeError as exc:
         raise ValueError(f"dataset {spec.name!r}: bad data.loader_args {sorted(args)}: {exc}") from None
     ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed)
     ds.params = params
-    if cache_file is not None:
-        with atomic_path(cache_file) as tmp, tmp.open("wb") as f:
-            pickle.dump(ds, f, protocol=pickle.HIGHEST_PROTOCOL)
+    ds.fingerprint = key
+    if entry is not None:
+        try:
+            write_entry(entry, ds, key)
+        except NotStorableError as exc:
+            log.warning("dataset %r not cached: the cache cannot store %s", spec.name, exc)
+        except OSError as exc:
+            log.warning("dataset %r not cached: could not write %s (%s)", spec.name, entry, exc)
     return ds
+
+
+def dataset_key(name: str, params: dict[str, Any], sources: list[Path]) -> str:
+    """The cache key and fingerprint: a hash of the source files' contents, ``params`` and the
+    cache format (not of paths or modification times)."""
+    key_src = json.dumps(
+        {"name": name, "params": params, "cache_format": CACHE_FORMAT}, sort_keys=True, default=str
+    )
+    return hashlib.sha256((key_src + _file_digest(sources)).encode()).hexdigest()[:20]
+
+
+def preprocessed_dir() -> Path:
+    """``cache_dir()/preprocessed``, created; a ``PmtrecError`` naming the path if it cannot be."""
+    try:
+        path = cache_dir() / "preprocessed"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else "the cache directory"
+        why = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            why += " (a regular file is in the way)"
+        raise PmtrecError(
+            f"cache directory {where} cannot be used for preprocessed datasets: {why}. Point "
+            "PMTREC_CACHE_DIR at a writable directory (or move that file aside), or load with "
+            "use_cache=False"
+        ) from None
+    return path
 
 
 def dataset_for_config(data: DataConfig) -> RecDataset:
@@ -127,8 +174,21 @@ def dataset_for_config(data: DataConfig) -> RecDataset:
 
 
 def build_rec_dataset(raw: RawDataset, k: int, rating_threshold: float | None, split_seed: int) -> RecDataset:
+    """Preprocess and split ``raw``.
+
+    A ``PmtrecError`` if no user keeps enough interactions to be split: the validation and
+    test sets would be empty and every metric undefined, so training would be wasted.
+    """
     pairs, users, items, relations, labels = preprocess(raw, k, rating_threshold)
     split = split_per_user(pairs, len(users), split_seed)
+    if len(split.test) == 0:
+        raise PmtrecError(
+            f"dataset {raw.name!r}: no user has at least {MIN_INTERACTIONS_FOR_SPLIT} interactions after "
+            f"preprocessing (k_core={k}, rating_threshold={rating_threshold}; {len(users)} users, "
+            f"{len(pairs)} interactions kept), so the validation and test splits would be empty and "
+            f"nothing could be evaluated. Raise k_core to at least {MIN_INTERACTIONS_FOR_SPLIT} (keeps "
+            "only users with enough interactions), lower or drop rating_threshold, or use more data"
+        )
     return RecDataset(
         name=raw.name,
         num_users=len(users),

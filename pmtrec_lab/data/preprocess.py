@@ -107,6 +107,11 @@ def preprocess(
     raw: RawDataset, k: int, rating_threshold: float | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Relation], dict[str, LabelSet]]:
     """Return (pairs [n, 2] new ids, raw user ids, raw item ids, relations, labels)."""
+    if len(raw.users) == 0:
+        raise PmtrecError(
+            f"dataset {raw.name!r}: the release has no interaction rows (its interaction file is empty, "
+            "or the generator was asked for none); nothing to train on"
+        )
     users, items = raw.users.astype(np.int64), raw.items.astype(np.int64)
     if rating_threshold is not None:
         if raw.ratings is None:

@@ -110,7 +110,13 @@ class Split:
 
 @dataclass
 class RecDataset:
-    """A preprocessed, split dataset: contiguous ids 0..num_users-1 and 0..num_items-1."""
+    """A preprocessed, split dataset: contiguous ids 0..num_users-1 and 0..num_items-1.
+
+    ``fingerprint`` names the data: ``load_dataset`` sets it to its cache key, a hash of the
+    source files' contents, the preprocessing parameters and the cache format, whether the
+    dataset came from the cache or was built, so a run can record which data it trained on
+    ("" for datasets built by other means).
+    """
 
     name: str
     num_users: int
@@ -124,6 +130,7 @@ class RecDataset:
     item_ids: np.ndarray  # raw id of each processed item
     params: dict[str, object] = field(default_factory=dict)  # preprocessing parameters used
     extra: dict[str, object] = field(default_factory=dict)
+    fingerprint: str = ""
 
     def processed_counts(self) -> dict[str, int]:
         out: dict[str, int] = {

@@ -5,6 +5,15 @@ strings (vectorized with pandas string methods) to find the first bad line, so e
 problem becomes a ``DataFormatError`` naming the file, the 1-based line number and what was
 expected (field count, non-numeric id, ...). Missing release files become a
 ``MissingDataError`` naming the files, the directory looked in and where to get the release.
+
+Two shapes every loader gets from ``read_table``:
+- a two-column file may carry a third column holding one constant value on every line (the
+  HIN releases (HERec: Yelp, Amazon) ship their pair files as ``a<TAB>b<TAB>1``); it is checked
+  and dropped. A third column that varies, or a line with another field count, is an error.
+- an id or integer beyond the int64 range is a ``DataFormatError`` naming file and line
+  (pandas alone raises a bare ``OverflowError``).
+A main interaction file read with ``allow_empty=False`` that is empty, blank or holds only its
+header is reported as empty, so the user is not sent hunting for a k-core problem.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ import scipy.sparse as sp
 from pmtrec_lab.errors import DataFormatError, MissingDataError
 
 Kind = Literal["id", "int", "float", "str"]
+
+INT64_MAX_DIGITS = "9223372036854775807"  # 2**63 - 1
+INT64_MIN_DIGITS = "9223372036854775808"  # -(2**63), without the sign
 
 _SEP_WORDS = {
     "\t": "tab-separated",
@@ -67,20 +79,34 @@ def read_table(
     header: bool = False,
     encoding: str = "utf-8",
     header_names: Sequence[str] | None = None,
+    allow_empty: bool = True,
 ) -> dict[str, np.ndarray]:
     """Read a delimited table with exactly ``len(columns)`` fields per line.
 
     ``sep=None`` splits on runs of whitespace. ``header=True`` skips the first line; with
     ``header_names`` that line must start with those field names (RecBole atomic files: the
     part before ``:`` is compared). Blank lines are skipped. Returns one array per column.
+
+    A two-column table may have a third field on every line if it holds the same value on
+    every line (the HIN releases' constant weight ``1``); it is checked and dropped.
+    ``allow_empty=False`` (a release's main interaction file): an empty or blank file, or one
+    with a header but no data line, is a ``DataFormatError`` saying the file is empty.
     """
     path = Path(path)
-    if header and header_names is not None:
-        _check_header(path, sep, encoding, header_names)
+    n = len(columns)
+    extra_ok = n == 2
     dtypes: dict[int, object] = {
         i: (np.int64 if c.kind in ("id", "int") else np.float64 if c.kind == "float" else str)
         for i, c in enumerate(columns)
     }
+    if extra_ok:
+        dtypes[n] = str  # the optional constant column, compared as text; ignored when absent
+    if _is_blank(path):
+        if not allow_empty:
+            raise DataFormatError(path, f"the file is empty; expected {_expected_lines(columns, sep)}")
+        return _empty_table(columns, dtypes)
+    if header and header_names is not None:
+        _check_header(path, sep, encoding, header_names)
     try:
         df = pd.read_csv(
             path,
@@ -95,14 +121,56 @@ def read_table(
             engine="c",
         )
     except pd.errors.EmptyDataError:
-        df = pd.DataFrame({i: pd.Series([], dtype=dtypes[i]) for i in range(len(columns))})
-    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        _diagnose(path, columns, sep, header, encoding)
+        df = pd.DataFrame({i: pd.Series([], dtype=dtypes[i]) for i in range(n)})
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        if _diagnose(path, columns, sep, header, encoding):
+            return _no_data(path, columns, sep, dtypes, allow_empty)
         raise DataFormatError(path, f"could not parse ({exc})") from exc
-    if df.shape[1] != len(columns) or any(df[i].isna().any() for i in range(df.shape[1])):
-        _diagnose(path, columns, sep, header, encoding)
-        raise DataFormatError(path, f"expected {len(columns)} {_SEP_WORDS.get(sep, repr(sep))} fields")
+    width = df.shape[1]
+    shape_ok = width == n or (extra_ok and width == n + 1 and _constant(df[n]))
+    if not shape_ok or any(df[i].isna().any() for i in range(n)):
+        if _diagnose(path, columns, sep, header, encoding):
+            return _no_data(path, columns, sep, dtypes, allow_empty)
+        raise DataFormatError(path, f"expected {n} {_SEP_WORDS.get(sep, repr(sep))} fields")
+    if len(df) == 0:
+        return _no_data(path, columns, sep, dtypes, allow_empty)
     return {c.name: df[i].to_numpy() for i, c in enumerate(columns)}
+
+
+def _no_data(
+    path: Path, columns: Sequence[Column], sep: str | None, dtypes: dict[int, object], allow_empty: bool
+) -> dict[str, np.ndarray]:
+    """A file with a header but no data line: an empty table, or an error if it must hold rows."""
+    if allow_empty:
+        return _empty_table(columns, dtypes)
+    expected = _expected_lines(columns, sep)
+    raise DataFormatError(path, f"the file is empty: a header but no data lines; expected {expected}")
+
+
+def _is_blank(path: Path) -> bool:
+    """True if the file holds nothing but whitespace (reads only up to the first other byte)."""
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            if chunk.strip():
+                return False
+    return True
+
+
+def _empty_table(columns: Sequence[Column], dtypes: dict[int, object]) -> dict[str, np.ndarray]:
+    return {c.name: pd.Series([], dtype=dtypes[i]).to_numpy() for i, c in enumerate(columns)}
+
+
+def _expected_lines(columns: Sequence[Column], sep: str | None) -> str:
+    names = ", ".join(c.name for c in columns)
+    return f"lines of {len(columns)} {_SEP_WORDS.get(sep, repr(sep))} fields ({names})"
+
+
+def _constant(values: pd.Series) -> bool:
+    """Whether a column holds one value (compared as stripped text) and no missing field."""
+    if values.isna().any():
+        return False
+    text = values.astype(str).str.strip()
+    return bool((text == text.iloc[0]).all()) if len(text) else True
 
 
 def _check_header(path: Path, sep: str | None, encoding: str, names: Sequence[str]) -> None:
@@ -114,8 +182,12 @@ def _check_header(path: Path, sep: str | None, encoding: str, names: Sequence[st
         raise DataFormatError(path, f"expected a header starting with {list(names)}, got {fields}", line=1)
 
 
-def _diagnose(path: Path, columns: Sequence[Column], sep: str | None, header: bool, encoding: str) -> None:
-    """Locate the first bad line (failure path only) and raise a ``DataFormatError`` for it."""
+def _diagnose(path: Path, columns: Sequence[Column], sep: str | None, header: bool, encoding: str) -> bool:
+    """Locate the first bad line (failure path only) and raise a ``DataFormatError`` for it.
+
+    Returns True if the file has no data line at all (only a header and blank lines), False if
+    no bad line was found otherwise.
+    """
     try:
         text = path.read_text(encoding=encoding)
     except UnicodeDecodeError as exc:
@@ -128,18 +200,36 @@ def _diagnose(path: Path, columns: Sequence[Column], sep: str | None, header: bo
     keep = (lines.str.strip() != "").to_numpy()
     lines, lineno = lines[keep].reset_index(drop=True), lineno[keep]
     if len(lines) == 0:
-        return
+        return True
     fields = lines.str.split(sep, regex=False) if sep is not None else lines.str.split()
     counts = fields.str.len().to_numpy()
     n = len(columns)
-    bad = np.flatnonzero(counts != n)
+    words = f"{_SEP_WORDS.get(sep, repr(sep))} fields"
+    with_extra = n == 2 and int(counts[0]) == n + 1  # the optional constant third column
+    expected = n + 1 if with_extra else n
+    bad = np.flatnonzero(counts != expected)
     if bad.size:
         i = int(bad[0])
-        raise DataFormatError(
-            path,
-            f"expected {n} {_SEP_WORDS.get(sep, repr(sep))} fields, got {int(counts[i])}",
-            line=int(lineno[i]),
-        )
+        if with_extra:
+            what = f"expected {expected} {words} as on line {int(lineno[0])}, got {int(counts[i])}"
+        else:
+            what = f"expected {n} {words}, got {int(counts[i])}"
+            if n == 2:
+                what += " (a third field is accepted only on every line, holding one constant value)"
+        raise DataFormatError(path, what, line=int(lineno[i]))
+    if with_extra:
+        extra = fields.str[n].str.strip()
+        first = extra.iloc[0]
+        differs = np.flatnonzero((extra != first).to_numpy())
+        if differs.size:
+            i = int(differs[0])
+            raise DataFormatError(
+                path,
+                f"field 3 is {extra.iloc[i]!r} but {first!r} on line {int(lineno[0])}: a field after "
+                f"the {n} expected ones ({', '.join(c.name for c in columns)}) is accepted only when "
+                "it holds the same value on every line (the HIN releases' weight column 1)",
+                line=int(lineno[i]),
+            )
     table = pd.DataFrame(fields.tolist())
     for j, col in enumerate(columns):
         if col.kind == "str":
@@ -149,13 +239,36 @@ def _diagnose(path: Path, columns: Sequence[Column], sep: str | None, header: bo
         invalid = non_numeric.copy()
         if col.kind in ("id", "int"):
             invalid |= ~values.str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(dtype=bool)
+        what = "id" if col.kind == "id" else "integer" if col.kind == "int" else "value"
         if invalid.any():
             i = int(np.flatnonzero(invalid)[0])
-            what = "id" if col.kind == "id" else "integer" if col.kind == "int" else "value"
             adjective = "non-numeric" if non_numeric[i] else "non-integer"
             raise DataFormatError(
                 path, f"{adjective} {what} {table[j].iloc[i]!r} in column {col.name}", line=int(lineno[i])
             )
+        if col.kind in ("id", "int"):
+            over = np.flatnonzero(_beyond_int64(values))
+            if over.size:
+                i = int(over[0])
+                raise DataFormatError(
+                    path,
+                    f"{what} {values.iloc[i]!r} in column {col.name} does not fit a 64-bit integer "
+                    "(ids and integers must lie in -2**63 .. 2**63-1)",
+                    line=int(lineno[i]),
+                )
+    return False
+
+
+def _beyond_int64(values: pd.Series) -> np.ndarray:
+    """Mask of decimal integer strings outside the int64 range (compared as digit strings)."""
+    negative = values.str.startswith("-").to_numpy(dtype=bool)
+    digits = values.str.lstrip("+-").str.lstrip("0").to_numpy(dtype=object)
+    length = np.fromiter((len(d) for d in digits), dtype=np.int64, count=len(digits))
+    limit = np.where(negative, INT64_MIN_DIGITS, INT64_MAX_DIGITS)
+    at_limit = length == len(INT64_MAX_DIGITS)
+    over = length > len(INT64_MAX_DIGITS)
+    over[at_limit] = digits[at_limit].astype(str) > limit[at_limit]
+    return over
 
 
 def to_zero_based(path: Path, ids: np.ndarray, column: str, header: bool = False) -> np.ndarray:
@@ -245,11 +358,25 @@ def read_mat_matrix(path: Path) -> np.ndarray:
 
 
 def mat_int_column(path: Path, arr: np.ndarray, j: int, name: str) -> np.ndarray:
-    """Column ``j`` of a .mat matrix as int64 ids; NaN or fractional values are errors naming the row."""
+    """Column ``j`` of a .mat matrix as int64 ids.
+
+    NaN, fractional values and values outside the int64 range (which a cast would silently
+    wrap) are errors naming the row.
+    """
     col = arr[:, j]
     if np.issubdtype(col.dtype, np.floating):
         bad = np.flatnonzero(~np.isfinite(col) | (col != np.round(col)))
         if bad.size:
             i = int(bad[0])
             raise DataFormatError(path, f"row {i + 1}: non-integer id {col[i]!r} in column {name}")
+        over = np.flatnonzero((col >= 2.0**63) | (col < -(2.0**63)))
+    elif np.issubdtype(col.dtype, np.unsignedinteger):
+        over = np.flatnonzero(col > np.iinfo(np.int64).max)
+    else:
+        over = np.zeros(0, dtype=np.int64)
+    if over.size:
+        i = int(over[0])
+        raise DataFormatError(
+            path, f"row {i + 1}: id {col[i]!r} in column {name} does not fit a 64-bit integer"
+        )
     return col.astype(np.int64)

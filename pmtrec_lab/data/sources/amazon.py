@@ -34,6 +34,7 @@ def load_raw(root: Path) -> RawDataset:
     ui = read_table(
         root / "user_item.dat",
         [Column("user"), Column("item"), Column("rating", "float"), Column("timestamp", "int")],
+        allow_empty=False,
     )
     iv = read_table(root / "item_view.dat", [Column("item"), Column("view")], sep=",")
     ic = read_table(root / "item_category.dat", [Column("item"), Column("category")], sep=",")

@@ -50,6 +50,12 @@ def load_raw(root: Path, name: str = "ciao") -> RawDataset:
     require_files(root, FILES, name)
     rating_path = root / "rating.mat"
     rating = read_mat_matrix(rating_path)
+    if rating.shape[0] == 0:
+        raise DataFormatError(
+            rating_path,
+            "the file is empty: its matrix has no rows; expected rows of (user, item, category, "
+            "rating[, helpfulness])",
+        )
     if rating.shape[1] not in (4, 5):
         raise DataFormatError(
             rating_path,
@@ -63,6 +69,8 @@ def load_raw(root: Path, name: str = "ciao") -> RawDataset:
 
     trust_path = root / "trustnetwork.mat"
     trust = read_mat_matrix(trust_path)
+    if trust.shape[0] == 0:  # an empty network (MATLAB saves it as 0 x 0): no trust rows
+        trust = trust.reshape(0, 2)
     if trust.shape[1] != 2:
         raise DataFormatError(trust_path, f"expected 2 columns (truster, trustee), got {trust.shape[1]}")
     truster = mat_int_column(trust_path, trust, 0, "truster")

@@ -23,7 +23,10 @@ def load_raw(root: Path) -> RawDataset:
     root = Path(root)
     require_files(root, FILES, "filmtrust")
     r = read_table(
-        root / "ratings.txt", [Column("user"), Column("item"), Column("rating", "float")], sep=None
+        root / "ratings.txt",
+        [Column("user"), Column("item"), Column("rating", "float")],
+        sep=None,
+        allow_empty=False,
     )
     t = read_table(
         root / "trust.txt", [Column("truster"), Column("trustee"), Column("value", "float")], sep=None

@@ -32,6 +32,7 @@ def load_raw(root: Path) -> RawDataset:
         [Column("user"), Column("artist"), Column("weight", "float")],
         header=True,
         header_names=["userID", "artistID", "weight"],
+        allow_empty=False,
     )
     uf = read_table(
         root / "user_friends.dat",

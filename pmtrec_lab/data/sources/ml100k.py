@@ -155,8 +155,10 @@ def ensure_ml100k(target: Path | None = None) -> Path:
     return target
 
 
-def _read_atomic(path: Path, columns: list[Column], header: list[str]) -> dict[str, np.ndarray]:
-    return read_table(path, columns, sep="\t", header=True, header_names=header)
+def _read_atomic(
+    path: Path, columns: list[Column], header: list[str], allow_empty: bool = True
+) -> dict[str, np.ndarray]:
+    return read_table(path, columns, sep="\t", header=True, header_names=header, allow_empty=allow_empty)
 
 
 def load_raw(root: Path | None = None) -> RawDataset:
@@ -166,6 +168,7 @@ def load_raw(root: Path | None = None) -> RawDataset:
         folder / "ml-100k.inter",
         [Column("user_id"), Column("item_id"), Column("rating", "float"), Column("timestamp", "float")],
         ["user_id", "item_id", "rating", "timestamp"],
+        allow_empty=False,
     )
     user = _read_atomic(
         folder / "ml-100k.user",

@@ -1,10 +1,13 @@
 """Yelp subset of the HIN datasets for recommendation (Shi, Hu, Zhao and Yu, "Heterogeneous
 Information Network Embedding for Recommendation" (HERec), TKDE'18).
 
-Tab-separated files with 1-based ids, converted here to 0-based: ``user_business.dat`` (user,
-business, rating), ``user_user.dat`` (user, friend, 1), ``business_category.dat`` (business,
-category), ``business_city.dat`` (business, city) and ``user_compliment.dat`` (user, compliment
-type, 1). Labels: categories (item, multi), city (item, single), compliment types (user, multi).
+Tab-separated files with 1-based ids, converted here to 0-based, three columns in every file as
+published: ``user_business.dat`` (user, business, rating), ``user_user.dat`` (user, friend, 1),
+``business_category.dat`` (business, category, 1), ``business_city.dat`` (business, city, 1) and
+``user_compliment.dat`` (user, compliment type, 1). The four pair files are read as pairs: the
+shared reader accepts their constant third column (and copies without it) and rejects a third
+column that varies. Labels: categories (item, multi), city (item, single), compliment types
+(user, multi).
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ FILES = (
 )
 
 
-def _read(root: Path, file: str, columns: list[Column]) -> dict[str, np.ndarray]:
+def _read(root: Path, file: str, columns: list[Column], allow_empty: bool = True) -> dict[str, np.ndarray]:
     """Read a file and shift every id column from 1-based to 0-based."""
     path = root / file
-    table = read_table(path, columns)
+    table = read_table(path, columns, allow_empty=allow_empty)
     for col in columns:
         if col.kind == "id":
             table[col.name] = to_zero_based(path, table[col.name], col.name)
@@ -46,11 +49,16 @@ def load_raw(root: Path) -> RawDataset:
     """Read the HERec Yelp release from ``root``."""
     root = Path(root)
     require_files(root, FILES, "yelp")
-    ub = _read(root, "user_business.dat", [Column("user"), Column("business"), Column("rating", "float")])
-    uu = _read(root, "user_user.dat", [Column("user"), Column("friend"), Column("value", "float")])
+    ub = _read(
+        root,
+        "user_business.dat",
+        [Column("user"), Column("business"), Column("rating", "float")],
+        allow_empty=False,
+    )
+    uu = _read(root, "user_user.dat", [Column("user"), Column("friend")])
     bc = _read(root, "business_category.dat", [Column("business"), Column("category")])
     bcity = _read(root, "business_city.dat", [Column("business"), Column("city")])
-    uc = _read(root, "user_compliment.dat", [Column("user"), Column("compliment"), Column("value", "float")])
+    uc = _read(root, "user_compliment.dat", [Column("user"), Column("compliment")])
 
     users, items = ub["user"], ub["business"]
     labels: dict[str, RawLabels] = {}
