@@ -46,7 +46,7 @@ def test_grid_runs_each_configuration_once_and_resumes(grid):
     assert trained == 4 * (2 + 1)  # two lrs on seed 0, then seed 1 at the chosen lr
     assert run_grid(spec, out) == 0  # finished runs are not redone
     # every run trained on the dataset the grid's base configuration names (150 synthetic users)
-    run = load_run(run_path(out, "synthetic", "ew", 0.01, 0))
+    run = load_run(run_path(out, spec, "synthetic", "ew", 0.01, 0))
     assert run.config.data.loader_args == {"num_users": 150, "num_items": 90}
     assert len(run.per_user) + run.metrics["users_without_test_items"] <= 150
     assert (out / "grid.resolved.yaml").is_file()
@@ -56,7 +56,7 @@ def test_lr_is_chosen_on_seed0_validation(grid):
     spec, out, _ = grid
     for method in spec.methods:
         vals = {
-            lr: load_run(run_path(out, "synthetic", method, lr, 0)).metrics["valid"]["ndcg@20"]
+            lr: load_run(run_path(out, spec, "synthetic", method, lr, 0)).metrics["valid"]["ndcg@20"]
             for lr in spec.lrs
         }
         assert choose_lr(out, "synthetic", method, spec) == max(vals, key=vals.get)
@@ -114,8 +114,8 @@ def test_parallel_grid_gives_the_sequential_results(grid, tmp_path):
         for lr in small.lrs:
             for seed in small.seeds:
                 a, b = (
-                    run_path(out, "synthetic", method, lr, seed),
-                    run_path(tmp_path, "synthetic", method, lr, seed),
+                    run_path(out, small, "synthetic", method, lr, seed),
+                    run_path(tmp_path, small, "synthetic", method, lr, seed),
                 )
                 assert a.exists() == b.exists()
                 if a.exists():

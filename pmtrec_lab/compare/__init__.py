@@ -18,10 +18,11 @@ Finished runs are never redone (``train`` returns them); unfinished ones resume 
 Test metrics never choose anything.
 
 Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
-``grid.resolved.yaml`` (the grid as run), ``runs/<dataset>/<method>/lr<lr>-seed<seed>/`` (run
-directories), ``summary.csv``, ``lr_choice.csv``, ``strongest_baseline.csv``, ``significance.csv``,
-``significance_groups.csv``, ``ablation.csv``, ``summary.md`` (the tables as Markdown, for the
-README).
+``grid.resolved.yaml`` (the grid as run), ``runs/<dataset>/<method>/lr<lr>-seed<seed>-<hash>/``
+(run directories; the hash is over the run's resolved parameters, and committed runs in the older
+``lr<lr>-seed<seed>/`` folders are still read: ``layout``), ``summary.csv``, ``lr_choice.csv``,
+``strongest_baseline.csv``, ``significance.csv``, ``significance_groups.csv``, ``ablation.csv``,
+``summary.md`` (the tables as Markdown, for the README).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ from pmtrec_lab.compare.layout import (
     gather_per_user,
     grid_progress,
     load_results,
+    run_key,
+    run_name,
     run_path,
+    run_prefix,
 )
 from pmtrec_lab.compare.spec import (
     GROUP_ORDER,
@@ -52,8 +56,12 @@ from pmtrec_lab.compare.spec import (
     baseline_methods,
     is_baseline,
     load_grid,
+    lr_label,
+    method_of,
     pmtrec_family,
+    resolved_method,
     run_config,
+    validate_grid,
 )
 from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
 from pmtrec_lab.compare.tables import (
@@ -88,18 +96,25 @@ __all__ = [
     "is_baseline",
     "load_grid",
     "load_results",
+    "lr_label",
     "make_executor",
     "markdown_tables",
+    "method_of",
     "method_switches",
     "paired_test",
     "paired_users",
     "per_user_mean",
     "pmtrec_family",
+    "resolved_method",
     "run_config",
     "run_grid",
+    "run_key",
+    "run_name",
     "run_path",
+    "run_prefix",
     "run_unit",
     "summarize",
     "tables_from_runs",
+    "validate_grid",
     "wide_table",
 ]

@@ -9,7 +9,7 @@ import yaml
 
 from pmtrec_lab.compare.executors import EXECUTORS
 from pmtrec_lab.compare.grid import run_grid
-from pmtrec_lab.compare.spec import GridSpec, load_grid
+from pmtrec_lab.compare.spec import load_grid
 from pmtrec_lab.compare.tables import markdown_tables, summarize
 from pmtrec_lab.paths import write_text_atomic
 
@@ -17,14 +17,9 @@ __all__ = ["add_compare_command"]
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    """Run the grid (unless ``--tables-only``), then write and print its tables."""
-    spec = load_grid(args.grid)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in GridSpec.model_fields:
-            raise ValueError(f"--set {key}: unknown grid field; known: {sorted(GridSpec.model_fields)}")
-        spec = spec.model_copy(update={key: yaml.safe_load(value)})
-        spec = GridSpec.model_validate(spec.model_dump())
+    """Run the grid (unless ``--tables-only``), then write and print its tables. The grid file and
+    its ``--set`` overrides are validated first: an invalid grid is one ``ConfigError`` line."""
+    spec = load_grid(args.grid, args.set)  # validated whole before anything is written
     out = Path(args.out)
     if args.tables_only:  # the grid the tables describe
         write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))

@@ -1,7 +1,8 @@
 """Running a grid: every (dataset, method) unit trains seed 0 at each learning rate, then the other
 seeds at the rate seed 0's validation NDCG@20 chose. Finished runs are never redone; an
 unfinished one resumes from its last epoch. Units run through an ``Executor`` (``executors``):
-a unit's runs stay in order, so every executor gives the sequential grid's results.
+a unit's runs stay in order, so every executor gives the sequential grid's results. The grid is
+validated again before anything is written (a ``model_copy`` may have changed it unchecked).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import yaml
 
 from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
 from pmtrec_lab.compare.layout import choose_lr, run_path
-from pmtrec_lab.compare.spec import GridSpec, run_config
+from pmtrec_lab.compare.spec import GridSpec, run_config, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.paths import write_text_atomic
@@ -51,7 +52,9 @@ def run_grid(
     ``sequential``) runs the (dataset, method) units; with ``process`` each of the ``jobs``
     workers has ``torch.get_num_threads() // jobs`` threads (at least one). ``max_runs`` stops
     after that many trained runs and needs the sequential executor (it counts one process's runs).
+    The grid is validated first (``validate_grid``): an invalid one writes nothing.
     """
+    spec = validate_grid(spec.model_dump(), "grid")
     if not isinstance(executor, Executor):
         executor = make_executor(executor, jobs)
     if max_runs is not None and not isinstance(executor, SequentialExecutor):
@@ -86,7 +89,7 @@ def run_unit(
                 break
             plan = [(lr, s) for s in spec.seeds if s != seed0]
         for lr, seed in plan:
-            rd = run_path(out, dataset, method, lr, seed)
+            rd = run_path(out, spec, dataset, method, lr, seed)
             if (rd / "status.json").is_file() and load_run(rd).finished:
                 continue
             if max_runs is not None and trained >= max_runs:

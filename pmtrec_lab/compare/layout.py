@@ -1,18 +1,38 @@
 """Where a grid's runs and tables live, and reading them back.
 
-``<out>/runs/<dataset>/<method>/lr<lr>-seed<seed>/`` holds one run directory per run; the tables
+``<out>/runs/<dataset>/<method>/<run name>/`` holds one run directory per run; the tables
 (``TABLES``, as CSV) and ``summary.md`` sit in ``<out>/``, with ``per_user_ndcg.parquet`` (the
 per-user test NDCG@20 the significance tests use, so a fresh clone rebuilds every table).
+
+Run names (``run_name``): ``lr<lr:g>-seed<seed>-<hash>``, a readable prefix (``run_prefix``) and
+the first 8 hex digits of a SHA-256 over the run's resolved parameters (``run_key``: the
+registered method the label runs, every parameter it runs with after defaults and preset,
+``resolve_params``, the exact learning rate and the seed). The dataset and the method label are
+the folders above. So runs that differ in anything the grid varies never share a folder (a
+variant label whose parameters changed, two rates that print alike), and one run spelled two
+ways (a default written out or omitted, ``0`` or ``0.0``) keeps its folder and resumes. The
+``base`` configuration is not hashed: it is one per grid, and it holds machine-local settings
+(``data.data_dir``, ``progress``) that must not rename runs.
+
+Old names: runs made before the hash (every committed run under ``results/grid/runs`` and
+``results/tuning/runs``) live in ``lr<lr:g>-seed<seed>/``. The rule (``run_path``): the new name
+when its folder exists or when neither exists (a new run is written there); the old name only
+when the new-name folder does not exist and the old-name one does. The old folder is taken as
+it is (its parameters are not compared), so editing a variant's parameters in place under the
+same label reuses its old-name runs: give the changed variant a new label.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from pmtrec_lab.compare.spec import METRIC, GridSpec
+from pmtrec_lab.compare.spec import METRIC, GridSpec, lr_label, resolved_method
 from pmtrec_lab.train.run import load_run
 
 __all__ = [
@@ -23,7 +43,10 @@ __all__ = [
     "gather_per_user",
     "grid_progress",
     "load_results",
+    "run_key",
+    "run_name",
     "run_path",
+    "run_prefix",
 ]
 
 TABLES = (
@@ -40,8 +63,48 @@ TABLES = (
 PER_USER_FILE = "per_user_ndcg.parquet"
 
 
-def run_path(out: Path, dataset: str, method: str, lr: float, seed: int) -> Path:
-    return out / "runs" / dataset / method / f"lr{lr:g}-seed{seed}"
+#: how many hex digits of the SHA-256 a run name keeps
+HASH_DIGITS = 8
+
+
+def run_prefix(lr: float, seed: int) -> str:
+    """``lr<lr:g>-seed<seed>``: the readable start of a run name, the label of a pending run in
+    ``grid_progress``, and the whole name of a run made before the hash (see the module docstring)."""
+    return f"{lr_label(lr)}-seed{seed}"
+
+
+def _canonical(value: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces; floats as their shortest exact repr): one text
+    for one value, so its hash names the run the same on every machine."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def run_key(spec: GridSpec, method: str, lr: float, seed: int) -> dict[str, Any]:
+    """What a run's name hashes: the registered method a grid label runs, every parameter it runs
+    with (``resolve_params``), the exact learning rate and the seed."""
+    method_params = resolved_method(spec, method)
+    return {
+        "method": method_params["name"],
+        "params": method_params["params"],
+        "lr": float(lr),
+        "seed": int(seed),
+    }
+
+
+def run_name(spec: GridSpec, method: str, lr: float, seed: int) -> str:
+    """``lr<lr:g>-seed<seed>-<8 hex>``: the readable prefix and a short SHA-256 of ``run_key``
+    (floats as their shortest exact repr, so 0.003 and 0.0030000001 differ)."""
+    digest = hashlib.sha256(_canonical(run_key(spec, method, lr, seed)).encode()).hexdigest()
+    return f"{run_prefix(lr, seed)}-{digest[:HASH_DIGITS]}"
+
+
+def run_path(out: Path, spec: GridSpec, dataset: str, method: str, lr: float, seed: int) -> Path:
+    """The run directory of one run of the grid: the new name (``run_name``) unless only a folder
+    of the old name (``run_prefix``) exists, which is then used as it is (module docstring)."""
+    folder = Path(out) / "runs" / dataset / method
+    new = folder / run_name(spec, method, lr, seed)
+    old = folder / run_prefix(lr, seed)
+    return old if not new.exists() and old.exists() else new
 
 
 def _valid(run_dir: Path) -> float:
@@ -53,7 +116,7 @@ def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | N
     """The learning rate with the best seed-0 validation NDCG@20 (None until all have finished)."""
     best, best_v = None, -math.inf
     for lr in spec.lrs:
-        rd = run_path(out, dataset, method, lr, spec.seeds[0])
+        rd = run_path(out, spec, dataset, method, lr, spec.seeds[0])
         if not (rd / "metrics.json").is_file():
             return None
         v = _valid(rd)
@@ -64,7 +127,8 @@ def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | N
 
 def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
     """Per (dataset, method): finished runs, planned runs (``len(lrs) + len(seeds) - 1``) and the
-    runs still to train (``lr<lr>-seed<seed>``; ``lr?`` while seed 0 has not chosen the rate)."""
+    runs still to train (``run_prefix``: ``lr<lr>-seed<seed>``; ``lr?`` while seed 0 has not chosen
+    the rate)."""
     rows = []
     for dataset in spec.datasets:
         for method in spec.methods:
@@ -72,9 +136,9 @@ def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
             planned = [(x, spec.seeds[0]) for x in spec.lrs]
             planned += [(lr, s) for s in spec.seeds[1:]]
             pending = [
-                f"lr{'?' if x is None else f'{x:g}'}-seed{s}"
+                f"lr?-seed{s}" if x is None else run_prefix(x, s)
                 for x, s in planned
-                if x is None or not (run_path(out, dataset, method, x, s) / "metrics.json").is_file()
+                if x is None or not (run_path(out, spec, dataset, method, x, s) / "metrics.json").is_file()
             ]
             rows.append(
                 {
@@ -95,7 +159,7 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
         for method in spec.methods:
             for lr in spec.lrs:
                 for seed in spec.seeds:
-                    rd = run_path(out, dataset, method, lr, seed)
+                    rd = run_path(out, spec, dataset, method, lr, seed)
                     if not (rd / "metrics.json").is_file():
                         continue
                     m = load_run(rd).metrics

@@ -2,19 +2,39 @@
 configuration of each run. The method lists come from the method registry (``pmtrec_lab.mtl``):
 the baselines are the registered methods of family ``"baseline"`` (the strongest baseline of a
 comparison is chosen among them), the PMTRec family those of family ``"pmtrec"``.
+
+A grid is checked whole when it loads (``load_grid``, ``GridSpec``; ``run_grid`` checks again),
+before any run trains or any file is written: every list non-empty and free of repeats (a seed
+listed twice would count one run twice in the tables; two learning rates that print alike would
+share a run folder and a table label), every method registered or a label under ``variants``
+(whose parameters are validated like a run's), every dataset registered, no unknown key, and the
+``base`` configuration valid on every dataset. Errors are ``ConfigError`` lines naming the grid
+file, the key and what was expected.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pmtrec_lab.config import DEFAULT_DIM, RunConfig, load_config
+from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.eval.groups import ACTIVITY_LEVELS, SOCIAL_LEVELS
-from pmtrec_lab.mtl import get_entry, method_names
+from pmtrec_lab.mtl import get_entry, method_names, resolve_params, validate_params
 
 __all__ = [
     "GROUP_ORDER",
@@ -23,8 +43,12 @@ __all__ = [
     "baseline_methods",
     "is_baseline",
     "load_grid",
+    "lr_label",
+    "method_of",
     "pmtrec_family",
+    "resolved_method",
     "run_config",
+    "validate_grid",
 ]
 
 METRIC = "ndcg@20"
@@ -32,6 +56,9 @@ METRIC = "ndcg@20"
 
 #: the order user groups are listed in (activity thirds, then social)
 GROUP_ORDER = {level: i for i, level in enumerate((*ACTIVITY_LEVELS, *SOCIAL_LEVELS))}
+
+#: the keys a variant under ``variants`` may have
+VARIANT_KEYS = ("name", "params")
 
 
 def baseline_methods() -> tuple[str, ...]:
@@ -53,14 +80,39 @@ def is_baseline(method: str) -> bool:
         return not method.startswith("pmtrec")
 
 
+def lr_label(lr: float) -> str:
+    """How a learning rate is written in run folder names and tables (``lr0.003``): ``:g``, six
+    significant digits, so two rates that agree in those would read alike (the grid refuses them)."""
+    return f"lr{lr:g}"
+
+
+def _repeats(values: Iterable[Any]) -> list[Any]:
+    """The values listed more than once, in first-seen order."""
+    return [v for v, n in Counter(values).items() if n > 1]
+
+
+def _not_empty(key: str, values: Sequence[Any], what: str) -> None:
+    if not values:
+        raise ConfigError(f"{key}: empty; expected at least one {what}")
+
+
+def _no_repeats(key: str, values: Sequence[Any], what: str, why: str) -> None:
+    repeated = _repeats(values)
+    if repeated:
+        listed = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in repeated)
+        raise ConfigError(f"{key}: {listed} listed more than once; expected distinct {what} ({why})")
+
+
 class GridSpec(BaseModel):
     """A comparison grid (YAML). ``base`` is a nested RunConfig dict applied to every run; ``methods``
-    defaults to every registered method (the baselines, then the PMTRec family)."""
+    defaults to every registered method (the baselines, then the PMTRec family). Validated whole
+    (see the module docstring); ``model_copy(update=...)`` skips that, so ``run_grid`` checks again.
+    """
 
     model_config = ConfigDict(extra="forbid")
     datasets: list[str] = Field(default_factory=lambda: ["ciao", "lastfm", "amazon"])
     methods: list[str] = Field(default_factory=lambda: list(method_names()))
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[StrictInt] = Field(default_factory=lambda: [0, 1, 2])
     lrs: list[float] = Field(default_factory=lambda: [1e-3, 3e-3])
     base: dict[str, Any] = Field(
         default_factory=lambda: {
@@ -74,24 +126,227 @@ class GridSpec(BaseModel):
     #: named method variants usable in ``methods``: label -> {"name": method, "params": {...}}
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: list[str]) -> list[str]:
+        from pmtrec_lab.data.registry import get_spec
 
-def load_grid(path: str | Path | None) -> GridSpec:
-    """The grid of a YAML file (the defaults without one)."""
-    if path is None:
-        return GridSpec()
-    return GridSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        _not_empty("datasets", v, "registered dataset")
+        _no_repeats("datasets", v, "datasets", "a repeated dataset would count its runs twice")
+        for name in v:
+            try:
+                get_spec(name)
+            except ValueError as exc:
+                raise ConfigError(f"datasets: {exc}") from None
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, v: list[str]) -> list[str]:
+        _not_empty("methods", v, "method")
+        _no_repeats("methods", v, "methods", "a repeated method would count its runs twice")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        _not_empty("seeds", v, "seed (the first one chooses the learning rate)")
+        _no_repeats("seeds", v, "seeds", "a repeated seed would count one run twice in the tables")
+        return v
+
+    @field_validator("lrs")
+    @classmethod
+    def _distinct_lrs(cls, v: list[float]) -> list[float]:
+        _not_empty("lrs", v, "learning rate")
+        bad = [lr for lr in v if not (math.isfinite(lr) and lr > 0)]
+        if bad:
+            raise ConfigError(f"lrs: {', '.join(map(repr, bad))}: expected positive finite learning rates")
+        _no_repeats("lrs", v, "learning rates", "a repeated rate would count one run twice in the tables")
+        by_label: dict[str, list[float]] = {}
+        for lr in v:
+            by_label.setdefault(lr_label(lr), []).append(lr)
+        for label, same in by_label.items():
+            if len(same) > 1:
+                quantity = "both" if len(same) == 2 else "all"
+                raise ConfigError(
+                    f"lrs: {' and '.join(map(repr, same))} would {quantity} be written {label} (run folders, "
+                    "tables); expected learning rates that differ within six significant digits"
+                )
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for label, variant in v.items():
+            key = f"variants.{label}"
+            unknown = [k for k in variant if k not in VARIANT_KEYS]
+            if unknown:
+                listed = ", ".join(map(repr, unknown))
+                raise ConfigError(f"{key}: unknown key(s) {listed}; expected {' and '.join(VARIANT_KEYS)}")
+            if "name" not in variant:
+                raise ConfigError(f"{key}.name: missing; expected the registered method the variant runs")
+            try:
+                get_entry(variant["name"])
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"{key}.name: unknown method {variant['name']!r}; known: {', '.join(method_names())}"
+                ) from None
+            params = variant.get("params") or {}
+            if not isinstance(params, Mapping):
+                raise ConfigError(f"{key}.params: expected a mapping, got {type(params).__name__}")
+            validate_params(variant["name"], params, prefix=f"{key}.params")
+        return v
+
+    @model_validator(mode="after")
+    def _known_methods_and_valid_base(self) -> GridSpec:
+        """Every label names a method (registered or a variant); ``base`` is a valid run
+        configuration on every dataset (checked with the first method, lr and seed)."""
+        registered = set(method_names())
+        unknown = [m for m in self.methods if m not in self.variants and m not in registered]
+        if unknown:
+            raise ConfigError(
+                f"methods: unknown method(s) {', '.join(map(repr, unknown))}; expected a registered "
+                f"method (known: {', '.join(method_names())}) or a label under variants"
+            )
+        if self.pmtrec not in self.variants and self.pmtrec not in registered:
+            raise ConfigError(
+                f"pmtrec: {self.pmtrec!r} is neither a registered method nor a label under variants; "
+                "expected the method the tables test against the strongest baseline"
+            )
+        for dataset in self.datasets:
+            try:
+                run_config(self, dataset, self.methods[0], self.lrs[0], self.seeds[0], None)
+            except ConfigError as exc:
+                raise ConfigError(f"base (on dataset {dataset!r}): {exc}") from None
+        return self
+
+
+def _format_errors(err: ValidationError) -> str:
+    """A ``GridSpec`` validation error as one line: the grid's own checks name their key; pydantic's
+    are given as ``key: message (got value)``."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        error = e.get("ctx", {}).get("error")
+        if isinstance(error, ConfigError):
+            parts.append(str(error))
+        elif e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}; expected one of: {', '.join(GridSpec.model_fields)}")
+        elif not loc:
+            parts.append(f"{e['msg']} (got {e.get('input')!r})")
+        else:
+            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
+
+
+def validate_grid(data: Mapping[str, Any], where: str = "grid") -> GridSpec:
+    """The grid of ``data``, or a one-line ``ConfigError`` starting with ``where`` (the grid file)."""
+    try:
+        return GridSpec.model_validate(dict(data))
+    except ValidationError as err:
+        raise ConfigError(f"{where}: {_format_errors(err)}") from None
+    except ConfigError as exc:  # raised outside a validator (e.g. by a method's own check)
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _read_grid_file(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a grid file; a missing, unreadable, non-YAML or non-mapping file
+    is one ``ConfigError`` line naming the file (and, for YAML, the line)."""
+    where = f"grid file {path}"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory; expected a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: not a text file; expected YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark is not None and (mark is None or cmark.line != mark.line):
+            problem += f" ({context} from line {cmark.line + 1})"
+        raise ConfigError(f"{where}{at}: not valid YAML: {problem}") from None
+    if loaded is None:  # an empty file: the default grid
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping of grid keys ({', '.join(GridSpec.model_fields)}) at the top "
+            f"level, got a {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def load_grid(path: str | Path | None, overrides: Sequence[str] = ()) -> GridSpec:
+    """The grid of a YAML file (the defaults without one), with ``overrides`` (``--set KEY=VALUE``,
+    the value YAML) replacing top-level keys; validated whole (a ``ConfigError`` naming the file)."""
+    raw = _read_grid_file(Path(path)) if path is not None else {}
+    where = f"grid file {path}" if path is not None else "the default grid"
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE, e.g. seeds=[0]")
+        if key not in GridSpec.model_fields:
+            raise ConfigError(
+                f"--set {key}: unknown grid key; expected one of: {', '.join(GridSpec.model_fields)}"
+            )
+        try:
+            raw[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})"
+            ) from None
+    if overrides:
+        where += f" (with --set {', '.join(overrides)})"
+    return validate_grid(raw, where)
+
+
+def method_of(spec: GridSpec, method: str) -> tuple[str, dict[str, Any]]:
+    """The registered method a grid label runs and the parameters the grid gives it (a variant's,
+    or none for a registered name)."""
+    variant = spec.variants.get(method)
+    if variant is None:
+        return method, {}
+    return variant["name"], dict(variant.get("params") or {})
+
+
+def resolved_method(spec: GridSpec, method: str) -> dict[str, Any]:
+    """``{"name": registered method, "params": every parameter it runs with}`` for a grid label:
+    defaults < preset < the variant's ``params`` (``resolve_params``), so spellings that mean the
+    same run agree (``rho: 0`` and ``rho: 0.0``; a default written out or omitted)."""
+    name, params = method_of(spec, method)
+    return {"name": name, "params": resolve_params(name, params)}
+
+
+def _merged(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``, nested mappings merged key by key."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
 
 
 def run_config(
     spec: GridSpec, dataset: str, method: str, lr: float, seed: int, data_dir: str | None
 ) -> RunConfig:
-    cfg = load_config(base=spec.base)
-    variant = spec.variants.get(method, {"name": method, "params": {}})
-    return cfg.updated(
-        {
-            "data": {"name": dataset, "data_dir": data_dir or cfg.data.data_dir},
-            "method": {"name": variant["name"], "params": variant.get("params", {})},
-            "optim": {"lr": lr},
-            "seed": seed,
-        }
-    )
+    """The configuration of one run: ``base``, with the dataset, method (a variant's registered
+    method and parameters, over any ``base`` method parameters), learning rate and seed merged in
+    before it is validated, so a ``base`` setting that depends on the dataset (``tasks.include``)
+    is checked against the run's dataset, not the default one."""
+    name, params = method_of(spec, method)
+    base_data = spec.base.get("data")
+    base_dir = base_data.get("data_dir") if isinstance(base_data, Mapping) else None
+    changes = {
+        "data": {"name": dataset, "data_dir": data_dir or base_dir},
+        "method": {"name": name, "params": params},
+        "optim": {"lr": lr},
+        "seed": seed,
+    }
+    return load_config(base=_merged(spec.base, changes))

@@ -5,7 +5,7 @@ the runs' metrics and per-user files, except ``summarize``, which also writes th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,13 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     lr_choice = pd.DataFrame(chosen, columns=["dataset", "method", "lr"])
     sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
     sel["run_dir"] = [
-        str(run_path(out, d, m, lr, s))
+        str(run_path(out, spec, d, m, lr, s))
         for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
     ]
     per_user = gather_per_user(out, sel)
     tables = {
         "lr_choice": lr_choice,
-        **tables_from_runs(sel, spec.pmtrec, per_user=per_user),
+        **tables_from_runs(sel, spec.pmtrec, per_user=per_user, variants=spec.variants),
         "progress": grid_progress(out, spec),
     }
     # keep the per-user rows the tests used: PMTRec, its configurations, EW, the strongest baselines
@@ -76,13 +76,16 @@ def tables_from_runs(
     pmtrec: str = "pmtrec",
     is_baseline: Callable[[str], bool] | None = None,
     per_user: pd.DataFrame | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The result tables of a set of runs (one row per run; pure: reads per-user files, writes nothing).
 
     ``runs`` has columns ``dataset, method, seed, valid_ndcg@20, test_recall@20, test_ndcg@20,
     epochs_run, run_dir`` (``run_dir`` holds ``per_user_test.parquet``) and optionally ``lr``
     (every row of a (dataset, method) at one learning rate); ``per_user`` (see
-    :func:`gather_per_user`), when given, replaces the run directories' per-user files. Returns:
+    :func:`gather_per_user`), when given, replaces the run directories' per-user files;
+    ``variants`` (a grid's, label -> ``{name, params}``) says what a variant label runs, for the
+    ablation's switches. Returns:
 
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
       ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
@@ -161,7 +164,7 @@ def tables_from_runs(
         "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
         "significance": pd.DataFrame(sig_rows),
         "significance_groups": pd.DataFrame(group_rows),
-        "ablation": ablation_table(runs, summary, pmtrec, per_user),
+        "ablation": ablation_table(runs, summary, pmtrec, per_user, variants),
     }
 
 
@@ -171,16 +174,19 @@ ABLATION_COLUMNS = (
 ).split()
 
 
-def method_switches(method: str) -> dict[str, Any]:
+def method_switches(method: str, variants: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
     strength), read off the method itself so the table cannot drift from the presets; EW reads as
-    uniform weights with every module off (``resolve_params``, the one resolution)."""
+    uniform weights with every module off (``resolve_params``, the one resolution). A label in
+    ``variants`` (a grid's) reads as the registered method and parameters it runs."""
     from pmtrec_lab.mtl import get_entry, resolve_params
     from pmtrec_lab.mtl.pmtrec import PMTRec
 
-    if not issubclass(get_entry(method).cls, PMTRec):
+    variant = (variants or {}).get(method)
+    name, params = (variant["name"], variant.get("params") or {}) if variant else (method, {})
+    if not issubclass(get_entry(name).cls, PMTRec):
         return {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
-    p = resolve_params(method)
+    p = resolve_params(name, params)
     return {
         "weights": p["weight_mode"],
         "align": bool(p["align"]),
@@ -190,7 +196,11 @@ def method_switches(method: str) -> dict[str, Any]:
 
 
 def ablation_table(
-    runs: pd.DataFrame, summary: pd.DataFrame, pmtrec: str = "pmtrec", per_user: pd.DataFrame | None = None
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    pmtrec: str = "pmtrec",
+    per_user: pd.DataFrame | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """PMTRec against its own named configurations and EW, per dataset (Yang et al., 2024,
     arXiv 2407.21364, ablate the same three modules).
@@ -198,6 +208,7 @@ def ablation_table(
     Columns: ``dataset, method, weights, align, schedule, rho, seeds, ndcg20_mean, ndcg20_std,
     rel_vs_pmtrec, rel_vs_ew`` (relative change of mean test NDCG@20) and, against ``pmtrec`` over
     per-user test NDCG@20 averaged over seeds, ``mean_diff, p_value`` (NaN for ``pmtrec`` itself).
+    ``variants`` (a grid's) lets ``pmtrec`` be a variant label (the tuning grid's ``base``).
     """
     family = [pmtrec, *[m for m in pmtrec_family() if m != pmtrec], "ew"]
     rows = []
@@ -224,7 +235,7 @@ def ablation_table(
                 {
                     "dataset": dataset,
                     "method": method,
-                    **method_switches(method),
+                    **method_switches(method, variants),
                     "seeds": int(r["seeds"]),
                     "ndcg20_mean": r["ndcg20_mean"],
                     "ndcg20_std": r["ndcg20_std"],
