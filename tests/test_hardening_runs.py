@@ -315,7 +315,11 @@ def _metrics_truncated(out: Path) -> None:
 
 @pytest.mark.parametrize(
     ("damage", "file"),
-    [(_corrupt_history, "history.json"), (_status_is_a_list, "status.json"), (_metrics_truncated, "metrics.json")],
+    [
+        (_corrupt_history, "history.json"),
+        (_status_is_a_list, "status.json"),
+        (_metrics_truncated, "metrics.json"),
+    ],
 )
 def test_damaged_run_file_is_named(capsys, tmp_path, damage, file):
     out = tmp_path / "run"
@@ -374,7 +378,9 @@ def _read_only(*_args, **_kwargs):
     ],
     ids=["short-checkpoint-write", "disk-full", "permission"],
 )
-def test_write_faults_end_in_one_line_and_the_rerun_resumes(capsys, tmp_path, monkeypatch, target, fault, said):
+def test_write_faults_end_in_one_line_and_the_rerun_resumes(
+    capsys, tmp_path, monkeypatch, target, fault, said
+):
     """Faults injected at the writers (a full disk cannot be made on demand in a test)."""
     out = tmp_path / "run"
     train(load_config(overrides=FAST), out, max_epochs_this_call=1)
@@ -456,7 +462,8 @@ def test_run_files_follow_the_umask(capsys, tmp_path, umask):
 @pytest.mark.parametrize("epochs", [1, 3, 5])
 def test_best_epoch_history_log_and_diagnostics_count_from_one(capsys, tmp_path, epochs):
     out = tmp_path / "run"
-    rc = main(["train", *_sets([f"optim.epochs={epochs}", "progress=log", "method.name=pmtrec"]), "--out", str(out)])
+    sets = _sets([f"optim.epochs={epochs}", "progress=log", "method.name=pmtrec"])
+    rc = main(["train", *sets, "--out", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0
     run = load_run(out)
@@ -498,7 +505,13 @@ def test_resume_on_changed_data_is_refused_naming_both(capsys, tmp_path, shared_
     shutil.copytree(require_dataset(shared_datasets, "filmtrust"), data / "filmtrust")
     for f in (data / "filmtrust").iterdir():
         f.chmod(0o644)  # the shared copy is read-only
-    sets = ["data.name=filmtrust", f"data.data_dir={data}", "optim.epochs=3", "encoder.dim=8", "progress=none"]
+    sets = [
+        "data.name=filmtrust",
+        f"data.data_dir={data}",
+        "optim.epochs=3",
+        "encoder.dim=8",
+        "progress=none",
+    ]
     out = tmp_path / "run"
     train(load_config(overrides=sets), out, max_epochs_this_call=1)
     before = json.loads((out / "status.json").read_text())["data_fingerprint"]

@@ -20,6 +20,7 @@ import pytest
 from pmtrec_lab.reports import run_report
 from pmtrec_lab.reports.cli import build_report_params
 from pmtrec_lab.reports.defaults import NOTEBOOKS, notebook_path
+from pmtrec_lab.reports.params import check_report_params
 from pmtrec_lab.train import load_run
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -65,7 +66,9 @@ def report(tmp_path_factory):
     per.setdefault("03_gradient_conflicts", {})["compare_align_off"] = True
     per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": True}
     per["06_method_comparison"] = {"run_small_grid": True, "grid_methods": ["ew", "pcgrad", "pmtrec"]}
-    result = run_report([notebook_path(n) for n in NOTEBOOKS], per, root / "out", common_params=common)
+    paths = [notebook_path(n) for n in NOTEBOOKS]
+    check_report_params(paths, common, per)  # what the CLI checks: declared names and types
+    result = run_report(paths, per, root / "out", common_params=common)
     return result, runs
 
 

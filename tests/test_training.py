@@ -15,8 +15,8 @@ from pmtrec_lab.errors import ConfigError, TrainingDivergedError
 from pmtrec_lab.mtl import CombineResult, MethodParams, StepContext, make_method
 from pmtrec_lab.mtl.base import METHODS, WeightingMethod, register
 from pmtrec_lab.train import build_model, load_run, train
-from pmtrec_lab.train.step import check_finite, layout_step, plain_ew_step, task_gradients, train_step
 from pmtrec_lab.train.run import load_checkpoint
+from pmtrec_lab.train.step import check_finite, layout_step, plain_ew_step, task_gradients, train_step
 from tests.helpers import tiny_synthetic
 
 SYN = {"num_users": 120, "num_items": 80, "interactions_per_user": 12}

@@ -13,6 +13,11 @@
 with ``NOTEBOOK.KEY=VALUE`` (``--set 06.run_small_grid=true``); ``--set`` wins over the file.
 The report goes to ``--out`` (default ``reports``): one page per notebook, ``index.html`` and
 ``index.json``; the command exits 1 when any notebook failed.
+
+Before anything runs, every parameter is checked against the notebooks' ``parameters`` cells
+(:mod:`pmtrec_lab.reports.params`): a name no selected notebook declares, or a value whose type
+differs from the declared default (``epochs=2.7``), is refused with the known names, and so is
+an ``--out`` that cannot be written. ``--check`` stops after these checks and prints the plan.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import yaml
 from pmtrec_lab.config import parse_override
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.reports.defaults import NOTEBOOKS, REPORT_NOTEBOOK_PARAMS, notebook_path, resolve_notebook
+from pmtrec_lab.reports.params import check_output_folder, check_report_params
+from pmtrec_lab.reports.runner import report_files
 
 __all__ = ["add_report_command", "build_report_params", "run_report_command"]
 
@@ -119,11 +126,20 @@ def run_report_command(args: argparse.Namespace) -> int:
 
     names = _selected(args.notebooks)
     common, per = build_report_params(args.params, args.set, names)
+    paths = [notebook_path(n) for n in names]
+    check_report_params(paths, common, per)
+    out = Path(args.out).resolve()
+    check_output_folder(out, report_files(names), "--out")
+    if args.check:
+        print(f"report: parameters and --out checked; nothing run. Would write {out}:")
+        for name in names:
+            print(f"  {name}: {({**common, **per.get(name, {})})!r}")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run_report(
-        [notebook_path(n) for n in names],
+        paths,
         per,
-        args.out,
+        out,
         kernel_name=args.kernel,
         common_params=common,
         timeout_per_cell=args.timeout,
@@ -156,4 +172,9 @@ def add_report_command(subparsers: Any) -> None:
     rp.add_argument("--kernel", default="pmtrec-lab", help="Jupyter kernel name (default: pmtrec-lab)")
     rp.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell (default 1800)")
     rp.add_argument("--show-code", action="store_true", help="show every code cell in the pages")
+    rp.add_argument(
+        "--check",
+        action="store_true",
+        help="check the parameters and --out, print what would run, run nothing",
+    )
     rp.set_defaults(func=run_report_command)

@@ -58,6 +58,7 @@ from typing import Any
 
 from pmtrec_lab.paths import atomic_path
 from pmtrec_lab.reports.index_html import headline, render_index
+from pmtrec_lab.reports.params import check_output_folder, check_parameter_names
 from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, write_report_text
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,12 @@ def _run_one(
     return entry, uses_plotly
 
 
+def report_files(names: Sequence[str]) -> list[str]:
+    """The file names a report of the notebooks ``names`` (file stems) writes in its folder."""
+    per_notebook = [f"{n}{suffix}" for n in names for suffix in (".ipynb", ".html", ".values.json")]
+    return [*per_notebook, "index.json", "index.html", PLOTLY_JS_NAME]
+
+
 def run_report(
     notebooks: Sequence[str | os.PathLike],
     params: Mapping[str, Mapping[str, Any]] | None,
@@ -408,7 +415,11 @@ def run_report(
     unknown = sorted(set(params or {}) - set(names))
     if unknown:
         raise ValueError(f"parameters given for notebooks not in the report: {unknown}; notebooks: {names}")
+    for name in names:
+        merged_names = [*(common_params or {}), *((params or {}).get(name) or {})]
+        check_parameter_names(merged_names, name)
     out = Path(out_dir).resolve()
+    check_output_folder(out, report_files(names), "report folder")
     out.mkdir(parents=True, exist_ok=True)
 
     entries: list[ReportEntry] = []
