@@ -57,6 +57,12 @@ OUT_OF_BOUNDS = [
     ("db-mtl", "beta_sigma", -1.0),
     ("db-mtl", "eps", 0.0),
     ("db-mtl", "ema", "both"),
+    ("static-lambda", "weight", -0.1),
+    ("static-lambda", "weight", float("inf")),
+    ("static-lambda", "task_weights", {"social:trust": -1.0}),
+    ("static-lambda", "task_weights", {"social:trust": float("nan")}),
+    ("static-lambda", "task_weights", {"": 0.5}),
+    ("gcs", "head_weights", "mean"),
 ]
 
 # ... and values of the wrong type (strict: a bool is not a number, a string not a float, 2.7 not an int)
@@ -84,6 +90,11 @@ WRONG_TYPE = [
     ("db-mtl", "beta", True),
     ("db-mtl", "eps", "1e-8"),
     ("db-mtl", "ema", ["norm"]),
+    ("static-lambda", "weight", True),
+    ("static-lambda", "weight", "0.1"),
+    ("static-lambda", "task_weights", [0.1]),
+    ("static-lambda", "task_weights", {"social:trust": "0.1"}),
+    ("gcs", "head_weights", 1),
 ]
 
 

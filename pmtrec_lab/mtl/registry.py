@@ -62,7 +62,7 @@ FAMILIES: tuple[str, ...] = ("baseline", "pmtrec")
 #: gradient manipulation), then PMTRec and its configurations. Order only; see the module docstring.
 DISPLAY_ORDER: tuple[str, ...] = (
     "single-task", "ew", "uw", "dwa", "gradnorm", "mgda", "pcgrad", "cagrad", "imtl-g",
-    "aligned-mtl", "nash-mtl", "famo", "db-mtl", "metabalance",
+    "aligned-mtl", "nash-mtl", "famo", "db-mtl", "metabalance", "static-lambda", "gcs",
     "pmtrec", "pmtrec-no-personalization", "pmtrec-no-align", "pmtrec-no-schedule",
     "pmtrec-no-gmb", "pmtrec-gmb", "ew-align", "ew-gmb",
 )  # fmt: skip
