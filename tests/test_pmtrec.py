@@ -73,11 +73,52 @@ def random_problem(
 # ---------------------------------------------------------------------------------------
 class ReferencePMTRec:
     def __init__(self, k, tau, weight_mode, rho, gmb_target, ema_decay, align, schedule, beta_max,
-                 horizon, normalize):  # fmt: skip
+                 horizon, normalize, norm_mode="raw", focus_everywhere=False, gmb_mode="side",
+                 gmb_c=1.0, memory_decay=0.9):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
+        self.norm_mode = norm_mode
+        self.focus, self.gmb_mode, self.gmb_c = focus_everywhere, gmb_mode, gmb_c
+        self.mem_decay = memory_decay
+        self.ref: dict[int, torch.Tensor] = {}  # per global row: moving-average main gradient
+        self.mag: dict[int, float] = {}  # and its norm
         self.m: dict[tuple[int, int], float] = {}
+        self.a: dict[tuple[int, int], float] = {}  # fitted exponents
+
+    def exponent(self, norms, counts, active, side, k, s):
+        """v3 step 2': the fitted exponent of (task k, side s), a least-squares slope by hand."""
+        pts = [
+            (math.log(counts[x][k]), math.log(norms[x][k]))
+            for x in range(len(norms))
+            if int(side[x]) == s and bool(active[x, k]) and counts[x][k] >= 1 and norms[x][k] > 0
+        ]
+        n = len(pts)
+        if n:
+            mx = sum(p[0] for p in pts) / n
+            my = sum(p[1] for p in pts) / n
+            var = sum((p[0] - mx) ** 2 for p in pts)
+            if var > 1e-6 * n:
+                slope = sum((p[0] - mx) * (p[1] - my) for p in pts) / var
+                old = self.a.get((k, s))
+                self.a[(k, s)] = slope if old is None else self.decay * old + (1 - self.decay) * slope
+        return min(max(self.a.get((k, s), 0.0), 0.0), 2.0)
+
+    def signal(self, norms, counts, active, side):
+        """n_x^k, or n_x^k / c^a (v3 ``norm_mode``)."""
+        if self.norm_mode == "raw":
+            return norms
+        e_n, k_n = len(norms), self.k
+        power = {"sqrt_count": lambda k, s: 0.5, "count": lambda k, s: 1.0}.get(self.norm_mode)
+        if power is None:  # fitted: one exponent per (task, side), updated before use
+            exps = {
+                (k, s): self.exponent(norms, counts, active, side, k, s) for k in range(k_n) for s in (0, 1)
+            }
+            power = lambda k, s: exps[(k, s)]  # noqa: E731
+        return [
+            [norms[x][k] / max(counts[x][k], 1.0) ** power(k, int(side[x])) for k in range(k_n)]
+            for x in range(e_n)
+        ]
 
     def beta(self, t):
         if self.schedule == "none":
@@ -101,9 +142,24 @@ class ReferencePMTRec:
             t = max(ms)
         return (1 - self.rho) + self.rho * t / self.m[(k, s)]
 
-    def step(self, grads, active, side, t):
+    def step(self, grads, active, side, t, counts=None, rows=None):
         k_n, e_n, d = grads.shape
         norms = [[float(torch.sqrt((grads[k, x] ** 2).sum())) for k in range(k_n)] for x in range(e_n)]
+        raw = norms
+        virtual = [False] * e_n
+        if self.focus or self.gmb_mode == "entity_reduce":  # v3 memory, updated before use
+            for x in range(e_n):
+                if bool(active[x, self.main]):
+                    row, g0, n0 = rows[x], grads[self.main, x], raw[x][self.main]
+                    if row in self.ref:
+                        self.ref[row] = self.mem_decay * self.ref[row] + (1 - self.mem_decay) * g0
+                        self.mag[row] = self.mem_decay * self.mag[row] + (1 - self.mem_decay) * n0
+                    else:
+                        self.ref[row], self.mag[row] = g0.clone(), n0
+                elif self.focus and rows[x] in self.ref and bool(active[x].any()):
+                    virtual[x] = True
+        if self.norm_mode != "raw":
+            norms = self.signal(norms, counts, active, side)
         for s in (0, 1):
             for k in range(k_n):
                 xs = [x for x in range(e_n) if int(side[x]) == s and bool(active[x, k])]
@@ -115,10 +171,12 @@ class ReferencePMTRec:
         weights = []
         for x in range(e_n):
             s = int(side[x])
-            tasks = [k for k in range(k_n) if bool(active[x, k])]
+            tasks = [k for k in range(k_n) if bool(active[x, k])] + ([self.main] if virtual[x] else [])
             logits = {}
             for k in tasks:
                 r = norms[x][k] / self.m[(k, s)] if self.m[(k, s)] > 0 else 0.0
+                if virtual[x] and k == self.main:
+                    r = 1.0  # the memory stands in at the side's typical magnitude
                 base = 0.0 if (self.mode == "uniform" or math.isinf(self.tau)) else r / self.tau
                 logits[k] = base + (beta if k == self.main else 0.0)
             z = sum(math.exp(v) for v in logits.values())
@@ -136,11 +194,18 @@ class ReferencePMTRec:
         out = torch.zeros(e_n, d, dtype=grads.dtype)
         for x in range(e_n):
             s = int(side[x])
-            g0 = grads[self.main, x]
-            has_main = self.main in weights[x]
+            has_main = bool(active[x, self.main])
+            g0 = grads[self.main, x] if has_main else (self.ref[rows[x]] if virtual[x] else None)
             for k, w in weights[x].items():
-                gb = grads[k, x] * self.scale(k, s)
-                if self.align and k != self.main and has_main:
+                if k == self.main and not has_main:
+                    continue  # the memory's share: nothing to apply
+                gb = grads[k, x] * (self.scale(k, s) if self.gmb_mode == "side" else 1.0)
+                if self.gmb_mode == "entity_reduce" and self.rho > 0 and k != self.main:
+                    cut = 1.0
+                    if rows[x] in self.ref and raw[x][k] > self.gmb_c * self.mag[rows[x]]:
+                        cut = self.gmb_c * self.mag[rows[x]] / raw[x][k]
+                    gb = gb * ((1 - self.rho) + self.rho * cut)
+                if self.align and k != self.main and g0 is not None:
                     dot = float(gb @ g0)
                     if dot < 0:
                         gb = gb - dot / float(g0 @ g0) * g0
@@ -490,6 +555,7 @@ def test_presets_build_with_their_parameters():
         "ew-align": {"weight_mode": "uniform", "rho": 0.0, "align": True, "schedule": "none"},
         "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "align": False, "schedule": "none"},
         "pmtrec-gmb": {"rho": 0.5},
+        "pmtrec-v2": {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side"},
     }
     for name in PRESETS:
         m = make_method(name, 3)
@@ -593,3 +659,176 @@ def test_shared_mode_with_many_tasks_matches_reference():
     exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch)
     torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# v3 step 2': magnitudes free of batch frequency.
+# ---------------------------------------------------------------------------------------
+def random_counts(active: torch.Tensor, seed: int) -> torch.Tensor:
+    """[E, K] occurrence counts: 1-6 where active, 0 elsewhere."""
+    g = torch.Generator().manual_seed(100 + seed)
+    return torch.randint(1, 7, tuple(active.shape), generator=g).float() * active.float()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"norm_mode": "sqrt_count"},
+        {"norm_mode": "count", "weight_mode": "shared"},
+        {"norm_mode": "fitted"},
+        {"norm_mode": "fitted", "rho": 0.5, "gmb_target": "mean", "ema_decay": 0.5},
+    ],
+)
+def test_frequency_free_norms_match_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    for step in range(4):
+        grads, active, side, losses = random_problem(seed=step, e=30, d=5, conflict=0.5)
+        counts = random_counts(active, step)
+        grads = grads * counts.T.sqrt().unsqueeze(-1).clamp_min(1)  # norms grow with the count
+        ctx = make_ctx(step=step * 3, steps_per_epoch=5)
+        ctx.counts = counts
+        out = method.combine(grads, active, side, losses, ctx)
+        exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch, counts=counts.tolist())
+        torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+
+
+def test_fitted_exponent_recovers_a_planted_power():
+    """Norms planted as c^0.7 (times unit directions) give a fitted exponent of 0.7, and the
+    signal then no longer depends on the count."""
+    e, d = 64, 4
+    g = torch.Generator().manual_seed(3)
+    counts = torch.randint(1, 9, (e, 2), generator=g).float()
+    counts[:, 0] = torch.where(torch.arange(e) % 2 == 0, counts[:, 0], counts[:, 0] + 1)
+    dirs = torch.nn.functional.normalize(torch.randn(2, e, d, generator=g, dtype=torch.float64), dim=2)
+    grads = dirs * counts.T.double().pow(0.7).unsqueeze(-1)
+    active = torch.ones(e, 2, dtype=torch.bool)
+    side = torch.zeros(e, dtype=torch.long)
+    method = make_method("pmtrec", 2, norm_mode="fitted", schedule="none", align=False)
+    ctx = make_ctx(k=2)
+    ctx.counts = counts
+    out = method.combine(grads, active, side, torch.ones(2), ctx)
+    planted = torch.full((2,), 0.7, dtype=torch.float64)
+    torch.testing.assert_close(out.diagnostics["norm_exponent"][0], planted)
+    w = out.diagnostics["entity_weights"]  # equal signals -> equal weights: 1/2 each
+    torch.testing.assert_close(w, torch.full_like(w, 0.5))
+
+
+def test_frequency_free_modes_need_counts_and_raw_ignores_them():
+    grads, active, side, losses = random_problem(seed=1)
+    with pytest.raises(ValueError, match="needs ctx.counts"):
+        make_method("pmtrec", 3, norm_mode="sqrt_count").combine(grads, active, side, losses, make_ctx())
+    ctx = make_ctx()
+    ctx.counts = random_counts(active, 1)
+    a = make_method("pmtrec", 3).combine(grads, active, side, losses, ctx)
+    b = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx())
+    torch.testing.assert_close(a.combined, b.combined)
+
+
+def test_fitted_exponent_state_round_trips_and_is_checked():
+    grads, active, side, losses = random_problem(seed=2)
+    ctx = make_ctx()
+    ctx.counts = random_counts(active, 2)
+    m = make_method("pmtrec", 3, norm_mode="fitted")
+    m.combine(grads, active, side, losses, ctx)
+    state = m.state_dict()
+    assert "norm_exponent" in state
+    m2 = make_method("pmtrec", 3, norm_mode="fitted")
+    m2.load_state_dict(state)
+    torch.testing.assert_close(m2._exponent.exponent, m._exponent.exponent)
+    with pytest.raises(ValueError, match="norm exponent"):
+        make_method("pmtrec", 3).load_state_dict(state)
+    with pytest.raises(ValueError, match="norm exponent"):
+        make_method("pmtrec", 3, norm_mode="fitted").load_state_dict(make_method("pmtrec", 3).state_dict())
+
+
+# ---------------------------------------------------------------------------------------
+# v3 steps 3' and 5': per-entity memory of the main gradient (focusing everywhere, reduce-only GMB).
+# ---------------------------------------------------------------------------------------
+NUM_USERS, NUM_ITEMS = 12, 10
+
+
+def recurring_problem(step: int, k: int = 3, e: int = 14, d: int = 5):
+    """A step over a random subset of 22 global rows (users first), so entities recur across
+    steps, with and without a main gradient; returns the problem, the context and the rows."""
+    g = torch.Generator().manual_seed(500 + step)
+    rows = torch.randperm(NUM_USERS + NUM_ITEMS, generator=g)[:e].sort().values
+    side = (rows >= NUM_USERS).long()
+    ids = torch.where(side == 1, rows - NUM_USERS, rows)
+    grads, active, _, losses = random_problem(k=k, e=e, d=d, seed=step, conflict=0.8, p_active=0.5)
+    ctx = make_ctx(step=step * 4, steps_per_epoch=5, k=k)
+    ctx.entity_ids, ctx.num_entities = ids, (NUM_USERS, NUM_ITEMS)
+    return grads, active, side, losses, ctx, rows.tolist()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"focus_everywhere": True},
+        {"focus_everywhere": True, "weight_mode": "uniform", "memory_decay": 0.5},
+        {"focus_everywhere": True, "weight_mode": "shared", "normalize": True, "align": False},
+        {"gmb_mode": "entity_reduce", "rho": 1.0, "gmb_c": 0.5},
+        {"gmb_mode": "entity_reduce", "rho": 0.6, "focus_everywhere": True, "tau": 0.5},
+    ],
+)
+def test_entity_memory_matches_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    saw_virtual = False
+    for step in range(6):
+        grads, active, side, losses, ctx, rows = recurring_problem(step)
+        out = method.combine(grads, active, side, losses, ctx)
+        exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch, rows=rows)
+        torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+        saw_virtual |= bool(((exp_w[:, 0] > 0) & ~active[:, 0]).any())
+    assert saw_virtual or not over.get("focus_everywhere")  # the memory did stand in
+
+
+def test_focusing_everywhere_reaches_every_auxiliary_update_with_a_memory():
+    plain = make_method("pmtrec", 3)
+    focus = make_method("pmtrec", 3, focus_everywhere=True)
+    for step in range(6):
+        grads, active, side, losses, ctx, _ = recurring_problem(step)
+        a = plain.combine(grads, active, side, losses, ctx).diagnostics["focus_share"]
+        b = focus.combine(grads, active, side, losses, ctx).diagnostics["focus_share"]
+        assert (b >= a - 1e-12).all()
+    assert (b[1:] > a[1:]).any()  # later steps: remembered entities are reached
+
+
+def test_entity_reduce_gmb_never_scales_up():
+    method = make_method("pmtrec", 3, gmb_mode="entity_reduce", rho=1.0, gmb_c=2.0)
+    for step in range(5):
+        grads, active, side, losses, ctx, _ = recurring_problem(step)
+        out = method.combine(grads, active, side, losses, ctx)
+        reduce = out.diagnostics["gmb_reduce"]
+        assert (reduce <= 1 + 1e-12).all() and (reduce > 0).all() and reduce[0] == 1
+
+
+@pytest.mark.parametrize("over", [{"focus_everywhere": True}, {"gmb_mode": "entity_reduce", "rho": 0.5}])
+def test_entity_memory_needs_ids_and_round_trips(over):
+    grads, active, side, losses, ctx, _ = recurring_problem(0)
+    with pytest.raises(ValueError, match="entity_ids"):
+        make_method("pmtrec", 3, **over).combine(grads, active, side, losses, make_ctx())
+    m = make_method("pmtrec", 3, **over)
+    m.combine(grads, active, side, losses, ctx)
+    m2 = make_method("pmtrec", 3, **over)
+    m2.load_state_dict(m.state_dict())
+    nxt = recurring_problem(1)
+    torch.testing.assert_close(m.combine(*nxt[:5]).combined, m2.combine(*nxt[:5]).combined)
+    with pytest.raises(ValueError, match="main-gradient memory"):
+        make_method("pmtrec", 3).load_state_dict(m.state_dict())
+
+
+def test_pmtrec_v2_preset_is_pinned_to_v2():
+    """``pmtrec-v2`` is v2 whatever the defaults become: the v2 values, spelt out here."""
+    v2 = {
+        "tau": 1.0, "weight_mode": "personalized", "rho": 0.0, "gmb_target": "main", "ema_decay": 0.9,
+        "align": True, "schedule": "linear", "beta_max": 2.0, "horizon": 10.0, "normalize": False,
+        "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side",
+    }  # fmt: skip
+    params = make_method("pmtrec-v2", 3).params
+    assert {k: params[k] for k in v2} == v2
+    # the v3-only parameters have no effect with their switches off
+    assert set(params) - set(v2) == {"gmb_c", "memory_decay"}

@@ -11,6 +11,9 @@ user/item representation row touched in the step, and hands them to a method:
 - ``active[e, k]`` is True where task k touched entity e (anchor, positive or negative).
 - ``side[e]`` is 0 for a user row, 1 for an item row.
 - ``losses[k]`` is task k's mean batch loss (detached).
+- ``ctx.counts`` [E, K], ``ctx.entity_ids`` [E] and ``ctx.num_entities`` (set by the trainer;
+  None when a caller builds the context by hand): occurrences of each row in each task's batch,
+  the rows' ids within their side, and the table sizes, for methods with per-entity state.
 - ``combined`` is back-propagated through the encoder once; task heads (label classifiers)
   receive ``head_weights[k] * grad(L_k)``.
 - ``diagnostics`` maps names to small detached tensors; keys the recorder understands:
@@ -50,6 +53,12 @@ class StepContext:
     steps_per_epoch: int
     task_names: list[str]
     generator: torch.Generator  # seeded; the only source of randomness a method may use
+    #: (num_users, num_items) of the model: the size of per-entity state tables
+    num_entities: tuple[int, int] | None = None
+    #: [E, K] float: how often entity row e occurs in task k's batch (set by ``train_step``)
+    counts: torch.Tensor | None = None
+    #: [E] int64: each row's id within its side (users first, then items; set by ``train_step``)
+    entity_ids: torch.Tensor | None = None
 
     @property
     def fractional_epoch(self) -> float:

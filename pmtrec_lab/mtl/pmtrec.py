@@ -6,6 +6,8 @@ trainer extracts (step 1). Notation: entity x (a user or item row), side s(x), t
 task, A_x the tasks that touched x in this step, g_x^k = dL_k/dz_x,
 n_x^k = ||g_x^k||.
 
+2'. (v3, ``norm_mode``) the signal may first be freed of batch frequency: n_x^k is replaced by
+   ``n_x^k / (c_x^k)^a``, c the entity's occurrences in task k's batch (``_frequency``).
 2. Task magnitudes ``m^{k,s}``: an exponential moving average (``ema_decay``) of the mean of
    n_x^k over the entities of side s that task k touched; it starts at the first batch's mean,
    is updated before use, and keeps its value when task k touched no entity of side s.
@@ -44,6 +46,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from pmtrec_lab.mtl._entity_memory import MainGradientMemory
+from pmtrec_lab.mtl._frequency import FrequencyExponent, frequency_free
 from pmtrec_lab.mtl._gram import (
     combine_rows,
     conflict_projection,
@@ -108,6 +112,25 @@ class PMTRecParams(MethodParams):
     beta_max: float = Field(2.0, ge=0, description="the schedule's final value of beta")
     horizon: float = Field(10.0, gt=0, description="epochs over which beta(t) rises from 0 to beta_max")
     normalize: bool = Field(False, description="drop the |A_x| factor of the combination (step 6)")
+    focus_everywhere: bool = Field(
+        False, description="v3: align and schedule every entity with an auxiliary gradient, using its "
+        "moving-average main gradient where the step has none (mtl/_entity_memory.py)"
+    )
+    gmb_mode: Literal["side", "entity_reduce"] = Field(
+        "side", description="GMB rule: per (task, side) towards T^s (v2), or v3's per-entity reduce-only "
+        "rule min(1, gmb_c * mag_x / n_x^k) with mag_x the entity's moving-average main magnitude"
+    )
+    gmb_c: float = Field(
+        1.0, gt=0, description="v3 entity_reduce GMB: the allowed auxiliary / main magnitude ratio"
+    )
+    memory_decay: float = Field(
+        0.9, ge=0, lt=1, description="v3: decay of each entity's moving-average main gradient and magnitude"
+    )
+    norm_mode: Literal["raw", "sqrt_count", "count", "fitted"] = Field(
+        "raw", description="v3: the magnitude signal, n_x^k (raw, v2) or n_x^k / c^a with c the "
+        "entity's occurrences in the task's batch: a = 1/2 (sqrt_count), 1 (count) or fitted per "
+        "task and side (fitted; mtl/_frequency.py)"
+    )
 
     @classmethod
     def upgrade(cls, params: Mapping[str, Any], method: str = "pmtrec") -> dict[str, Any]:
@@ -215,6 +238,12 @@ class PMTRec(WeightingMethod):
         self.normalize = p.normalize
         # State: per (side, task) magnitudes m^{k,s} and whether each has been initialized.
         self._ema = SideMagnitudeEMA(NUM_SIDES, num_tasks, p.ema_decay, owner="pmtrec")
+        self.norm_mode = p.norm_mode
+        self.focus_everywhere = p.focus_everywhere
+        self.gmb_mode = p.gmb_mode
+        self.gmb_c = p.gmb_c
+        self._memory = MainGradientMemory(p.memory_decay, owner="pmtrec")
+        self._exponent = FrequencyExponent(NUM_SIDES, num_tasks, p.ema_decay)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -329,23 +358,74 @@ class PMTRec(WeightingMethod):
         gram = entity_gram(grads)  # [E, K, K], the only Gramian of the step
         norms, inner = task_major_stats(gram, main)  # n_x^k and <g_x^k, g_x^0>, [K, E]
 
-        m = self._update_magnitudes(norms, act, onehot)  # step 2, [2, K]
-        r = norms / side_table(m, is_item).clamp_min(tiny)  # r_x^k (0 where inactive)
-        scale = self._gmb_scale(m)  # step 3, [2, K]
+        signal = norms
+        exponent: torch.Tensor | None = None
+        if self.norm_mode != "raw":  # v3 step 2': frequency-free magnitudes
+            if ctx.counts is None:
+                raise ValueError(
+                    f"method {self.name!r}: norm_mode={self.norm_mode!r} needs ctx.counts (the "
+                    "entities' occurrences per task, set by train_step)"
+                )
+            counts = ctx.counts.T.to(dtype)  # [K, E]
+            if self.norm_mode == "fitted":
+                exponent = self._exponent.update(norms, counts, act, onehot)
+            signal = frequency_free(norms, counts, self.norm_mode, is_item, exponent)
+        m = self._update_magnitudes(signal, act, onehot)  # step 2, [2, K]
+        r = signal / side_table(m, is_item).clamp_min(tiny)  # r_x^k (0 where inactive)
+        has_main = active_t[main]
+        ref = ref_mag = virtual = None
+        if self.focus_everywhere or self.gmb_mode == "entity_reduce":  # v3: per-entity memory
+            if ctx.entity_ids is None or ctx.num_entities is None:
+                raise ValueError(
+                    f"method {self.name!r}: focus_everywhere / gmb_mode='entity_reduce' need "
+                    "ctx.entity_ids and ctx.num_entities (set by the trainer)"
+                )
+            rows = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
+            ref, ref_mag, known = self._memory.update(rows, grads[main], has_main, sum(ctx.num_entities))
+            if self.focus_everywhere:  # rows with auxiliary gradients, a reference, no main gradient
+                virtual = known & ~has_main & active_t.any(dim=0)
+
+        side_scale = self._gmb_scale(m) if self.gmb_mode == "side" else torch.ones_like(m)  # step 3
+        entity_scale = None
+        if self.gmb_mode == "entity_reduce" and self.rho > 0:  # v3 step 3': reduce-only, per entity
+            assert ref_mag is not None
+            allowed = self.gmb_c * ref_mag.unsqueeze(0)  # [1, E]
+            cut = torch.where(norms > allowed, allowed / norms.clamp_min(tiny), torch.ones_like(norms))
+            cut = torch.where(known.unsqueeze(0), cut, torch.ones_like(cut))
+            cut[main] = 1.0
+            entity_scale = (1.0 - self.rho) + self.rho * cut
 
         beta = self.beta(ctx.fractional_epoch)  # step 5b
-        w = self._weights(r, act, active_t, side, beta)  # step 4, [K, E]
+        act_w, active_w = act, active_t
+        if virtual is not None:  # v3 step 5': the main task takes part through its memory
+            active_w = active_t.clone()
+            active_w[main] |= virtual
+            act_w = active_w.to(dtype)
+            r[main] = torch.where(virtual, torch.ones_like(r[main]), r[main])  # typical magnitude
+        w = self._weights(r, act_w, active_w, side, beta)  # step 4, [K, E]
 
         # Step 6 (+5a) as coefficients on the raw gradients: G_x = sum_k coef[k, x] g_x^k.
-        mult = w if self.normalize else w * act.sum(dim=0)
-        coef = mult * side_table(scale, is_item) if self.rho > 0 else mult.clone()
-        has_main = active_t[main]
+        mult = w if self.normalize else w * act_w.sum(dim=0)
+        side_gmb = self.rho > 0 and self.gmb_mode == "side"
+        coef = mult * side_table(side_scale, is_item) if side_gmb else mult.clone()
+        if entity_scale is not None:
+            coef = coef * entity_scale
         p: torch.Tensor | None = None
+        p_ref: torch.Tensor | None = None
         if self.align:
             # gb^k -> gb^k - (<gb^k, g^0>/||g^0||^2) g^0 where negative: adds to g^0's coefficient.
             p = conflict_projection(inner, main, has_main)
             coef[main] -= (coef * p).sum(dim=0)
+            if virtual is not None:  # the same against the memory where the step has no g^0
+                assert ref is not None
+                inner_ref = torch.einsum("ked,ed->ke", grads, ref)
+                inner_ref[main] = (ref * ref).sum(dim=1)
+                p_ref = conflict_projection(inner_ref, main, virtual)
         combined = combine_rows(coef, grads)
+        if p_ref is not None:
+            assert ref is not None
+            combined -= (coef * p_ref).sum(dim=0).unsqueeze(1) * ref
+        reach = has_main if virtual is None else has_main | virtual
 
         count_k = act.sum(dim=1)
         head = torch.where(count_k > 0, mult.sum(dim=1) / count_k.clamp_min(1), torch.ones_like(count_k))
@@ -355,7 +435,7 @@ class PMTRec(WeightingMethod):
         init = self._initialized
         defined = init & init[:, main : main + 1] & (m0 > 0)
         nan = torch.full_like(m, float("nan"))
-        m_after = m * scale
+        m_after = m * side_scale
         both = act * act[main]  # 1 where task k and the main task touched the entity, else 0
         cos = inner / (norms * norms[main]).clamp_min(tiny)
         # NaN where undefined without a bool-mask kernel (slow on CPU): x * 1 / 1 = x exactly,
@@ -377,15 +457,50 @@ class PMTRec(WeightingMethod):
             "cos_main": cos.T,
             "cos_main_after": cos_after.T,
         }
+        if exponent is not None:
+            diagnostics["norm_exponent"] = exponent.clone()
+        # Share of each task's row-updates that focusing reaches (a main gradient or a memory).
+        diagnostics["focus_share"] = (act * reach.to(dtype)).sum(dim=1) / act.sum(dim=1).clamp_min(1)
+        if entity_scale is not None:
+            diagnostics["gmb_reduce"] = (entity_scale * act).sum(dim=1) / act.sum(dim=1).clamp_min(1)
         return CombineResult(combined=combined, head_weights=head, diagnostics=diagnostics)
 
     # State ----------------------------------------------------------------------------
+    @property
+    def _uses_memory(self) -> bool:
+        return self.focus_everywhere or self.gmb_mode == "entity_reduce"
+
     def state_dict(self) -> dict[str, Any]:
-        return self._ema.state_dict()
+        state = self._ema.state_dict()
+        if self.norm_mode == "fitted":
+            state["norm_exponent"] = self._exponent.state_dict()
+        if self._uses_memory:
+            state["main_memory"] = self._memory.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        exponent = state.pop("norm_exponent", None)
+        memory = state.pop("main_memory", None)
+        if (memory is None) == self._uses_memory:
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if memory is None else 'has'} the "
+                "per-entity main-gradient memory, which this configuration "
+                f"{'uses' if self._uses_memory else 'does not use'}"
+            )
+        if memory is not None:
+            self._memory.load_state_dict(memory)
+        if (exponent is None) != (self.norm_mode != "fitted"):
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if exponent is None else 'has'} the "
+                f"fitted norm exponent, but norm_mode is {self.norm_mode!r}"
+            )
         self._ema.load_state_dict(state)
+        if exponent is not None:
+            self._exponent.load_state_dict(exponent)
 
     def to(self, device: torch.device | str) -> PMTRec:
         self._ema.to(device)
+        self._exponent.to(device)
+        self._memory.to(device)
         return self

@@ -12,6 +12,8 @@ defaults; parameters given by the user override both.
 | ``pmtrec-gmb``                | ``rho=GMB_ON_RHO``                                             |
 | ``ew-align``                  | uniform weights, ``rho=0``, align on, no schedule              |
 | ``ew-gmb``                    | uniform weights, ``rho=GMB_ON_RHO``, no align, no schedule     |
+| ``pmtrec-v2``                 | every v3 switch off (``V3_OFF``): v2's behaviour, kept as the  |
+|                               | record of v2 when the v3 study changes the defaults            |
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pmtrec_lab.mtl.params import MethodParams
 from pmtrec_lab.mtl.pmtrec import PMTRec, PMTRecParams
 from pmtrec_lab.mtl.registry import register_preset
 
-__all__ = ["GMB_ON_RHO", "PRESETS"]
+__all__ = ["GMB_ON_RHO", "PRESETS", "V3_OFF"]
 
 #: GMB strength of the presets that switch GMB on (the prototype's middle value).
 GMB_ON_RHO = 0.5
@@ -37,6 +39,11 @@ def _gmb_must_be_on(p: MethodParams) -> None:
 
 _UNIFORM = {"weight_mode": "uniform", "schedule": "none"}
 
+#: The v3 switches at their v2 (off) values (``docs/pmtrec-method.md``, "PMTRec v3"). When the
+#: v3 study changes a v2 parameter's default, its v2 value is added here, so ``pmtrec-v2``
+#: stays v2 (``tests/test_pmtrec.py`` pins it).
+V3_OFF: dict[str, Any] = {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side"}
+
 #: preset name -> (the parameters it fixes, what it is)
 PRESETS: MappingProxyType[str, tuple[dict[str, Any], str]] = MappingProxyType({
     "pmtrec-no-personalization": (
@@ -47,6 +54,7 @@ PRESETS: MappingProxyType[str, tuple[dict[str, Any], str]] = MappingProxyType({
     "pmtrec-gmb": ({"rho": GMB_ON_RHO}, "PMTRec with GMB on"),
     "ew-align": ({**_UNIFORM, "rho": 0.0, "align": True}, "Equal weights plus TF alignment only"),
     "ew-gmb": ({**_UNIFORM, "rho": GMB_ON_RHO, "align": False}, "Equal weights plus GMB only"),
+    "pmtrec-v2": (dict(V3_OFF), "PMTRec v2: every v3 switch off (the record of v2)"),
 })  # fmt: skip
 
 for _name, (_overrides, _summary) in PRESETS.items():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,6 +30,12 @@ class StepLayout:
     local: list[dict[str, torch.Tensor]]  # per task: role -> position in users/items
     active: torch.Tensor  # [E, K] bool, users first then items
     side: torch.Tensor  # [E] 0 user, 1 item
+    counts: torch.Tensor  # [E, K] float32: occurrences of each row in each task's batch
+
+    @property
+    def entity_ids(self) -> torch.Tensor:
+        """[E]: each row's id within its side (users first, then items)."""
+        return torch.cat([self.users, self.items])
 
     @property
     def num_users(self) -> int:
@@ -46,7 +52,7 @@ def layout_step(batches: list[TaskBatch], device: torch.device) -> StepLayout:
     users, inv_u = torch.unique(all_u, return_inverse=True)
     items, inv_i = torch.unique(all_i, return_inverse=True)
     eu, ei, k = users.numel(), items.numel(), len(batches)
-    active = torch.zeros(eu + ei, k, dtype=torch.bool)
+    counts = torch.zeros(k, eu + ei, dtype=torch.float32)  # task-major while filled
     local: list[dict[str, torch.Tensor]] = []
     off_u = off_i = 0
     for j, b in enumerate(batches):
@@ -55,15 +61,18 @@ def layout_step(batches: list[TaskBatch], device: torch.device) -> StepLayout:
             n = b.roles[role].numel()
             loc[role] = inv_u[off_u : off_u + n]
             off_u += n
-            active[loc[role], j] = True
+            counts[j].index_add_(0, loc[role], torch.ones(n))
         for role in b.item_roles:
             n = b.roles[role].numel()
             loc[role] = inv_i[off_i : off_i + n]
             off_i += n
-            active[eu + loc[role], j] = True
+            counts[j].index_add_(0, eu + loc[role], torch.ones(n))
         local.append({r: v.to(device) for r, v in loc.items()})
     side = torch.cat([torch.zeros(eu, dtype=torch.int64), torch.ones(ei, dtype=torch.int64)])
-    return StepLayout(users.to(device), items.to(device), local, active.to(device), side.to(device))
+    counts = counts.T.contiguous()
+    return StepLayout(
+        users.to(device), items.to(device), local, (counts > 0).to(device), side.to(device), counts.to(device)
+    )
 
 
 @dataclass
@@ -153,6 +162,7 @@ def train_step(
     tick("forward")
     losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
     tick("task_gradients")
+    ctx = replace(ctx, counts=layout.counts, entity_ids=layout.entity_ids)
     result = method.combine(grads, layout.active, layout.side, losses, ctx)
     tick("combine")
     check_finite(losses, result.combined, grads, [t.name for t in tasks], ctx.step)

@@ -466,6 +466,7 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             steps_per_epoch=s.steps_per_epoch,
             task_names=s.names,
             generator=ctx_gen,
+            num_entities=(s.ds.num_users, s.ds.num_items),
         )
         s.optimizer.zero_grad(set_to_none=True)
         res = train_step(s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device)
