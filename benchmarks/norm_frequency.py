@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     args = ap.parse_args()
     at = sorted({int(s) for s in args.at.split(",")})
-    print("Spearman(signal, in-batch count) within training-degree deciles; target |rho| < 0.1")
+    print("Spearman(signal, in-batch count) within expected-count deciles; target |rho| < 0.1")
     header = " ".join(f"{s:>10}" for s in SIGNALS)
     print(f"{'dataset':<8} {'step':>5} {'task':<24} {'side':<5} {'n':>6} {header}")
     for dataset in args.datasets.split(","):
