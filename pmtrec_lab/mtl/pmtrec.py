@@ -213,7 +213,11 @@ class PMTRec(WeightingMethod):
     ``conflict_fraction`` [K] (among entities touched by k that have a main-task gradient, the
     fraction with cos(g^k, g^0) < 0: where alignment fires); ``cos_main`` [E, K] (NaN where
     task k or the main task did not touch the entity); ``cos_main_after`` [E, K] (the same
-    after TF alignment: >= 0 where aligned; equal to ``cos_main`` with ``align=False``).
+    after TF alignment: >= 0 where aligned; equal to ``cos_main`` with ``align=False``);
+    ``magnitude_signal`` [E, K] (s_x^k, the norm the weights use: n_x^k unless ``norm_mode``);
+    ``focus_share`` [K] (share of task k's touched rows that focusing reaches: a main gradient,
+    or with ``focus_everywhere`` a memory); ``gmb_reduce`` [K] (mean reduce-only GMB factor, with
+    ``gmb_mode="entity_reduce"``); ``norm_exponent`` [2, K] (with ``norm_mode="fitted"``).
     The [E, K] tensors are transposed views of task-major [K, E] tables (see ``_gram``).
     """
 
@@ -457,6 +461,7 @@ class PMTRec(WeightingMethod):
             "cos_main": cos.T,
             "cos_main_after": cos_after.T,
         }
+        diagnostics["magnitude_signal"] = signal.T  # s_x^k (n_x^k with norm_mode="raw")
         if exponent is not None:
             diagnostics["norm_exponent"] = exponent.clone()
         # Share of each task's row-updates that focusing reaches (a main gradient or a memory).

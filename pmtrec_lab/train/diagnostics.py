@@ -7,7 +7,13 @@ Schema (``<run>/diagnostics/``):
   over the main task's, before and after balancing), ``conflict_fraction`` (share of touched
   rows whose task gradient has negative cosine with the main-task gradient; "raw" before any
   manipulation), ``conflict_fraction_combined`` (share whose combined gradient opposes the
-  main-task gradient), ``beta`` (task "all"), ``task_weight`` (global weights, if any).
+  main-task gradient), ``beta`` (task "all"), ``task_weight`` (global weights, if any),
+  ``count_spearman`` (Spearman correlation of the method's magnitude signal, PMTRec's
+  ``magnitude_signal`` or else the raw row norm, with the entity's occurrences in the task's
+  batch, within deciles of its occurrences over the epoch, on every ``PROBE_EVERY``-th step;
+  only where counts vary; PMTRec v3 item 1), ``focus_share`` (share of the task's row-updates
+  that Task Focusing reaches) and ``gmb_reduce`` (mean reduce-only GMB factor), side "all",
+  and ``norm_exponent`` (PMTRec's fitted frequency exponent) per side, where reported.
 - ``cosine_hist.parquet``: ``epoch, task, side, kind, bin_left, bin_right, count``; kind "raw"
   (task gradient vs main), "after" (after the method's alignment, if reported), "combined"
   (combined gradient vs main, task "combined").
@@ -28,6 +34,78 @@ import torch
 from pmtrec_lab.paths import atomic_path
 
 SIDES = ("user", "item")
+
+#: the signal-frequency probe samples every this many steps (and the first of each epoch)
+PROBE_EVERY = 10
+
+#: per-task diagnostics [K] averaged over an epoch's steps (side "all")
+TASK_MEANS = ("focus_share", "gmb_reduce")
+
+
+def decile_spearman(signal: np.ndarray, count: np.ndarray, decile: np.ndarray) -> float:
+    """Size-weighted mean over deciles of Spearman(signal, count), skipping deciles with fewer
+    than 10 entities or constant counts; NaN when none qualifies (a loop over ten deciles)."""
+    from scipy.stats import spearmanr
+
+    total, weight = 0.0, 0
+    for d in np.unique(decile):
+        sel = decile == d
+        if sel.sum() < 10 or np.ptp(count[sel]) == 0 or np.ptp(signal[sel]) == 0:
+            continue
+        rho = spearmanr(signal[sel], count[sel]).statistic
+        if np.isfinite(rho):
+            total += float(rho) * int(sel.sum())
+            weight += int(sel.sum())
+    return total / weight if weight else float("nan")
+
+
+def deciles_of(values: np.ndarray) -> np.ndarray:
+    """Decile index (0..9) of each value (ties share a decile)."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)[1:-1]))
+    return np.searchsorted(edges, values, side="right")
+
+
+class SignalFrequencyProbe:
+    """How much a magnitude signal follows batch frequency (see ``count_spearman`` above).
+
+    Every step adds its occurrence counts to per-entity epoch totals (index_add); every
+    ``PROBE_EVERY``-th step keeps its (side, ids, counts, signal). At the epoch's end each kept
+    step's Spearman correlation is computed within deciles of the totals (the entity's activity
+    in that task over the epoch) and averaged over the kept steps.
+    """
+
+    def __init__(self, num_tasks: int, sizes: tuple[int, int]):
+        self.k, self.sizes = num_tasks, sizes
+        self.reset()
+
+    def reset(self) -> None:
+        self.totals = [torch.zeros(n, self.k, dtype=torch.float64) for n in self.sizes]
+        self.kept: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, step_in_epoch: int, layout, signal: torch.Tensor) -> None:
+        counts = layout.counts.detach().double().cpu()
+        side, ids = layout.side.cpu(), layout.entity_ids.cpu()
+        for s in range(2):  # two index_adds
+            on = side == s
+            self.totals[s].index_add_(0, ids[on], counts[on])
+        if step_in_epoch % PROBE_EVERY == 0:
+            sig = signal.detach().double().cpu().numpy()
+            self.kept.append((side.numpy(), ids.numpy(), counts.numpy(), sig))
+
+    def results(self) -> dict[tuple[int, int], float]:
+        """(task, side) -> mean within-decile Spearman over the kept steps (where defined)."""
+        deciles = [[deciles_of(self.totals[s][:, k].numpy()) for k in range(self.k)] for s in range(2)]
+        out: dict[tuple[int, int], list[float]] = {}
+        for side, ids, counts, signal in self.kept:
+            for s in range(2):
+                for k in range(self.k):
+                    sel = (side == s) & (counts[:, k] > 0)
+                    if sel.sum() < 20 or np.ptp(counts[sel, k]) == 0:
+                        continue
+                    rho = decile_spearman(signal[sel, k], counts[sel, k], deciles[s][k][ids[sel]])
+                    if np.isfinite(rho):
+                        out.setdefault((k, s), []).append(rho)
+        return {key: float(np.mean(v)) for key, v in out.items()}
 
 
 def default_weight_epochs(epochs: int) -> list[int]:
@@ -74,6 +152,7 @@ class DiagnosticsRecorder:
         self.rows: list[dict] = []
         self.hist_rows: list[pd.DataFrame] = []
         self.weight_frames: list[pd.DataFrame] = []
+        self.probe = SignalFrequencyProbe(self.k, self.sizes)
         self._reset()
 
     def _reset(self) -> None:
@@ -94,6 +173,10 @@ class DiagnosticsRecorder:
         self.task_weight_sum: torch.Tensor | None = None
         self.w_sum = [torch.zeros(n, k, dtype=torch.float64) for n in self.sizes]
         self.w_cnt = [torch.zeros(n, dtype=torch.float64) for n in self.sizes]
+        self.task_mean_sum: dict[str, torch.Tensor] = {}
+        self.task_mean_n: dict[str, int] = {}
+        self.exponent: torch.Tensor | None = None
+        self.probe.reset()
 
     def _histc(self, values: torch.Tensor) -> torch.Tensor:
         v = values[~torch.isnan(values)]
@@ -104,10 +187,18 @@ class DiagnosticsRecorder:
         """Accumulate one step (a ``StepResult``)."""
         grads, lay, res = step.grads.detach(), step.layout, step.result
         self.loss_sum += step.losses.detach().double().cpu()
-        self.steps += 1
         active = lay.active
         side = lay.side
         norms = grads.norm(dim=-1).T  # [E, K]
+        self.probe.update(self.steps, lay, res.diagnostics.get("magnitude_signal", norms))
+        self.steps += 1
+        for key in TASK_MEANS:
+            if key in res.diagnostics:
+                v = res.diagnostics[key].detach().double().cpu()
+                self.task_mean_sum[key] = self.task_mean_sum.get(key, 0) + v
+                self.task_mean_n[key] = self.task_mean_n.get(key, 0) + 1
+        if "norm_exponent" in res.diagnostics:
+            self.exponent = res.diagnostics["norm_exponent"].detach().double().cpu()
         cos_raw = _cos(grads, grads[0].unsqueeze(0)).T  # [E, K]
         cos_comb = _cos(res.combined.detach(), grads[0])  # [E]
         cos_after = res.diagnostics.get("cos_main_after")
@@ -214,6 +305,19 @@ class DiagnosticsRecorder:
                 )
         if self.beta is not None:
             add({"epoch": epoch, "task": "all", "side": "all", "metric": "beta", "value": self.beta})
+        for (k, s), rho in sorted(self.probe.results().items()):
+            row = {"epoch": epoch, "task": names[k], "side": SIDES[s], "metric": "count_spearman"}
+            add({**row, "value": rho})
+        for key, tot in self.task_mean_sum.items():
+            for k, n in enumerate(names):
+                v = float(tot[k] / self.task_mean_n[key])
+                if np.isfinite(v):
+                    add({"epoch": epoch, "task": n, "side": "all", "metric": key, "value": v})
+        if self.exponent is not None:
+            for s, sname in enumerate(SIDES):
+                for k, n in enumerate(names):
+                    v = float(self.exponent[s, k])
+                    add({"epoch": epoch, "task": n, "side": sname, "metric": "norm_exponent", "value": v})
         edges = np.linspace(-1.0, 1.0, self.bins + 1)
         frames = []
         for kind, h in self.hist.items():
