@@ -43,6 +43,13 @@ def test_all_on_with_default_sliders_is_exactly_method_pmtrec(base_cfg):
         # sliders of a module that is off are ignored (one configuration, one cached run)
         ({"schedule": False, "beta_max": 4.0}, {"schedule": "none"}),
         ({"gmb": False, "rho": 0.75}, {"rho": 0.0}),
+        # the v3 switches
+        ({"gmb": True, "gmb_per_entity": True}, {"rho": 0.5, "gmb_mode": "entity_reduce"}),
+        ({"gmb": False, "gmb_per_entity": True}, {"rho": 0.0}),  # ignored while GMB is off
+        ({"freq_free": True}, {"norm_mode": "fitted"}),
+        ({"freq_free": False}, {"norm_mode": "raw"}),
+        ({"focus_everywhere": True}, {"focus_everywhere": True}),
+        ({"focus_everywhere": True, "freq_free": True}, {"focus_everywhere": True, "norm_mode": "fitted"}),
         (
             {"personalization": False, "align": False, "schedule": False, "gmb": False},
             {"weight_mode": "shared", "align": False, "schedule": "none", "rho": 0.0},

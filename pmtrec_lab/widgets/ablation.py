@@ -10,6 +10,9 @@ one resolution; merged with the base configuration's own PMTRec parameters):
 | TF alignment            | ``align=True``                       | ``align=False``          |
 | TF schedule             | ``schedule`` = the default (linear)  | ``schedule="none"``      |
 | GMB                     | ``rho`` = the rho slider             | ``rho=0``                |
+| GMB per entity (v3)     | ``gmb_mode="entity_reduce"`` (ignored while GMB is off) | ``"side"`` |
+| Frequency-free (v3)     | ``norm_mode``: the default, or ``fitted`` if that is raw | ``"raw"``   |
+| Focusing everywhere (v3) | ``focus_everywhere=True``           | ``False``                |
 | tau slider              | ``tau``                              |                          |
 | beta_max slider         | ``beta_max`` (ignored, and disabled, while the schedule is off) |  |
 | rho slider              | ``rho`` (ignored, and disabled, while GMB is off) |              |
@@ -57,6 +60,9 @@ CONTROL_DEFAULTS: dict[str, Any] = {
     "tau": float(PMTREC_DEFAULTS["tau"]),
     "beta_max": float(PMTREC_DEFAULTS["beta_max"]),
     "rho": float(PMTREC_DEFAULTS["rho"]) if float(PMTREC_DEFAULTS["rho"]) > 0 else GMB_ON_RHO,
+    "gmb_per_entity": PMTREC_DEFAULTS["gmb_mode"] == "entity_reduce",
+    "freq_free": PMTREC_DEFAULTS["norm_mode"] != "raw",
+    "focus_everywhere": bool(PMTREC_DEFAULTS["focus_everywhere"]),
 }
 
 _LABELS = {
@@ -64,6 +70,9 @@ _LABELS = {
     "align": "TF alignment",
     "schedule": "TF schedule",
     "gmb": "GMB",
+    "gmb_per_entity": "GMB per entity",
+    "freq_free": "Frequency-free norms",
+    "focus_everywhere": "Focusing everywhere",
 }
 _HEADLINE = ("ndcg@20", "recall@20")
 
@@ -76,7 +85,8 @@ def _pmtrec_base_params(base_cfg: RunConfig) -> dict[str, Any]:
 def config_from_controls(values: Mapping[str, Any], base_cfg: RunConfig) -> RunConfig:
     """The ``RunConfig`` the explorer trains for control ``values`` (mapping: module docstring).
 
-    ``values`` keys: ``personalization``, ``align``, ``schedule``, ``gmb`` (bools), ``tau``,
+    ``values`` keys: ``personalization``, ``align``, ``schedule``, ``gmb``, ``gmb_per_entity``,
+    ``freq_free``, ``focus_everywhere`` (bools), ``tau``,
     ``beta_max``, ``rho`` (floats), optionally ``epochs``; missing keys take
     :data:`CONTROL_DEFAULTS`. Unknown keys are an error.
     """
@@ -97,6 +107,14 @@ def config_from_controls(values: Mapping[str, Any], base_cfg: RunConfig) -> RunC
     else:
         params["schedule"] = "none"
     params["rho"] = round(float(v["rho"]), 6) if v["gmb"] else 0.0
+    if v["gmb"]:
+        params["gmb_mode"] = "entity_reduce" if v["gmb_per_entity"] else "side"
+    if v["freq_free"]:
+        if params["norm_mode"] == "raw":
+            params["norm_mode"] = "fitted"
+    else:
+        params["norm_mode"] = "raw"
+    params["focus_everywhere"] = bool(v["focus_everywhere"])
     minimal = {k: p for k, p in params.items() if k not in PMTREC_DEFAULTS or p != PMTREC_DEFAULTS[k]}
     changes: dict[str, Any] = {"method": {"name": "pmtrec", "params": minimal}}
     if values.get("epochs") is not None:
@@ -117,7 +135,12 @@ def describe_controls(values: Mapping[str, Any]) -> str:
     if v["schedule"]:
         parts.append(f"sched(b={v['beta_max']:g})")
     if v["gmb"]:
-        parts.append(f"gmb(rho={v['rho']:g})")
+        per_entity = "/entity" if v["gmb_per_entity"] else ""
+        parts.append(f"gmb{per_entity}(rho={v['rho']:g})")
+    if v["freq_free"]:
+        parts.append("freq-free")
+    if v["focus_everywhere"]:
+        parts.append("focus-all")
     text = "+".join(parts) or "none"
     text += f", tau={v['tau']:g}"
     if v.get("epochs") is not None:
@@ -194,7 +217,8 @@ class AblationExplorer:
         self.widget = w.VBox(
             [
                 w.HTML("<b>PMTRec ablation explorer</b>"),
-                w.HBox(list(self.checkboxes.values())),
+                w.HBox([self.checkboxes[k] for k in ("personalization", "align", "schedule", "gmb")]),
+                w.HBox([self.checkboxes[k] for k in ("gmb_per_entity", "freq_free", "focus_everywhere")]),
                 w.HBox([self.sliders["tau"], self.sliders["beta_max"]]),
                 w.HBox([self.sliders["rho"], self.sliders["epochs"]]),
                 w.HBox([self.train_button, self.status]),
@@ -231,6 +255,7 @@ class AblationExplorer:
     def _sync_enabled(self) -> None:
         self.sliders["beta_max"].disabled = not self.checkboxes["schedule"].value
         self.sliders["rho"].disabled = not self.checkboxes["gmb"].value
+        self.checkboxes["gmb_per_entity"].disabled = not self.checkboxes["gmb"].value
 
     def _on_change(self, _change: Any = None) -> None:
         self._sync_enabled()
