@@ -74,13 +74,16 @@ def random_problem(
 class ReferencePMTRec:
     def __init__(self, k, tau, weight_mode, rho, gmb_target, ema_decay, align, schedule, beta_max,
                  horizon, normalize, norm_mode="raw", focus_everywhere=False, gmb_mode="side",
-                 gmb_c=1.0, memory_decay=0.9):  # fmt: skip
+                 gmb_c=1.0, memory_decay=0.9, usefulness="off", usefulness_lr=0.01,
+                 lambda_max=2.0):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
         self.norm_mode = norm_mode
         self.focus, self.gmb_mode, self.gmb_c = focus_everywhere, gmb_mode, gmb_c
         self.mem_decay = memory_decay
+        self.usefulness, self.eta, self.lam_max = usefulness, usefulness_lr, lambda_max
+        self.lam = {(k, s): 1.0 for k in range(k) for s in (0, 1)}
         self.ref: dict[int, torch.Tensor] = {}  # per global row: moving-average main gradient
         self.mag: dict[int, float] = {}  # and its norm
         self.m: dict[tuple[int, int], float] = {}
@@ -142,8 +145,26 @@ class ReferencePMTRec:
             t = max(ms)
         return (1 - self.rho) + self.rho * t / self.m[(k, s)]
 
-    def step(self, grads, active, side, t, counts=None, rows=None):
+    def update_lambda(self, grads, active, side, meta, meta_active):
+        """v3 usefulness: lambda += eta * mean cos(meta, g^k) per (task, side), by hand."""
+        for k in range(1, self.k):
+            for s in (0, 1):
+                cs = []
+                for x in range(grads.shape[1]):
+                    if int(side[x]) != s or not bool(active[x, k]) or not bool(meta_active[x]):
+                        continue
+                    a, b = grads[k, x], meta[x]
+                    den = float(a.norm() * b.norm())
+                    if den > 0:
+                        cs.append(float(a @ b) / den)
+                if cs:
+                    new = self.lam[(k, s)] + self.eta * sum(cs) / len(cs)
+                    self.lam[(k, s)] = min(max(new, 0.0), self.lam_max)
+
+    def step(self, grads, active, side, t, counts=None, rows=None, meta=None, meta_active=None):
         k_n, e_n, d = grads.shape
+        if self.usefulness != "off":
+            self.update_lambda(grads, active, side, meta, meta_active)
         norms = [[float(torch.sqrt((grads[k, x] ** 2).sum())) for k in range(k_n)] for x in range(e_n)]
         raw = norms
         virtual = [False] * e_n
@@ -205,6 +226,8 @@ class ReferencePMTRec:
                     if rows[x] in self.ref and raw[x][k] > self.gmb_c * self.mag[rows[x]]:
                         cut = self.gmb_c * self.mag[rows[x]] / raw[x][k]
                     gb = gb * ((1 - self.rho) + self.rho * cut)
+                if self.usefulness != "off" and k != self.main:
+                    gb = gb * self.lam[(k, s)]
                 if self.align and k != self.main and g0 is not None:
                     dot = float(gb @ g0)
                     if dot < 0:
@@ -555,7 +578,7 @@ def test_presets_build_with_their_parameters():
         "ew-align": {"weight_mode": "uniform", "rho": 0.0, "align": True, "schedule": "none"},
         "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "align": False, "schedule": "none"},
         "pmtrec-gmb": {"rho": 0.5},
-        "pmtrec-v2": {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side"},
+        "pmtrec-v2": {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off"},
     }
     for name in PRESETS:
         m = make_method(name, 3)
@@ -826,9 +849,76 @@ def test_pmtrec_v2_preset_is_pinned_to_v2():
     v2 = {
         "tau": 1.0, "weight_mode": "personalized", "rho": 0.0, "gmb_target": "main", "ema_decay": 0.9,
         "align": True, "schedule": "linear", "beta_max": 2.0, "horizon": 10.0, "normalize": False,
-        "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side",
+        "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
     }  # fmt: skip
     params = make_method("pmtrec-v2", 3).params
     assert {k: params[k] for k in v2} == v2
     # the v3-only parameters have no effect with their switches off
-    assert set(params) - set(v2) == {"gmb_c", "memory_decay"}
+    assert set(params) - set(v2) == {"gmb_c", "memory_decay", "usefulness_lr", "lambda_max"}
+
+
+# ---------------------------------------------------------------------------------------
+# v3 step 3'': usefulness scales from the meta loss's gradient.
+# ---------------------------------------------------------------------------------------
+def with_meta(ctx, grads, seed: int, harmful: int | None = None, helpful: int | None = None):
+    """Meta gradients on ~70% of the rows; task ``harmful`` opposes them, ``helpful`` follows."""
+    g = torch.Generator().manual_seed(900 + seed)
+    e, d = grads.shape[1], grads.shape[2]
+    meta = torch.randn(e, d, generator=g, dtype=grads.dtype)
+    if harmful is not None:
+        meta = meta - 2.0 * grads[harmful]
+    if helpful is not None:
+        meta = meta + 2.0 * grads[helpful]
+    ctx.meta_active = torch.rand(e, generator=g) < 0.7
+    ctx.meta_grads = meta * ctx.meta_active.unsqueeze(1).to(grads.dtype)
+    return ctx
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"usefulness": "meta_cos", "usefulness_lr": 0.2},
+        {"usefulness": "meta_cos", "usefulness_lr": 0.5, "lambda_max": 1.2, "weight_mode": "shared"},
+        {"usefulness": "meta_cos", "focus_everywhere": True, "norm_mode": "sqrt_count"},
+    ],
+)
+def test_usefulness_scales_match_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    for step in range(5):
+        grads, active, side, losses, ctx, rows = recurring_problem(step)
+        ctx = with_meta(ctx, grads, step, harmful=2)
+        ctx.counts = random_counts(active, step)
+        out = method.combine(grads, active, side, losses, ctx)
+        exp_g, exp_w = ref.step(
+            grads, active, side, ctx.fractional_epoch, counts=ctx.counts.tolist(), rows=rows,
+            meta=ctx.meta_grads, meta_active=ctx.meta_active,
+        )  # fmt: skip
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+        lam = out.diagnostics["usefulness_scale"]
+        for (k, s), v in ref.lam.items():
+            assert float(lam[s, k]) == pytest.approx(v, abs=1e-12)
+
+
+def test_a_task_that_opposes_the_meta_gradient_is_scaled_towards_zero():
+    method = make_method("pmtrec", 3, usefulness="meta_cos", usefulness_lr=0.3)
+    for step in range(12):
+        grads, active, side, losses, ctx, _ = recurring_problem(step)
+        out = method.combine(grads, active, side, losses, with_meta(ctx, grads, step, harmful=2, helpful=1))
+    lam = out.diagnostics["usefulness_scale"]
+    assert (lam[:, 2] < 0.5).all() and (lam[:, 0] == 1).all()
+    assert (lam[:, 1] > 1.5).all()
+
+
+def test_usefulness_needs_meta_gradients_and_round_trips():
+    grads, active, side, losses, ctx, _ = recurring_problem(0)
+    m = make_method("pmtrec", 3, usefulness="meta_cos")
+    assert m.needs_meta and not make_method("pmtrec", 3).needs_meta
+    with pytest.raises(ValueError, match="meta_split"):
+        m.combine(grads, active, side, losses, ctx)
+    m.combine(grads, active, side, losses, with_meta(ctx, grads, 0, harmful=1))
+    m2 = make_method("pmtrec", 3, usefulness="meta_cos")
+    m2.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m2.lam, m.lam)
+    with pytest.raises(ValueError, match="usefulness"):
+        make_method("pmtrec", 3).load_state_dict(m.state_dict())

@@ -59,6 +59,11 @@ class StepContext:
     counts: torch.Tensor | None = None
     #: [E] int64: each row's id within its side (users first, then items; set by ``train_step``)
     entity_ids: torch.Tensor | None = None
+    #: [E, D]: gradient of the meta loss (main-task loss on held-out meta pairs) per row, never
+    #: applied; [E] bool ``meta_active`` marks the rows it touched (set by ``train_step`` for a
+    #: method with ``needs_meta`` on a dataset with a meta split)
+    meta_grads: torch.Tensor | None = None
+    meta_active: torch.Tensor | None = None
 
     @property
     def fractional_epoch(self) -> float:
@@ -90,6 +95,11 @@ class WeightingMethod:
     Params: ClassVar[type[MethodParams]] = NoParams
     #: True if the method needs ``after_step`` with the losses after the update (FAMO).
     needs_losses_after: ClassVar[bool] = False
+
+    @property
+    def needs_meta(self) -> bool:
+        """True if ``combine`` reads ``ctx.meta_grads`` (PMTRec v3's usefulness scales)."""
+        return False
 
     def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
         if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:

@@ -126,6 +126,12 @@ class PMTRecParams(MethodParams):
     memory_decay: float = Field(
         0.9, ge=0, lt=1, description="v3: decay of each entity's moving-average main gradient and magnitude"
     )
+    usefulness: Literal["off", "meta_cos"] = Field(
+        "off", description="v3: per (task, side) scales lambda from the meta loss; meta_cos: lambda += "
+        "usefulness_lr * mean cos(meta gradient, task gradient) over the rows both touched"
+    )
+    usefulness_lr: float = Field(0.01, gt=0, description="v3: step size eta of the usefulness scales")
+    lambda_max: float = Field(2.0, gt=0, description="v3: upper bound of the usefulness scales (lower: 0)")
     norm_mode: Literal["raw", "sqrt_count", "count", "fitted"] = Field(
         "raw", description="v3: the magnitude signal, n_x^k (raw, v2) or n_x^k / c^a with c the "
         "entity's occurrences in the task's batch: a = 1/2 (sqrt_count), 1 (count) or fitted per "
@@ -247,6 +253,11 @@ class PMTRec(WeightingMethod):
         self.gmb_mode = p.gmb_mode
         self.gmb_c = p.gmb_c
         self._memory = MainGradientMemory(p.memory_decay, owner="pmtrec")
+        self.usefulness = p.usefulness
+        self.usefulness_lr = p.usefulness_lr
+        self.lambda_max = p.lambda_max
+        # v3 usefulness scales lambda_{k,s} [2, K], initial 1 (the main task's column stays 1)
+        self.lam = torch.ones(NUM_SIDES, num_tasks)
         self._exponent = FrequencyExponent(NUM_SIDES, num_tasks, p.ema_decay)
 
     def __repr__(self) -> str:
@@ -332,6 +343,35 @@ class PMTRec(WeightingMethod):
             w = _group_mean(w, active, side)
         return w
 
+    # v3 step 3'' ------------------------------------------------------------------------
+    @property
+    def needs_meta(self) -> bool:
+        return self.usefulness != "off"
+
+    def _update_usefulness(
+        self, grads: torch.Tensor, act: torch.Tensor, onehot: torch.Tensor, ctx: StepContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """lambda_{k,s} += eta * mean cos(g_meta,x, g_x^k) over side s's rows touched by task k and
+        the meta loss, clipped to [0, lambda_max]; updated before use; the main task's stays 1.
+        Returns (lambda [2, K], the batch mean cosines [2, K], NaN where no row qualifies)."""
+        if ctx.meta_grads is None or ctx.meta_active is None:
+            raise ValueError(
+                f"method {self.name!r}: usefulness={self.usefulness!r} needs the meta loss's gradients "
+                "(ctx.meta_grads): train with data.meta_split=true"
+            )
+        g_meta = ctx.meta_grads.to(grads.dtype)
+        dots = torch.einsum("ked,ed->ke", grads, g_meta)
+        den = grads.norm(dim=2) * g_meta.norm(dim=1).unsqueeze(0)
+        both = act * ctx.meta_active.to(grads.dtype).unsqueeze(0) * (den > 0).to(grads.dtype)
+        cos = dots / den.clamp_min(torch.finfo(grads.dtype).tiny) * both
+        n = both @ onehot  # [K, 2]
+        mean = ((cos @ onehot) / n.clamp_min(1)).T  # [2, K]
+        lam = self.lam.to(device=grads.device, dtype=grads.dtype)
+        lam = torch.where(n.T > 0, lam + self.usefulness_lr * mean, lam).clamp(0.0, self.lambda_max)
+        lam[:, MAIN_TASK] = 1.0
+        self.lam = lam
+        return lam, torch.where(n.T > 0, mean, torch.full_like(mean, float("nan")))
+
     # The step -------------------------------------------------------------------------
     @torch.no_grad()
     def combine(
@@ -414,6 +454,10 @@ class PMTRec(WeightingMethod):
         coef = mult * side_table(side_scale, is_item) if side_gmb else mult.clone()
         if entity_scale is not None:
             coef = coef * entity_scale
+        lam = meta_cos = None
+        if self.usefulness != "off":  # v3 step 3'': per (task, side) usefulness scales
+            lam, meta_cos = self._update_usefulness(grads, act, onehot, ctx)
+            coef = coef * side_table(lam, is_item)
         p: torch.Tensor | None = None
         p_ref: torch.Tensor | None = None
         if self.align:
@@ -468,6 +512,9 @@ class PMTRec(WeightingMethod):
         diagnostics["focus_share"] = (act * reach.to(dtype)).sum(dim=1) / act.sum(dim=1).clamp_min(1)
         if entity_scale is not None:
             diagnostics["gmb_reduce"] = (entity_scale * act).sum(dim=1) / act.sum(dim=1).clamp_min(1)
+        if lam is not None:
+            diagnostics["usefulness_scale"] = lam.clone()
+            diagnostics["meta_cos"] = meta_cos
         return CombineResult(combined=combined, head_weights=head, diagnostics=diagnostics)
 
     # State ----------------------------------------------------------------------------
@@ -481,12 +528,26 @@ class PMTRec(WeightingMethod):
             state["norm_exponent"] = self._exponent.state_dict()
         if self._uses_memory:
             state["main_memory"] = self._memory.state_dict()
+        if self.usefulness != "off":
+            state["usefulness_scale"] = self.lam.detach().clone()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
         exponent = state.pop("norm_exponent", None)
         memory = state.pop("main_memory", None)
+        lam = state.pop("usefulness_scale", None)
+        if (lam is None) != (self.usefulness == "off"):
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if lam is None else 'has'} usefulness "
+                f"scales, but usefulness is {self.usefulness!r}"
+            )
+        if lam is not None:
+            lam = torch.as_tensor(lam)
+            if tuple(lam.shape) != (NUM_SIDES, self.num_tasks):
+                shape = (NUM_SIDES, self.num_tasks)
+                raise ValueError(f"method {self.name!r}: usefulness scales must be {shape}")
+            self.lam = lam.clone()
         if (memory is None) == self._uses_memory:
             raise ValueError(
                 f"method {self.name!r}: saved state {'lacks' if memory is None else 'has'} the "
@@ -508,4 +569,5 @@ class PMTRec(WeightingMethod):
         self._ema.to(device)
         self._exponent.to(device)
         self._memory.to(device)
+        self.lam = self.lam.to(device)
         return self

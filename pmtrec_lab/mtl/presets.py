@@ -42,7 +42,9 @@ _UNIFORM = {"weight_mode": "uniform", "schedule": "none"}
 #: The v3 switches at their v2 (off) values (``docs/pmtrec-method.md``, "PMTRec v3"). When the
 #: v3 study changes a v2 parameter's default, its v2 value is added here, so ``pmtrec-v2``
 #: stays v2 (``tests/test_pmtrec.py`` pins it).
-V3_OFF: dict[str, Any] = {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side"}
+V3_OFF: dict[str, Any] = {
+    "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
+}  # fmt: skip
 
 #: preset name -> (the parameters it fixes, what it is)
 PRESETS: MappingProxyType[str, tuple[dict[str, Any], str]] = MappingProxyType({
