@@ -47,6 +47,7 @@ _COMMENTS = {
     "seed": "run seed (the split seed stays 0)",
     "device": "torch device",
     "data_dir": "None: PMTREC_DATA_DIR or the default data directory",
+    "data_path": "folder of RecBole atomic files, for dataset atomic (relative: under data_dir)",
     "loader_args": "dataset loader arguments, e.g. {'num_users': 300} for synthetic",
     "k_core": "None: the dataset's default k-core filter",
     "tasks": "auxiliary tasks to include (None: the dataset's defaults)",
@@ -395,8 +396,8 @@ trained here instead (a few methods x seeds x epochs, reused from the run cache 
         )
         + """if run_small_grid:
     base_params = dict(encoder=encoder, dim=dim, method_params=method_params, epochs=epochs, lr=lr,
-                       batch_size=batch_size, device=device, data_dir=data_dir, loader_args=loader_args,
-                       k_core=k_core, tasks=tasks)
+                       batch_size=batch_size, device=device, data_dir=data_dir, data_path=data_path,
+                       loader_args=loader_args, k_core=k_core, tasks=tasks)
     runs = small_grid.run_small_grid(grid_methods, grid_datasets or [dataset], grid_seeds, base_params,
                           dataset_params, runs_dir)
     tables = small_grid.summarize_grid(runs)

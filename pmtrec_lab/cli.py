@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 
 from pmtrec_lab.errors import PmtrecError
 
@@ -19,6 +20,10 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
     print(f"data directory: {root}")
     print(f"{'name':<10} {'k-core':>6}  {'available':<10} tasks")
     for spec in DATASETS.values():
+        if spec.folder:
+            print(f"{spec.name:<10} {spec.k_core:>6}  {'folder':<10} rec, declared (data.path=FOLDER; "
+                  "data.tasks or FOLDER/pmtrec.yaml)")
+            continue
         if spec.generated:
             avail = "generated"
         elif spec.embedded:
@@ -31,19 +36,93 @@ def _cmd_datasets_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_datasets_info(args: argparse.Namespace) -> int:
-    from pmtrec_lab.data import dataset_info, load_dataset
+def _data_section(args: argparse.Namespace):
+    """The ``data`` section ``datasets info`` / ``export`` read: ``--config``'s, then NAME,
+    ``--path``, ``--data-dir``, ``--k-core``, ``--split-seed``, then ``--set`` (keys of the data
+    section, with or without a leading ``data.``)."""
+    import yaml
+    from pydantic import ValidationError
 
-    ds = load_dataset(args.name, args.data_dir, k_core=args.k_core, split_seed=args.split_seed)
+    from pmtrec_lab.config import DataConfig, _format_errors, apply_overrides
+    from pmtrec_lab.errors import ConfigError
+
+    raw: dict = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+        section = loaded.get("data", {}) if isinstance(loaded, dict) else None
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: expected a mapping with a data section")
+        raw.update(section)
+    raw["name"] = args.name
+    for key in ("path", "data_dir", "k_core"):
+        value = getattr(args, key, None)
+        if value is not None:
+            raw[key] = str(value) if key != "k_core" else value
+    if getattr(args, "split_seed", None) is not None:
+        raw["split_seed"] = args.split_seed
+    sets = [s[len("data."):] if s.startswith("data.") else s for s in getattr(args, "set", None) or []]
+    raw = apply_overrides(raw, sets)
+    try:
+        return DataConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"data settings: {_format_errors(err)}") from None
+
+
+def _cmd_datasets_info(args: argparse.Namespace) -> int:
+    from pmtrec_lab.data import dataset_for_config, dataset_info
+    from pmtrec_lab.data.loading import default_tasks_of
+
+    data = _data_section(args)
+    ds = dataset_for_config(data)
     info = dataset_info(ds)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"dataset {info['name']}")
-    for section in ("raw", "processed", "split"):
-        print(f"  {section}:")
+    defaults = default_tasks_of(ds)
+    params = info["processed"]["params"]
+    if isinstance(params.get("atomic"), dict) and "tasks" in params["atomic"]:
+        # the declarations in full are in --json; the table below shows them
+        params["atomic"] = {**params["atomic"], "tasks": [t.name for t in defaults]}
+    for section in ("raw", "processed", "split", "unmatched"):
+        if section not in info:
+            continue
+        note = "  (per file: distinct ids that appear in no interaction)" if section == "unmatched" else ""
+        print(f"  {section}:{note}")
         for k, v in info[section].items():
             print(f"    {k}: {v}")
+    origin = ""
+    if data.path is not None:
+        where = data.atomic_settings().origin
+        origin = f" (declared in {where})" if where else " (none declared: the tasks the files offer)"
+    print(f"  tasks{origin}:")
+    rows = [{k: str(v) for k, v in r.items()} for r in info["tasks"]]
+    if not rows:
+        print("    none besides the main task")
+    else:
+        keys = ["name", "type", "source", "loss", "rows"]
+        width = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
+        print("    " + "  ".join(k.ljust(width[k]) for k in keys).rstrip())
+        for r in rows:
+            print("    " + "  ".join(r[k].ljust(width[k]) for k in keys).rstrip())
+        off = [t.name for t in defaults if not t.enabled]
+        if off:
+            print(f"    off by default (use tasks.include): {', '.join(off)}")
+    return 0
+
+
+def _cmd_datasets_export(args: argparse.Namespace) -> int:
+    from pmtrec_lab.data.export import export_dataset
+
+    out = export_dataset(args.name, args.out, args.format, args.data_dir)
+    print(f"wrote {out}")
+    print(f"read it back: pmtrec-lab datasets info atomic --path {out}")
     return 0
 
 
@@ -100,13 +179,29 @@ def build_parser() -> argparse.ArgumentParser:
     dl = ds_sub.add_parser("list", help="registered datasets and whether their files are present")
     dl.add_argument("--data-dir", default=None)
     dl.set_defaults(func=_cmd_datasets_list)
-    di = ds_sub.add_parser("info", help="raw and preprocessed counts, relation and split sizes")
-    di.add_argument("name")
+    di = ds_sub.add_parser(
+        "info", help="raw and preprocessed counts, relation and split sizes, the dataset's tasks"
+    )
+    di.add_argument("name", help="a registered dataset, or atomic (with --path)")
     di.add_argument("--data-dir", default=None)
+    di.add_argument(
+        "--path", default=None, help="atomic: the folder of atomic files (relative: under the data dir)"
+    )
+    di.add_argument("--config", default=None, help="YAML configuration whose data section is used")
+    di.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="data-section override, repeatable (e.g. fields.user=uid, tasks=[...])",
+    )
     di.add_argument("--k-core", type=int, default=None)
-    di.add_argument("--split-seed", type=int, default=0)
+    di.add_argument("--split-seed", type=int, default=None)
     di.add_argument("--json", action="store_true")
     di.set_defaults(func=_cmd_datasets_info)
+    dx = ds_sub.add_parser("export", help="write a registered dataset as RecBole atomic files")
+    dx.add_argument("name")
+    dx.add_argument("--format", default="atomic", choices=("atomic",))
+    dx.add_argument("--out", required=True, help="new or empty folder; its name is the files' stem")
+    dx.add_argument("--data-dir", default=None)
+    dx.set_defaults(func=_cmd_datasets_export)
 
     tr = sub.add_parser("train", help="train one configuration into a run directory")
     tr.add_argument("--config", default=None, help="YAML configuration file")

@@ -7,6 +7,9 @@ ill-typed key is an error naming it.
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +23,232 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+#: The names a relation or label set may take (DGL edge and node types are built from them).
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_RESERVED_NAMES = frozenset({"interacts", "interacted_by"})  # the graph's interaction edge types
+_DEFAULT_SOURCE = {"social": "net", "item_item": "kg"}  # label sets default to their field's name
+
+
+class AtomicFields(_Strict):
+    """Field names of an atomic dataset's interaction file, RecBole's defaults. The user and item
+    fields also name the id field of ``.user`` and ``.item`` (and ``.link``'s item field).
+    ``rating`` and ``time`` are optional in the file under their default names; under another name
+    a missing field is an error (a typo would silently drop the ratings)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str = "rating"
+    time: str = "timestamp"
+
+
+class AtomicTask(_Strict):
+    """One auxiliary task of an atomic-file dataset, declared in configuration: where its data come
+    from. The task is named ``<type>:<name>`` (``name`` defaults to the label field, ``net`` for
+    ``social`` and ``kg`` for ``item_item``), the name also of its relation or label set.
+
+    - ``item_label`` / ``user_label``: ``field`` of ``.item`` / ``.user``. A ``token`` field gives
+      one label per row (softmax), a ``token_seq`` field several (multi-label BCE) unless
+      ``single_label`` (each entity's most frequent label, ties to the lower id). ``bins`` (strictly
+      increasing edges) cut a numeric field (``float``, ``float_seq`` or numeric tokens) into
+      ``len(bins) + 1`` bands, ``bin_names`` naming them; ``top_k`` keeps the k labels used on the
+      most entities after filtering.
+    - ``social``: the user pairs of ``.net`` (fields ``source_id`` -> ``target_id``), both
+      directions added when ``symmetric``.
+    - ``item_item``: items sharing a knowledge-graph entity: ``.link`` maps items to entities,
+      ``.kg`` triples (``head_id``, ``relation_id``, ``tail_id``) whose head is an item's entity
+      and whose relation is in ``relations`` (None: every relation) give the item's tail
+      entities; an entity linked to more than ``max_degree`` items is dropped (None: no cap), since
+      a hub would link nearly every pair.
+    """
+
+    type: Literal["item_label", "user_label", "social", "item_item"]
+    name: str | None = None
+    enabled: bool = True
+    field: str | None = None
+    top_k: int | None = Field(default=None, ge=1)
+    single_label: bool = False
+    bins: list[float] | None = None
+    bin_names: list[str] | None = None
+    source_id: str = "source_id"
+    target_id: str = "target_id"
+    symmetric: bool = False
+    relations: list[str] | None = None
+    max_degree: int | None = Field(default=50, ge=1)
+    head_id: str = "head_id"
+    relation_id: str = "relation_id"
+    tail_id: str = "tail_id"
+    entity_id: str = "entity_id"
+
+    @property
+    def is_label(self) -> bool:
+        return self.type in ("item_label", "user_label")
+
+    def source_name(self) -> str:
+        """The relation or label-set name (the task's ``source``)."""
+        return self.name or (self.field or "" if self.is_label else _DEFAULT_SOURCE[self.type])
+
+    def task_name(self) -> str:
+        return f"{self.type}:{self.source_name()}"
+
+    @model_validator(mode="after")
+    def _options_fit_the_type(self) -> AtomicTask:
+        what = f"task {self.task_name()!r}"
+        if self.is_label:
+            if not self.field:
+                raise ValueError(f"{what}: a {self.type} task needs field (a .{self.type[:4]} field)")
+            misplaced = {
+                "symmetric": self.symmetric,
+                "relations": self.relations is not None,
+            }
+        else:
+            misplaced = {
+                "field": self.field is not None,
+                "top_k": self.top_k is not None,
+                "single_label": self.single_label,
+                "bins": self.bins is not None,
+                "bin_names": self.bin_names is not None,
+            }
+            if self.type == "social":
+                misplaced["relations"] = self.relations is not None
+            else:
+                misplaced["symmetric"] = self.symmetric
+        given = [k for k, v in misplaced.items() if v]
+        if given:
+            raise ValueError(f"{what}: {', '.join(given)} do(es) not apply to a {self.type} task")
+        name = self.source_name()
+        if not _SOURCE_NAME.fullmatch(name) or name in _RESERVED_NAMES:
+            raise ValueError(
+                f"{what}: name {name!r} must be letters, digits, '_', '.' or '-' (not starting with "
+                f"'.' or '-') and not {' or '.join(sorted(_RESERVED_NAMES))}"
+            )
+        if self.bins is not None:
+            edges = self.bins
+            if not edges or any(not math.isfinite(b) for b in edges):
+                raise ValueError(f"{what}: bins must be a non-empty list of finite numbers, got {edges}")
+            if any(b >= a for b, a in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"{what}: bins must be strictly increasing, got {edges}")
+        if self.bin_names is not None:
+            if self.bins is None:
+                raise ValueError(f"{what}: bin_names needs bins")
+            if len(self.bin_names) != len(self.bins) + 1 or len(set(self.bin_names)) != len(self.bin_names):
+                raise ValueError(
+                    f"{what}: bin_names must be {len(self.bins) + 1} distinct names (one per band of "
+                    f"bins={self.bins}), got {self.bin_names}"
+                )
+        if self.relations is not None and not self.relations:
+            raise ValueError(f"{what}: relations must list at least one relation (None: every relation)")
+        return self
+
+
+def check_atomic_tasks(tasks: list[AtomicTask], where: str) -> None:
+    """Task names must be unique: each is the name of a relation or label set of the dataset."""
+    names = [t.source_name() for t in tasks]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{where}: two tasks share the name(s) {dup}; give each a distinct name")
+
+
 class DataConfig(_Strict):
     name: str = "ml-100k"
     data_dir: str | None = None  # None: PMTREC_DATA_DIR, then the default cache location
+    #: ``atomic`` only: the folder holding ``<folder name>.inter`` and whichever of ``.user``,
+    #: ``.item``, ``.net``, ``.kg``, ``.link`` exist; a relative path is taken under the data directory
+    path: str | None = None
+    #: ``atomic`` only: field names of the interaction file; None: the folder's ``pmtrec.yaml``, else
+    #: RecBole's defaults
+    fields: AtomicFields | None = None
+    #: ``atomic`` only: the auxiliary tasks and where their data come from; None: the folder's
+    #: ``pmtrec.yaml``, else every task the files offer, each off by default (``tasks.include``)
+    tasks: list[AtomicTask] | None = None
     k_core: int | None = Field(default=None, ge=1)  # None: the dataset's default
     rating_threshold: float | None = None
     split_seed: int = 0
     loader_args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _folder_settings(self) -> DataConfig:
+        """``path``, ``fields`` and ``tasks`` belong to folder datasets (``atomic``), which need a path."""
+        from pmtrec_lab.data.registry import DATASETS
+
+        spec = DATASETS.get(self.name)
+        if spec is None:
+            return self  # RunConfig names the unknown dataset
+        if spec.folder and not self.path:
+            raise ConfigError(
+                f"data.path: data.name={self.name} reads the folder data.path names (holding "
+                "<folder name>.inter and optionally .user, .item, .net, .kg, .link); none given"
+            )
+        given = [k for k in ("path", "fields", "tasks") if getattr(self, k) is not None]
+        if not spec.folder and given:
+            raise ConfigError(
+                f"data.{given[0]}: only for folder datasets (data.name=atomic), not {self.name!r}"
+            )
+        if self.tasks is not None:
+            check_atomic_tasks(self.tasks, "data.tasks")
+        return self
+
+    def folder(self) -> Path:
+        """The folder ``path`` names: as given when absolute, else under the data directory."""
+        from pmtrec_lab.paths import data_dir
+
+        if not self.path:
+            raise ConfigError(f"data.path: not set (data.name={self.name})")
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else data_dir(self.data_dir) / path
+
+    def atomic_settings(self) -> AtomicSettings:
+        """The folder's fields, tasks and default k-core: this configuration's, else the folder's
+        ``pmtrec.yaml``'s, else RecBole's default fields and every task the files offer (off).
+
+        ``MissingDataError`` when the folder or its ``<stem>.inter`` is missing; ``ConfigError``
+        naming ``pmtrec.yaml`` and the key when that file is invalid."""
+        from pmtrec_lab.data.atomic_files import offered_tasks, read_sidecar, require_inter
+
+        folder = self.folder()
+        require_inter(folder)
+        sidecar, where = read_sidecar(folder)
+        fields = self.fields
+        if fields is None:
+            fields = _validated(AtomicFields, sidecar.get("fields") or {}, f"{where}: fields")
+        if self.tasks is not None:
+            tasks, origin = list(self.tasks), "data.tasks"
+        elif "tasks" in sidecar:
+            declared = sidecar["tasks"] or []
+            if not isinstance(declared, list):
+                raise ConfigError(f"{where}: tasks must be a list of task declarations")
+            tasks = [_validated(AtomicTask, t, f"{where}: tasks[{i}]") for i, t in enumerate(declared)]
+            check_atomic_tasks(tasks, f"{where}: tasks")
+            origin = str(where)
+        else:
+            offered = offered_tasks(folder, fields.user, fields.item)
+            tasks = [_validated(AtomicTask, t, f"{folder}: offered task") for t in offered]
+            origin = ""  # none declared: what the files offer
+        k_core = sidecar.get("k_core")
+        if k_core is not None and (type(k_core) is not int or k_core < 1):
+            raise ConfigError(f"{where}: k_core must be a positive integer, got {k_core!r}")
+        return AtomicSettings(folder=folder, fields=fields, tasks=tasks, k_core=k_core, origin=origin)
+
+
+@dataclass(frozen=True)
+class AtomicSettings:
+    """What an atomic folder is read with (``DataConfig.atomic_settings``); ``origin`` says where the
+    task declarations came from (``data.tasks`` or the folder's ``pmtrec.yaml``; "" when none
+    declares them and the tasks are those the files offer, each off)."""
+
+    folder: Path
+    fields: AtomicFields
+    tasks: list[AtomicTask]
+    k_core: int | None
+    origin: str
+
+
+def _validated(model: type[_Strict], value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise ConfigError(f"{where}: {_format_errors(err)}") from None
 
 
 #: The embedding width when ``encoder.dim`` is not given: the one owner of this default (the
@@ -192,13 +414,15 @@ class RunConfig(_Strict):
         """Checks across sections, at load, so that no setting fails only inside the epoch loop:
         the dataset is registered, ``tasks.include`` names its tasks, ``eval.metric`` is one the
         evaluation computes for ``eval.ks``, ``diagnostics.weight_epochs`` lie in the run."""
-        from pmtrec_lab.data.registry import get_spec
+        from pmtrec_lab.data.registry import get_spec, spec_for_data
         from pmtrec_lab.eval.metrics import metric_keys
 
         try:
             spec = get_spec(self.data.name)
         except ValueError as exc:
             raise ConfigError(f"data.name: {exc}") from None
+        if spec.folder and self.tasks.include:
+            spec = spec_for_data(self.data)  # a folder dataset's tasks are its declarations
         defaults = sorted(t.name for t in spec.tasks)
         unknown = [n for n in self.tasks.include or [] if n not in defaults]
         if unknown:

@@ -10,11 +10,13 @@ cell, and identical to what ``notebooks/build_notebooks.py`` writes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from pmtrec_lab.reports import run_report
@@ -39,6 +41,11 @@ def test_stored_notebooks_are_clean_parameterized_and_built_by_the_script():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
         assert sum("record(" in c.source for c in code) == 1, name
+        # papermill must parse every line of the parameters cell: a line it cannot parse (a
+        # quote inside a comment, say) silently drops that parameter from --set
+        lines = [ln for ln in tagged[0].source.splitlines() if re.match(r"^[A-Za-z_]\w*\s*=", ln)]
+        declared = {ln.split("=", 1)[0].strip() for ln in lines}
+        assert set(papermill.inspect_notebook(str(notebook_path(name)))) == declared, name
     check = subprocess.run(
         [sys.executable, str(REPO / "notebooks" / "build_notebooks.py"), "--check"],
         capture_output=True,

@@ -13,12 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from pmtrec_lab.config import DataConfig
+from pmtrec_lab.config import AtomicTask, DataConfig, _format_errors
+from pmtrec_lab.data.atomic_files import folder_files
 from pmtrec_lab.data.cache import (
     CACHE_FORMAT,
     CacheEntryError,
@@ -28,10 +32,10 @@ from pmtrec_lab.data.cache import (
     write_entry,
 )
 from pmtrec_lab.data.preprocess import preprocess
-from pmtrec_lab.data.registry import DatasetSpec, get_spec
+from pmtrec_lab.data.registry import DATASETS, DatasetSpec, TaskDefault, get_spec
 from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, split_per_user
 from pmtrec_lab.data.types import RawDataset, RecDataset
-from pmtrec_lab.errors import MissingDataError, PmtrecError
+from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
 from pmtrec_lab.paths import cache_dir, data_dir
 
 #: bump when preprocessing output changes for the same inputs
@@ -64,14 +68,89 @@ def _file_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def load_raw(name: str, data_dir_: str | Path | None = None, **loader_args: Any) -> RawDataset:
-    """Read a release as given (no filtering), e.g. for raw counts."""
+@dataclass(frozen=True)
+class _Source:
+    """Where a dataset is read from and what enters its cache key besides the files."""
+
+    spec: DatasetSpec
+    root: Path
+    args: dict[str, Any]  # the loader's keyword arguments
+    key_params: dict[str, Any]  # besides k_core, threshold, split seed, loader_args and version
+    k_core: int  # the dataset's default k-core
+    sources: list[Path]
+
+
+def _resolve(
+    name: str,
+    data_dir_: str | Path | None,
+    loader_args: dict[str, Any] | None,
+    path: str | Path | None = None,
+    fields: Any = None,
+    tasks: Any = None,
+) -> _Source:
+    """The release folder, loader arguments and key parameters of a dataset.
+
+    A folder dataset (``atomic``) is read from ``path`` with the fields and tasks its
+    configuration, its ``pmtrec.yaml`` or its files give (``DataConfig.atomic_settings``); both
+    enter the cache key, as do ml-100k's declarations."""
     spec = get_spec(name)
+    user_args = dict(loader_args or {})
+    if spec.folder:
+        try:
+            data = DataConfig(
+                name=name,
+                data_dir=None if data_dir_ is None else str(data_dir_),
+                path=None if path is None else str(path),
+                fields=fields,
+                tasks=tasks,
+            )
+        except ValidationError as err:
+            raise ConfigError(f"dataset {name!r}: {_format_errors(err)}") from None
+        settings = data.atomic_settings()
+        atomic = {
+            "fields": settings.fields.model_dump(mode="json"),
+            "tasks": [t.model_dump(mode="json") for t in settings.tasks],
+        }
+        root = settings.folder.resolve()
+        files = folder_files(root)
+        return _Source(
+            spec=spec,
+            root=root,
+            args={**spec.loader_args, **atomic, **user_args},
+            key_params={"atomic": atomic},
+            k_core=settings.k_core or spec.k_core,
+            sources=list(files.values()),
+        )
+    if path is not None or fields is not None or tasks is not None:
+        raise ConfigError(f"data.path, data.fields and data.tasks are for data.name=atomic, not {name!r}")
     root = data_dir(data_dir_) / spec.name
     check_release_files(spec, root)
-    args = {**spec.loader_args, **loader_args}
-    fn = spec.load_function()
-    return fn(None if spec.generated else root, **args)
+    key_params: dict[str, Any] = {}
+    if spec.atomic_tasks:
+        key_params["atomic"] = {"tasks": [dict(t) for t in spec.atomic_tasks]}
+    return _Source(
+        spec=spec,
+        root=root,
+        args={**spec.loader_args, **user_args},
+        key_params=key_params,
+        k_core=spec.k_core,
+        sources=[root / f for f in spec.files if (root / f).is_file()],
+    )
+
+
+def load_raw(
+    name: str,
+    data_dir_: str | Path | None = None,
+    *,
+    path: str | Path | None = None,
+    fields: Any = None,
+    tasks: Any = None,
+    **loader_args: Any,
+) -> RawDataset:
+    """Read a release as given (no filtering), e.g. for raw counts. ``path``, ``fields`` and
+    ``tasks``: a folder dataset's (``atomic``) ``data.path``, ``data.fields`` and ``data.tasks``."""
+    src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
+    return src.spec.load_function()(None if src.spec.generated else src.root, **src.args)
 
 
 def load_dataset(
@@ -83,31 +162,38 @@ def load_dataset(
     split_seed: int = 0,
     use_cache: bool = True,
     loader_args: dict[str, Any] | None = None,
+    path: str | Path | None = None,
+    fields: Any = None,
+    tasks: Any = None,
 ) -> RecDataset:
     """Load, preprocess and split a registered dataset (cached).
 
-    ``k_core`` and ``rating_threshold`` default to the dataset's registry values.
-    ``loader_args`` go to the loader (e.g. the synthetic generator's sizes). The result's
-    ``fingerprint`` is the cache key (also with ``use_cache=False``). A damaged cache entry is
-    rebuilt with a warning; a cache path that is not a usable directory is a ``PmtrecError``.
+    ``k_core`` and ``rating_threshold`` default to the dataset's registry values (a folder
+    dataset's k-core: its ``pmtrec.yaml``'s, else the registry's). ``loader_args`` go to the
+    loader (e.g. the synthetic generator's sizes). ``path``, ``fields``, ``tasks``: a folder
+    dataset's (``atomic``) ``data.path``, ``data.fields`` and ``data.tasks`` (``config``
+    models or mappings). The result's ``fingerprint`` is the cache key (also with
+    ``use_cache=False``): the files' contents and every setting that changes the result, a
+    folder dataset's fields and task declarations included. A damaged cache entry is rebuilt
+    with a warning; a cache path that is not a usable directory is a ``PmtrecError``.
     """
-    spec = get_spec(name)
-    k = spec.k_core if k_core is None else int(k_core)
+    src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
+    spec = src.spec
+    k = src.k_core if k_core is None else int(k_core)
     if k < 1:
         raise ValueError(f"k_core must be >= 1, got {k}")
     threshold = spec.rating_threshold if rating_threshold is None else rating_threshold
-    root = data_dir(data_dir_) / spec.name
-    check_release_files(spec, root)
-    args = {**spec.loader_args, **(loader_args or {})}
+    args = src.args
     params = {
         "k_core": k,
         "rating_threshold": threshold,
         "split_seed": split_seed,
-        "loader_args": args,
+        "loader_args": {k_: v for k_, v in args.items() if k_ not in src.key_params.get("atomic", {})},
         "version": PREPROCESS_VERSION,
+        **src.key_params,
     }
-    sources = [root / f for f in spec.files if (root / f).is_file()]
-    key = dataset_key(spec.name, params, sources)
+    root = src.root
+    key = dataset_key(spec.name, params, src.sources)
     entry: Path | None = None
     if use_cache:
         entry = preprocessed_dir() / f"{spec.name}-{key}"
@@ -170,6 +256,9 @@ def dataset_for_config(data: DataConfig) -> RecDataset:
         rating_threshold=data.rating_threshold,
         split_seed=data.split_seed,
         loader_args=data.loader_args,
+        path=data.path,
+        fields=data.fields,
+        tasks=data.tasks,
     )
 
 
@@ -204,10 +293,41 @@ def build_rec_dataset(raw: RawDataset, k: int, rating_threshold: float | None, s
     )
 
 
-def dataset_info(ds: RecDataset) -> dict[str, Any]:
-    """The ``datasets info --json`` object: raw counts, processed counts, split sizes."""
+def default_tasks_of(ds: RecDataset) -> tuple[TaskDefault, ...]:
+    """The default tasks a dataset was built with: its task declarations when it was read from
+    atomic files (``params["atomic"]``), else its registry entry's (none for an unknown name)."""
+    atomic = ds.params.get("atomic")
+    if isinstance(atomic, dict) and "tasks" in atomic:
+        declared = [AtomicTask.model_validate(t) for t in atomic["tasks"]]
+        return tuple(TaskDefault(t.type, t.source_name(), t.enabled) for t in declared)
+    return DATASETS[ds.name].tasks if ds.name in DATASETS else ()
+
+
+def task_table(ds: RecDataset, tasks: Sequence[TaskDefault]) -> list[dict[str, Any]]:
+    """One row per default task: ``name``, ``type``, ``source`` (its relation or label set),
+    ``loss`` (``bpr`` for links, ``bce`` for multi-label sets, ``softmax`` for single-label ones;
+    ``none`` when the set is empty after preprocessing) and ``rows`` (processed rows it trains on)."""
+    out: list[dict[str, Any]] = []
+    for t in tasks:
+        if t.type in ("social", "item_item"):
+            rel = ds.relations.get(t.source)
+            loss, rows = "bpr", len(rel) if rel is not None else 0
+        else:
+            lab = ds.labels.get(t.source)
+            loss = "none" if lab is None else "bce" if lab.multi else "softmax"
+            rows = len(lab) if lab is not None else 0
+        out.append({"name": t.name, "type": t.type, "source": t.source, "loss": loss, "rows": int(rows)})
+    return out
+
+
+def dataset_info(ds: RecDataset, tasks: Sequence[TaskDefault] | None = None) -> dict[str, Any]:
+    """The ``datasets info --json`` object: raw counts, processed counts, split sizes, the default
+    tasks (``task_table``; ``tasks`` default to the registered dataset's) and, for atomic files,
+    ``unmatched``: per file, the distinct ids that appear in no interaction."""
+    if tasks is None:
+        tasks = default_tasks_of(ds)
     train_counts = np.bincount(ds.split.train[:, 0], minlength=ds.num_users)
-    return {
+    info: dict[str, Any] = {
         "name": ds.name,
         "raw": ds.raw_counts,
         "processed": {
@@ -217,5 +337,10 @@ def dataset_info(ds: RecDataset) -> dict[str, Any]:
             "params": {k: v for k, v in ds.params.items() if k != "version"},
         },
         "split": ds.split.sizes(),
+        "tasks": task_table(ds, tasks),
         "extra": {k: v for k, v in ds.extra.items() if isinstance(v, int | float | str)},
     }
+    unmatched = ds.extra.get("unmatched")
+    if isinstance(unmatched, dict):
+        info["unmatched"] = dict(unmatched)
+    return info

@@ -7,8 +7,9 @@ Steps, in order (each vectorized; the k-core loop iterates until stable, a few r
 4. contiguous re-indexing, ordered by raw id;
 5. relations restricted to kept entities, self-loops and duplicate rows dropped (first kept);
 6. labels restricted to kept entities; single-label sets reduced to each entity's most frequent
-   label (ties to the lower label id); multi-label sets de-duplicated and, with ``top_k``, cut to
-   the labels used on the most distinct kept entities; label ids compacted to those in use.
+   label (ties to the lower label id); multi-label sets de-duplicated; with ``top_k``, either kind
+   is cut to the labels used on the most distinct kept entities (a single-label entity whose label
+   is not among them loses it); label ids compacted to those in use.
 """
 
 from __future__ import annotations
@@ -75,12 +76,6 @@ def clean_labels(name: str, raw: RawLabels, kept: np.ndarray) -> LabelSet | None
     if raw.multi:
         first = first_unique_pairs(ent, lab)
         ent, lab = ent[first], lab[first]
-        if raw.top_k is not None:
-            usage = np.bincount(lab, minlength=len(raw.names))  # distinct entities per label
-            order = np.lexsort((np.arange(len(usage)), -usage))  # most used first, ties to lower id
-            chosen = np.sort(order[: raw.top_k][usage[order[: raw.top_k]] > 0])
-            keep = np.isin(lab, chosen)
-            ent, lab = ent[keep], lab[keep]
     else:
         # most frequent label per entity, ties to the lower label id
         pairs = np.stack([ent, lab], axis=1)
@@ -89,6 +84,14 @@ def clean_labels(name: str, raw: RawLabels, kept: np.ndarray) -> LabelSet | None
         uniq = uniq[order]
         first_of_entity = np.r_[True, uniq[1:, 0] != uniq[:-1, 0]]
         ent, lab = uniq[first_of_entity, 0], uniq[first_of_entity, 1]
+    if raw.top_k is not None:
+        usage = np.bincount(lab, minlength=len(raw.names))  # distinct entities per label
+        order = np.lexsort((np.arange(len(usage)), -usage))  # most used first, ties to lower id
+        chosen = np.sort(order[: raw.top_k][usage[order[: raw.top_k]] > 0])
+        keep = np.isin(lab, chosen)
+        ent, lab = ent[keep], lab[keep]
+        if len(ent) == 0:
+            return None
     used, lab_dense = _dense_ids(lab)
     names = [raw.names[i] if i < len(raw.names) else f"{name}_{i}" for i in used]
     order = np.lexsort((lab_dense, ent))

@@ -11,12 +11,19 @@ Relation and label names used across the project (graphs, tasks, configs):
 | filmtrust | trust | | |
 | ml-100k | | kg | genre (item, multi), occupation (user, single), age (user, single) |
 | synthetic | friends | | category (item, single), community (user, single) |
+| atomic | declared | declared | declared (``data.tasks`` or the folder's ``pmtrec.yaml``) |
+
+``atomic`` is a folder dataset: its release is the folder ``data.path`` names, and its tasks are
+declared in configuration (``config.AtomicTask``), so ``spec_for_data`` (not ``get_spec``) gives
+its task list. ml-100k is stored in the same format: its loader is ``atomic`` plus the
+declarations ``ML100K_TASKS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +56,9 @@ class DatasetSpec:
     embedded: bool = False  # fetched into the cache by the project itself (ml-100k)
     generated: bool = False  # produced by a generator (synthetic); no files
     loader_args: dict[str, Any] = field(default_factory=dict)
+    folder: bool = False  # the release is the folder data.path names (atomic); tasks declared
+    #: task declarations (``config.AtomicTask`` fields) of a dataset stored as atomic files
+    atomic_tasks: tuple[Mapping[str, Any], ...] = ()
 
     def load_function(self) -> Callable[..., RawDataset]:
         module, _, fn = self.loader.partition(":")
@@ -56,6 +66,44 @@ class DatasetSpec:
 
 
 _SOCIAL_TRUST = TaskDefault("social", "trust")
+
+#: ml-100k's tasks as atomic-file declarations (its loader is ``atomic`` plus these): genres from
+#: ``.item``'s ``class:token_seq`` (multi-label), occupation and age band (the ML-1M bands) from
+#: ``.user``, and items sharing a knowledge-graph entity through the film relations below; genre,
+#: language, country, content-rating and award relations link nearly every pair and are left out.
+ML100K_TASKS: tuple[dict[str, Any], ...] = (
+    {"type": "item_label", "name": "genre", "field": "class"},
+    {"type": "user_label", "name": "occupation", "field": "occupation"},
+    {
+        "type": "user_label",
+        "name": "age",
+        "field": "age",
+        "bins": [18, 25, 35, 45, 50, 56],
+        "bin_names": ["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"],
+    },
+    {
+        "type": "item_item",
+        "name": "kg",
+        "relations": [
+            "film.film.actor",
+            "film.film.directed_by",
+            "film.film.written_by",
+            "film.film.produced_by",
+            "film.film.cinematography",
+            "film.film.production_companies",
+            "film.film.subjects",
+            "film.film.sequel",
+            "film.film.prequel",
+        ],
+        "max_degree": 50,
+    },
+)
+
+
+def declared_task_defaults(declarations: tuple[Mapping[str, Any], ...]) -> tuple[TaskDefault, ...]:
+    """The default tasks of plain-data declarations, each with an explicit ``name``."""
+    return tuple(TaskDefault(d["type"], d["name"], bool(d.get("enabled", True))) for d in declarations)
+
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -66,13 +114,9 @@ DATASETS: dict[str, DatasetSpec] = {
             files=("ml-100k.inter", "ml-100k.user", "ml-100k.item", "ml-100k.kg", "ml-100k.link"),
             source="MovieLens-100k as shipped inside the recbole==1.2.1 wheel on PyPI "
             "(recbole/dataset_example/ml-100k/); extracted automatically into the cache",
-            tasks=(
-                TaskDefault("item_label", "genre"),
-                TaskDefault("user_label", "occupation"),
-                TaskDefault("user_label", "age"),
-                TaskDefault("item_item", "kg"),
-            ),
+            tasks=declared_task_defaults(ML100K_TASKS),
             embedded=True,
+            atomic_tasks=ML100K_TASKS,
         ),
         DatasetSpec(
             name="ciao",
@@ -151,6 +195,15 @@ DATASETS: dict[str, DatasetSpec] = {
             ),
             generated=True,
         ),
+        DatasetSpec(
+            name="atomic",
+            loader="pmtrec_lab.data.sources.atomic:load_raw",
+            files=(),
+            source="any folder of RecBole atomic files (<stem>.inter and optionally .user, .item, .net, "
+            ".kg, .link; RecBole, Zhao et al., CIKM'21; the RecSysDatasets collection), named by "
+            "data.path",
+            folder=True,
+        ),
     ]
 }
 
@@ -167,3 +220,25 @@ def get_spec(name: str) -> DatasetSpec:
 
 def release_dir(spec: DatasetSpec, data_dir: Path) -> Path:
     return data_dir / spec.name
+
+
+def spec_for_data(data: Any) -> DatasetSpec:
+    """The spec a run's ``data`` section (a ``config.DataConfig``) stands for.
+
+    A registered dataset's own spec; for a folder dataset (``atomic``) that spec with the folder's
+    declared tasks (``data.tasks``, else the folder's ``pmtrec.yaml``, else the tasks its files
+    offer, off) and its files and default k-core. Reads the folder's headers and ``pmtrec.yaml``
+    only; ``MissingDataError`` when the folder or its interaction file is missing.
+    """
+    spec = get_spec(data.name)
+    if not spec.folder:
+        return spec
+    from pmtrec_lab.data.atomic_files import folder_files
+
+    settings = data.atomic_settings()
+    return dataclasses.replace(
+        spec,
+        files=tuple(p.name for p in folder_files(settings.folder).values()),
+        k_core=settings.k_core or spec.k_core,
+        tasks=tuple(TaskDefault(t.type, t.source_name(), t.enabled) for t in settings.tasks),
+    )

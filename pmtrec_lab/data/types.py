@@ -27,7 +27,8 @@ class RawLabels:
     ``multi``: multi-label (BCE head) if True; else single-label (softmax head), reduced in
     preprocessing to each entity's most frequent label (ties to the lower label id).
     ``top_k``: keep only the ``top_k`` labels used on the most distinct kept entities, chosen
-    after filtering (lastfm's 100 tags); None keeps all.
+    after filtering (lastfm's 100 tags; for a single-label set, after the reduction); None keeps
+    all.
     """
 
     side: Side
@@ -44,7 +45,9 @@ class RawDataset:
 
     ``user_relations`` / ``item_relations`` map a relation name (``trust``, ``friends``,
     ``coview``, ``kg``) to ``(src, dst)`` raw ids, rows as given (directed; loaders may already
-    have derived pairs, e.g. co-view from item-view rows). ``raw_counts`` holds exactly the
+    have derived pairs, e.g. co-view from item-view rows). ``memberships`` holds, for such a
+    derived item relation, the ``(item, group)`` rows and group-size cap it was built from (so
+    ``datasets export`` can write the groups, not the pairs). ``raw_counts`` holds exactly the
     keys and values of the datasets README's raw-count table.
     """
 
@@ -57,6 +60,17 @@ class RawDataset:
     labels: dict[str, RawLabels] = field(default_factory=dict)
     raw_counts: dict[str, int | str] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)  # e.g. ml-100k's kg pair count
+    memberships: dict[str, Membership] = field(default_factory=dict)
+
+
+@dataclass
+class Membership:
+    """The rows an item relation was derived from: items sharing a group are linked (both
+    directions), groups of more than ``max_group_size`` distinct items dropped (None: no cap)."""
+
+    entity: np.ndarray  # raw item ids
+    group: np.ndarray  # group of each row (any hashable values)
+    max_group_size: int | None = None
 
 
 @dataclass

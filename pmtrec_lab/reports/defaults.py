@@ -47,6 +47,7 @@ COMMON_PARAMS: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
     "data_dir": None,
+    "data_path": None,
     "loader_args": {},
     "k_core": None,
     "tasks": None,
@@ -80,6 +81,7 @@ def notebook_config(
     seed: int = 0,
     device: str = "cpu",
     data_dir: str | None = None,
+    data_path: str | None = None,
     loader_args: dict[str, Any] | None = None,
     k_core: int | None = None,
     tasks: list[str] | None = None,
@@ -90,12 +92,15 @@ def notebook_config(
 
     Extra keyword arguments (other notebook parameters passed as ``**params``) are ignored, so a
     notebook can call ``notebook_config(**params)`` with its whole parameter set. ``overrides``
-    is a nested dict merged last (e.g. ``{"eval": {"patience": 3}}``).
+    is a nested dict merged last (e.g. ``{"eval": {"patience": 3}}``). ``data_path`` is
+    ``data.path``: the folder of atomic files of ``dataset="atomic"`` (relative: under the data
+    directory); its tasks are those its ``pmtrec.yaml`` declares (or those its files offer, off).
     """
     base: dict[str, Any] = {
         "data": {
             "name": dataset,
             "data_dir": data_dir,
+            **({"path": data_path} if data_path is not None else {}),
             "k_core": k_core,
             "loader_args": dict(loader_args or {}),
         },

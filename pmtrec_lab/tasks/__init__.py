@@ -8,7 +8,7 @@ import torch
 
 from pmtrec_lab.config import RunConfig, TaskConfig
 from pmtrec_lab.data.graph import relation_split
-from pmtrec_lab.data.registry import get_spec
+from pmtrec_lab.data.registry import spec_for_data
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.tasks.base import Task, TaskBatch
 from pmtrec_lab.tasks.label import LabelTask
@@ -29,8 +29,9 @@ __all__ = [
 
 
 def resolve_task_configs(cfg: RunConfig) -> list[TaskConfig]:
-    """The run's task list: the main task, then the dataset defaults selected, then custom tasks."""
-    spec = get_spec(cfg.data.name)
+    """The run's task list: the main task, then the dataset defaults selected, then custom tasks
+    (a folder dataset's defaults are its declared tasks: ``registry.spec_for_data``)."""
+    spec = spec_for_data(cfg.data)
     defaults = {t.name: t for t in spec.tasks}
     if cfg.tasks.include is None:
         chosen = [t for t in spec.tasks if t.enabled]

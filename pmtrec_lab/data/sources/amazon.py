@@ -22,7 +22,7 @@ from pmtrec_lab.data.sources._io import (
     read_table,
     require_files,
 )
-from pmtrec_lab.data.types import RawDataset, RawLabels
+from pmtrec_lab.data.types import Membership, RawDataset, RawLabels
 
 FILES = ("user_item.dat", "item_view.dat", "item_category.dat", "item_brand.dat")
 
@@ -61,6 +61,7 @@ def load_raw(root: Path) -> RawDataset:
         items=items,
         ratings=ui["rating"],
         item_relations={"coview": (src, dst)},
+        memberships={"coview": Membership(entity=iv["item"], group=iv["view"])},
         labels={
             "category": RawLabels(
                 side="item",

@@ -1,6 +1,8 @@
 """MovieLens-100k (Harper and Konstan, "The MovieLens Datasets: History and Context", TiiS 2015)
 in the RecBole atomic-file form (Zhao et al., "RecBole", CIKM'21) with its Freebase knowledge
-graph (as prepared for KB4Rec, Zhao et al., Data Intelligence 2019).
+graph (as prepared for KB4Rec, Zhao et al., Data Intelligence 2019). It is read by the generic
+``atomic`` loader with ml-100k's task declarations (``registry.ML100K_TASKS``); this module adds
+the fetching and the README's raw-count keys.
 
 The release ships inside the ``recbole==1.2.1`` wheel on PyPI under
 ``recbole/dataset_example/ml-100k/``. When the five files are not under ``root``,
@@ -27,16 +29,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from pmtrec_lab.data.sources._io import (
-    Column,
-    co_membership_pairs,
-    count_unique_pairs,
-    encode_labels,
-    read_table,
-)
-from pmtrec_lab.data.types import RawDataset, RawLabels
+from pmtrec_lab.config import AtomicFields, AtomicTask
+from pmtrec_lab.data.registry import ML100K_TASKS
+from pmtrec_lab.data.sources.atomic import read_folder
+from pmtrec_lab.data.types import RawDataset
 from pmtrec_lab.errors import DataFormatError, MissingDataError
 from pmtrec_lab.paths import cache_dir
 
@@ -46,22 +43,13 @@ WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 WHEEL_MEMBER_DIR = "recbole/dataset_example/ml-100k/"
 
-# Exact .kg relation names used for the item-item task; the head entity is the film.
-KG_RELATIONS = (
-    "film.film.actor",
-    "film.film.directed_by",
-    "film.film.written_by",
-    "film.film.produced_by",
-    "film.film.cinematography",
-    "film.film.production_companies",
-    "film.film.subjects",
-    "film.film.sequel",
-    "film.film.prequel",
-)
-MAX_ENTITY_FILMS = 50
-
-AGE_BOUNDS = np.array([18, 25, 35, 45, 50, 56])
-AGE_BANDS = ["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"]
+_DECLARED = {d["name"]: d for d in ML100K_TASKS}
+#: Exact .kg relation names used for the item-item task (the head entity is the film), and the cap
+#: on the films an entity may link (from the declarations, their one owner).
+KG_RELATIONS: tuple[str, ...] = tuple(_DECLARED["kg"]["relations"])
+MAX_ENTITY_FILMS: int = _DECLARED["kg"]["max_degree"]
+AGE_BOUNDS = np.array(_DECLARED["age"]["bins"])
+AGE_BANDS: list[str] = list(_DECLARED["age"]["bin_names"])
 
 
 def _pip_download_command(dest: Path) -> list[str]:
@@ -155,123 +143,44 @@ def ensure_ml100k(target: Path | None = None) -> Path:
     return target
 
 
-def _read_atomic(
-    path: Path, columns: list[Column], header: list[str], allow_empty: bool = True
-) -> dict[str, np.ndarray]:
-    return read_table(path, columns, sep="\t", header=True, header_names=header, allow_empty=allow_empty)
-
-
 def load_raw(root: Path | None = None) -> RawDataset:
-    """Read ml-100k from ``root`` if it holds the five files, else from the cache (fetched if needed)."""
+    """Read ml-100k from ``root`` if it holds the five files, else from the cache (fetched if needed).
+
+    The ``atomic`` loader with ml-100k's task declarations (``registry.ML100K_TASKS``); the raw
+    counts are the datasets README's keys for ml-100k, and negative ages are refused.
+    """
     folder = Path(root) if root is not None and _complete(Path(root)) else ensure_ml100k()
-    inter = _read_atomic(
-        folder / "ml-100k.inter",
-        [Column("user_id"), Column("item_id"), Column("rating", "float"), Column("timestamp", "float")],
-        ["user_id", "item_id", "rating", "timestamp"],
-        allow_empty=False,
-    )
-    user = _read_atomic(
-        folder / "ml-100k.user",
-        [
-            Column("user_id"),
-            Column("age", "int"),
-            Column("gender", "str"),
-            Column("occupation", "str"),
-            Column("zip_code", "str"),
-        ],
-        ["user_id", "age", "gender", "occupation"],
-    )
-    item = _read_atomic(
-        folder / "ml-100k.item",
-        [
-            Column("item_id"),
-            Column("movie_title", "str"),
-            Column("release_year", "str"),
-            Column("class", "str"),
-        ],
-        ["item_id", "movie_title", "release_year", "class"],
-    )
-    kg = _read_atomic(
-        folder / "ml-100k.kg",
-        [Column("head_id", "str"), Column("relation_id", "str"), Column("tail_id", "str")],
-        ["head_id", "relation_id", "tail_id"],
-    )
-    link = _read_atomic(
-        folder / "ml-100k.link", [Column("item_id"), Column("entity_id", "str")], ["item_id", "entity_id"]
-    )
-
-    users, items = inter["user_id"], inter["item_id"]
-
-    genres = pd.Series(item["class"], index=item["item_id"]).str.split().explode().dropna()
-    genre_codes, genre_vocab = encode_labels(genres.to_numpy(dtype=str))
-    occ_codes, occ_vocab = encode_labels(user["occupation"].astype(str))
-    ages = user["age"]
-    if (ages < 0).any():
-        bad = int(np.flatnonzero(ages < 0)[0])
-        raise DataFormatError(folder / "ml-100k.user", f"negative age {int(ages[bad])}", line=bad + 2)
-    age_codes = np.searchsorted(AGE_BOUNDS, ages, side="right").astype(np.int64)
-
-    src, dst, kg_items = kg_item_pairs(
-        kg["head_id"], kg["relation_id"], kg["tail_id"], link["item_id"], link["entity_id"]
-    )
-    raw_counts: dict[str, int | str] = {
-        "users": int(np.unique(users).size),
-        "items": int(np.unique(items).size),
-        "interactions": count_unique_pairs(users, items),
-        "rows": int(len(users)),
-        "genres": int(len(genre_vocab)),
-        "occupations": int(len(occ_vocab)),
-        "age_min": int(ages.min()) if len(ages) else 0,
-        "age_max": int(ages.max()) if len(ages) else 0,
-        "kg_triples": int(len(kg["head_id"])),
-        "links": int(len(link["item_id"])),
+    tasks = [AtomicTask.model_validate(d) for d in ML100K_TASKS]
+    read = read_folder(folder, AtomicFields(), tasks, stem="ml-100k", name="ml-100k")
+    raw, stats = read.raw, read.stats
+    users = read.tables["user"]
+    ages = users.numbers(users.columns["age"], np.arange(len(users)), "age")
+    negative = np.flatnonzero(ages < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise DataFormatError(users.path, f"negative age {ages[i]:g}", line=int(users.lines[i]))
+    finite = ages[~np.isnan(ages)]
+    counts = raw.raw_counts
+    raw.raw_counts = {
+        "users": counts["users"],
+        "items": counts["items"],
+        "interactions": counts["interactions"],
+        "rows": counts["rows"],
+        "genres": stats["genre"]["count"],
+        "occupations": stats["occupation"]["count"],
+        "age_min": int(finite.min()) if finite.size else 0,
+        "age_max": int(finite.max()) if finite.size else 0,
+        "kg_triples": int(len(read.tables["kg"])),
+        "links": int(len(read.tables["link"])),
     }
-    return RawDataset(
-        name="ml-100k",
-        users=users,
-        items=items,
-        ratings=inter["rating"],
-        item_relations={"kg": (src, dst)},
-        labels={
-            "genre": RawLabels(
-                side="item",
-                entity=genres.index.to_numpy(dtype=np.int64),
-                label=genre_codes,
-                names=[str(g) for g in genre_vocab],
-                multi=True,
-            ),
-            "occupation": RawLabels(
-                side="user",
-                entity=user["user_id"],
-                label=occ_codes,
-                names=[str(o) for o in occ_vocab],
-                multi=False,
-            ),
-            "age": RawLabels(
-                side="user", entity=user["user_id"], label=age_codes, names=list(AGE_BANDS), multi=False
-            ),
-        },
-        raw_counts=raw_counts,
-        extra={
-            "kg_item_pairs": int(len(src) // 2),
-            "kg_items": kg_items,
-            "kg_relations": list(KG_RELATIONS),
-            "kg_max_entity_films": MAX_ENTITY_FILMS,
-            "timestamps": inter["timestamp"],
-            "source_dir": str(folder),
-        },
-    )
-
-
-def kg_item_pairs(
-    head: np.ndarray, relation: np.ndarray, tail: np.ndarray, link_item: np.ndarray, link_entity: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Item pairs sharing a tail entity through ``KG_RELATIONS``: ``(src, dst, items covered)``."""
-    triples = pd.DataFrame({"head": head, "relation": relation, "tail": tail})
-    triples = triples[triples["relation"].isin(KG_RELATIONS)]
-    links = pd.DataFrame({"item": np.asarray(link_item, dtype=np.int64), "head": link_entity})
-    merged = triples.merge(links, on="head", how="inner")
-    src, dst = co_membership_pairs(
-        merged["item"].to_numpy(dtype=np.int64), merged["tail"].to_numpy(dtype=str), MAX_ENTITY_FILMS
-    )
-    return src, dst, int(np.unique(src).size)
+    extra = raw.extra
+    raw.extra = {
+        "kg_item_pairs": stats["kg"]["pairs"],
+        "kg_items": stats["kg"]["items"],
+        "kg_relations": list(KG_RELATIONS),
+        "kg_max_entity_films": MAX_ENTITY_FILMS,
+        "timestamps": extra["timestamps"],
+        "source_dir": str(folder),
+        "unmatched": extra["unmatched"],
+    }
+    return raw
