@@ -163,6 +163,11 @@ class DataConfig(_Strict):
     k_core: int | None = Field(default=None, ge=1)  # None: the dataset's default
     rating_threshold: float | None = None
     split_seed: int = 0
+    #: PMTRec v3's meta split: one training pair per user with at least 5 training pairs held out
+    #: of training (for every method, so comparisons stay fair), masked at evaluation like
+    #: training pairs and never sampled as a negative; its loss is the usefulness signal of
+    #: methods that read it (``pmtrec`` with ``usefulness``). Validation and test are unchanged.
+    meta_split: bool = False
     loader_args: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -33,7 +33,7 @@ from pmtrec_lab.data.cache import (
 )
 from pmtrec_lab.data.preprocess import preprocess
 from pmtrec_lab.data.registry import DATASETS, DatasetSpec, TaskDefault, get_spec
-from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, split_per_user
+from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, hold_out_meta, split_per_user
 from pmtrec_lab.data.types import RawDataset, RecDataset
 from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
 from pmtrec_lab.paths import cache_dir, data_dir
@@ -165,6 +165,7 @@ def load_dataset(
     path: str | Path | None = None,
     fields: Any = None,
     tasks: Any = None,
+    meta_split: bool = False,
 ) -> RecDataset:
     """Load, preprocess and split a registered dataset (cached).
 
@@ -176,6 +177,8 @@ def load_dataset(
     ``use_cache=False``): the files' contents and every setting that changes the result, a
     folder dataset's fields and task declarations included. A damaged cache entry is rebuilt
     with a warning; a cache path that is not a usable directory is a ``PmtrecError``.
+    ``meta_split``: hold out PMTRec v3's meta pairs (``split.hold_out_meta``); it enters the key
+    only when on, so every dataset without it keeps its fingerprint.
     """
     src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
     spec = src.spec
@@ -192,6 +195,8 @@ def load_dataset(
         "version": PREPROCESS_VERSION,
         **src.key_params,
     }
+    if meta_split:
+        params["meta_split"] = True
     root = src.root
     key = dataset_key(spec.name, params, src.sources)
     entry: Path | None = None
@@ -207,7 +212,7 @@ def load_dataset(
         raw = spec.load_function()(None if spec.generated else root, **args)
     except TypeError as exc:
         raise ValueError(f"dataset {spec.name!r}: bad data.loader_args {sorted(args)}: {exc}") from None
-    ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed)
+    ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed, meta_split=meta_split)
     ds.params = params
     ds.fingerprint = key
     if entry is not None:
@@ -259,11 +264,14 @@ def dataset_for_config(data: DataConfig) -> RecDataset:
         path=data.path,
         fields=data.fields,
         tasks=data.tasks,
+        meta_split=data.meta_split,
     )
 
 
-def build_rec_dataset(raw: RawDataset, k: int, rating_threshold: float | None, split_seed: int) -> RecDataset:
-    """Preprocess and split ``raw``.
+def build_rec_dataset(
+    raw: RawDataset, k: int, rating_threshold: float | None, split_seed: int, meta_split: bool = False
+) -> RecDataset:
+    """Preprocess and split ``raw`` (with the meta split held out of training if ``meta_split``).
 
     A ``PmtrecError`` if no user keeps enough interactions to be split: the validation and
     test sets would be empty and every metric undefined, so training would be wasted.
@@ -278,6 +286,8 @@ def build_rec_dataset(raw: RawDataset, k: int, rating_threshold: float | None, s
             f"nothing could be evaluated. Raise k_core to at least {MIN_INTERACTIONS_FOR_SPLIT} (keeps "
             "only users with enough interactions), lower or drop rating_threshold, or use more data"
         )
+    if meta_split:
+        split = hold_out_meta(split, len(users))
     return RecDataset(
         name=raw.name,
         num_users=len(users),

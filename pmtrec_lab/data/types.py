@@ -102,24 +102,43 @@ class LabelSet:
         return int(self.entity.shape[0])
 
 
+def _no_pairs() -> np.ndarray:
+    return np.zeros((0, 2), dtype=np.int64)
+
+
 @dataclass
 class Split:
-    """Per-user split of the processed interactions into [n, 2] (user, item) arrays."""
+    """Per-user split of the processed interactions into [n, 2] (user, item) arrays.
+
+    ``meta`` (PMTRec v3's meta split, ``data.meta_split``): pairs held out of ``train`` for
+    held-out main-task signal during training; empty when the meta split is off. They are no
+    training pairs of any method, masked at evaluation like training pairs and never sampled as
+    negatives.
+    """
 
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
     train_only_users: int  # users with fewer than 3 interactions: all to training, counted
     split_seed: int
+    meta: np.ndarray = field(default_factory=_no_pairs)
 
     def sizes(self) -> dict[str, int]:
-        return {
+        out = {
             "train": int(len(self.train)),
             "valid": int(len(self.valid)),
             "test": int(len(self.test)),
-            "train_only_users": int(self.train_only_users),
-            "split_seed": int(self.split_seed),
         }
+        if len(self.meta):  # only with the meta split, so sizes without it read as before
+            out["meta"] = int(len(self.meta))
+        out["train_only_users"] = int(self.train_only_users)
+        out["split_seed"] = int(self.split_seed)
+        return out
+
+    def observed_outside_evaluation(self) -> list[np.ndarray]:
+        """The pairs a model may know while training: ``train`` and, when held out, ``meta``
+        (what validation masks; test masks ``valid`` as well)."""
+        return [self.train, self.meta] if len(self.meta) else [self.train]
 
 
 @dataclass

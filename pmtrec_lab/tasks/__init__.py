@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from pmtrec_lab.config import RunConfig, TaskConfig
@@ -73,7 +74,12 @@ def build_tasks(cfg: RunConfig, ds: RecDataset, out_dim: int) -> list[Task]:
         if tc.type == "rec":
             bs = tc.batch_size or cfg.optim.batch_size
             train = ds.split.train
-            tasks.append(RecTask(name, train[:, 0], train[:, 1], ds.num_items, bs, tc.reject_observed))
+            task = RecTask(name, train[:, 0], train[:, 1], ds.num_items, bs, tc.reject_observed)
+            if task.observed is not None and len(ds.split.meta):  # meta pairs are no negatives
+                known = np.concatenate(ds.split.observed_outside_evaluation())
+                anchors, targets = torch.as_tensor(known[:, 0]), torch.as_tensor(known[:, 1])
+                task.observed = ObservedPairs(anchors, targets, ds.num_items)
+            tasks.append(task)
             continue
         if tc.type in ("rec", "social", "item_item") and tc.loss not in ("auto", "bpr"):
             raise ValueError(f"task {name!r}: loss {tc.loss!r} does not fit a {tc.type} task (expected bpr)")

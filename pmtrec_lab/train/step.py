@@ -19,6 +19,8 @@ import torch
 from pmtrec_lab.errors import TrainingDivergedError
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod
 from pmtrec_lab.tasks.base import Task, TaskBatch
+from pmtrec_lab.tasks.link import bpr
+from pmtrec_lab.tasks.meta import MetaBatch
 
 
 @dataclass
@@ -129,6 +131,38 @@ def task_gradients(
     return losses.detach(), torch.stack(rows), head_grads
 
 
+def meta_gradients(
+    zu: torch.Tensor, zi_all: torch.Tensor, items: torch.Tensor, layout: StepLayout, meta: MetaBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The meta loss's gradient per step row ([E, D], users first) and the rows it touched ([E]).
+
+    The loss is the mean BPR term of the meta triples on detached copies of the representations
+    (``zi_all``: the representations of ``items``, the step's items and the meta items), so
+    nothing reaches the parameters. Rows of meta items outside the step have no row: no task
+    gradient there could be weighted.
+    """
+    eu = layout.num_users
+    d = zu.shape[1] if zu.shape[0] else zi_all.shape[1]
+    if len(meta) == 0:
+        n = eu + layout.items.numel()
+        return zu.new_zeros(n, d), torch.zeros(n, dtype=torch.bool, device=zu.device)
+    leaf_u = zu.detach().requires_grad_(True)
+    leaf_i = zi_all.detach().requires_grad_(True)
+    dev = zu.device
+    u = torch.searchsorted(layout.users, meta.users.to(dev))
+    p = torch.searchsorted(items, meta.pos.to(dev))
+    q = torch.searchsorted(items, meta.neg.to(dev))
+    loss = bpr(leaf_u[u], leaf_i[p], leaf_i[q])
+    gu, gi = torch.autograd.grad(loss, [leaf_u, leaf_i])
+    at_step = torch.searchsorted(items, layout.items)
+    touched_u = torch.zeros(eu, dtype=torch.bool, device=dev)
+    touched_u[u] = True
+    touched_i = torch.zeros(items.numel(), dtype=torch.bool, device=dev)
+    touched_i[p] = True
+    touched_i[q] = True
+    return torch.cat([gu, gi[at_step]]), torch.cat([touched_u, touched_i[at_step]])
+
+
 def check_finite(
     losses: torch.Tensor, combined: torch.Tensor, grads: torch.Tensor, names: list[str], step: int
 ) -> None:
@@ -152,17 +186,29 @@ def train_step(
     l2: float,
     device: torch.device,
     timings: dict[str, float] | None = None,
+    meta: MetaBatch | None = None,
 ) -> StepResult:
     """Forward, per-entity task gradients, combination, one backward. Gradients are accumulated
     into ``.grad``; the caller zeroes them before and steps the optimizer after. ``timings``, if
-    given, accumulates seconds per phase (forward, task_gradients, combine, backward)."""
+    given, accumulates seconds per phase (forward, task_gradients, combine, backward).
+    ``meta``: the step's meta triples, for a method with ``needs_meta``; their loss's gradient
+    per row reaches the method as ``ctx.meta_grads`` and is never applied."""
     tick = _ticker(timings)
     layout = layout_step(batches, device)
-    zu, zi = encoder.encode(layout.users, layout.items)
+    if meta is None:
+        zu, zi = encoder.encode(layout.users, layout.items)
+    else:  # the meta items are encoded with the step's items, in one call
+        items = torch.unique(torch.cat([layout.items, meta.pos.to(device), meta.neg.to(device)]))
+        zu, zi_all = encoder.encode(layout.users, items)
+        zi = zi_all[torch.searchsorted(items, layout.items)]
     tick("forward")
     losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
     tick("task_gradients")
     ctx = replace(ctx, counts=layout.counts, entity_ids=layout.entity_ids)
+    if meta is not None:
+        meta_grads, meta_active = meta_gradients(zu, zi_all, items, layout, meta)
+        ctx = replace(ctx, meta_grads=meta_grads, meta_active=meta_active)
+        tick("meta_gradients")
     result = method.combine(grads, layout.active, layout.side, losses, ctx)
     tick("combine")
     check_finite(losses, result.combined, grads, [t.name for t in tasks], ctx.step)

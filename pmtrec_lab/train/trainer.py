@@ -37,6 +37,7 @@ from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
+from pmtrec_lab.tasks.meta import MetaPairs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
 from pmtrec_lab.train.lock import RunLock
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
@@ -108,12 +109,13 @@ def social_relation(ds: RecDataset) -> tuple[np.ndarray, np.ndarray] | tuple[Non
 
 @torch.no_grad()
 def evaluate_split(model: Model, ds: RecDataset, cfg: RunConfig, which: str, device: torch.device):
-    """Full-ranking evaluation on ``valid`` (training items masked) or ``test`` (training and
-    validation items masked)."""
+    """Full-ranking evaluation on ``valid`` (training and meta items masked) or ``test``
+    (training, meta and validation items masked)."""
     model.eval()
     users, items = model.encoder()
     model.train()
-    exclude = [ds.split.train] if which == "valid" else [ds.split.train, ds.split.valid]
+    known = ds.split.observed_outside_evaluation()  # train, and the meta pairs when held out
+    exclude = known if which == "valid" else [*known, ds.split.valid]
     relevant = ds.split.valid if which == "valid" else ds.split.test
     return evaluate_embeddings(
         users,
@@ -168,6 +170,7 @@ class _Session:
     steps_per_epoch: int
     status: _StatusWriter
     fingerprint: str  # the data's (``RecDataset.fingerprint``); "" when unknown
+    meta: MetaPairs | None = None  # the meta split, for a method with ``needs_meta``
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": -float("inf"), "valid": {}})
@@ -367,6 +370,15 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
     method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
+    meta = None
+    if method.needs_meta:
+        if not len(ds.split.meta):
+            raise ConfigError(
+                f"method {cfg.method.name!r} with these parameters reads the meta loss (PMTRec v3 "
+                f"usefulness), but dataset {ds.name!r} has no meta split: set data.meta_split=true"
+            )
+        main = tasks[0]
+        meta = MetaPairs(ds.split.meta, ds.num_users, ds.num_items, getattr(main, "observed", None))
     optimizer = make_optimizer(cfg, model)
     recorder = None
     if cfg.diagnostics.enabled:
@@ -394,6 +406,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
         steps_per_epoch=tasks[0].steps_for_epoch(),  # the main task's epoch sets the steps
         status=status,
         fingerprint=fingerprint,
+        meta=meta,
     )
 
 
@@ -449,11 +462,13 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
 def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
     """The epoch's steps: (each task's mean loss [K], the method's last beta or None).
 
-    Sampling draws from a generator seeded by (seed, epoch), the method from (seed, epoch, 1), so
-    a resumed run replays exactly what an uninterrupted one would have done.
+    Sampling draws from a generator seeded by (seed, epoch), the method from (seed, epoch, 1), the
+    meta batch's negatives from (seed, epoch, 2), so a resumed run replays exactly what an
+    uninterrupted one would have done.
     """
     gen = _epoch_generator(s.cfg.seed, epoch)
     ctx_gen = _epoch_generator(s.cfg.seed, epoch, 1)
+    meta_gen = _epoch_generator(s.cfg.seed, epoch, 2)
     for t in s.tasks:
         t.start_epoch(s.steps_per_epoch, gen)
     loss_sum = torch.zeros(len(s.tasks), dtype=torch.float64)
@@ -469,7 +484,13 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             num_entities=(s.ds.num_users, s.ds.num_items),
         )
         s.optimizer.zero_grad(set_to_none=True)
-        res = train_step(s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device)
+        meta = None
+        if s.meta is not None:
+            touched = torch.unique(torch.cat([t for b in batches for t in b.users()]))
+            meta = s.meta.batch(touched, meta_gen)
+        res = train_step(
+            s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device, meta=meta
+        )
         s.optimizer.step()
         if s.method.needs_losses_after:
             s.method.after_step(_losses_after(s.model, s.tasks, batches, s.device), ctx)
