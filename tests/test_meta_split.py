@@ -248,3 +248,19 @@ def test_usefulness_trains_deterministically_and_moves_its_scales(tmp_path) -> N
     assert a.metrics["test"] == b.metrics["test"]
     lam = load_checkpoint(tmp_path / "a" / "last.pt")["method"]["usefulness_scale"]
     assert torch.all(lam[:, 0] == 1.0) and not torch.allclose(lam[:, 1:], torch.ones_like(lam[:, 1:]))
+
+
+def test_meta_signals_reach_the_diagnostics_tables(tmp_path) -> None:
+    """lambda trajectories, meta cosines and delta distributions per epoch (notebooks 02 and 03)."""
+    from pmtrec_lab.train.run import load_diagnostics
+
+    _run(tmp_path, "d", True, usefulness="meta_cos", usefulness_lr=0.05, delta="learned")
+    epochs = load_diagnostics(tmp_path / "d")["epochs"]
+    for metric in ("usefulness_scale", "meta_cos", "delta_mean", "delta_abs"):
+        rows = epochs[(epochs.metric == metric) & (epochs.task != "rec")]
+        assert set(rows.epoch) == {1, 2}, metric
+        assert set(rows.side) <= {"user", "item"} and len(rows) > 0, metric
+    lam = epochs[epochs.metric == "usefulness_scale"]
+    assert (lam[lam.task == "rec"].value == 1.0).all() and lam.value.between(0, 2).all()
+    assert (epochs[epochs.metric == "delta_abs"].value > 0).any()
+    assert epochs[epochs.metric == "meta_cos"].value.between(-1, 1).all()

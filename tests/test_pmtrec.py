@@ -75,7 +75,8 @@ class ReferencePMTRec:
     def __init__(self, k, tau, weight_mode, rho, gmb_target, ema_decay, align, schedule, beta_max,
                  horizon, normalize, norm_mode="raw", focus_everywhere=False, gmb_mode="side",
                  gmb_c=1.0, memory_decay=0.9, usefulness="off", usefulness_lr=0.01,
-                 lambda_max=2.0):  # fmt: skip
+                 lambda_max=2.0, delta="off", delta_lr=0.1, delta_decay=0.01,
+                 delta_max=1.0):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
@@ -84,6 +85,8 @@ class ReferencePMTRec:
         self.mem_decay = memory_decay
         self.usefulness, self.eta, self.lam_max = usefulness, usefulness_lr, lambda_max
         self.lam = {(k, s): 1.0 for k in range(k) for s in (0, 1)}
+        self.delta, self.d_lr, self.d_decay, self.d_max = delta, delta_lr, delta_decay, delta_max
+        self.dtab: dict[tuple[int, int], float] = {}  # (global row, task) -> delta
         self.ref: dict[int, torch.Tensor] = {}  # per global row: moving-average main gradient
         self.mag: dict[int, float] = {}  # and its norm
         self.m: dict[tuple[int, int], float] = {}
@@ -161,10 +164,25 @@ class ReferencePMTRec:
                     new = self.lam[(k, s)] + self.eta * sum(cs) / len(cs)
                     self.lam[(k, s)] = min(max(new, 0.0), self.lam_max)
 
-    def step(self, grads, active, side, t, counts=None, rows=None, meta=None, meta_active=None):
+    def update_delta(self, grads, active, rows, meta, meta_active):
+        """v3 deviations: delta <- clip((1 - decay) delta + lr cos(meta, g^k)), by hand."""
+        for x in range(grads.shape[1]):
+            for k in range(1, self.k):
+                if not bool(active[x, k]) or not bool(meta_active[x]):
+                    continue
+                a, b = grads[k, x], meta[x]
+                den = float(a.norm() * b.norm())
+                if den > 0:
+                    old = self.dtab.get((rows[x], k), 0.0)
+                    new = (1 - self.d_decay) * old + self.d_lr * float(a @ b) / den
+                    self.dtab[(rows[x], k)] = min(max(new, -self.d_max), self.d_max)
+
+    def step(self, grads, active, side, t, counts=None, rows=None, meta=None, meta_active=None, perm=None):
         k_n, e_n, d = grads.shape
         if self.usefulness != "off":
             self.update_lambda(grads, active, side, meta, meta_active)
+        if self.delta != "off":
+            self.update_delta(grads, active, rows, meta, meta_active)
         norms = [[float(torch.sqrt((grads[k, x] ** 2).sum())) for k in range(k_n)] for x in range(e_n)]
         raw = norms
         virtual = [False] * e_n
@@ -228,6 +246,9 @@ class ReferencePMTRec:
                     gb = gb * ((1 - self.rho) + self.rho * cut)
                 if self.usefulness != "off" and k != self.main:
                     gb = gb * self.lam[(k, s)]
+                if self.delta != "off" and k != self.main:
+                    read = rows[x] if self.delta == "learned" else int(perm[rows[x]])
+                    gb = gb * math.exp(self.dtab.get((read, k), 0.0))
                 if self.align and k != self.main and g0 is not None:
                     dot = float(gb @ g0)
                     if dot < 0:
@@ -578,7 +599,10 @@ def test_presets_build_with_their_parameters():
         "ew-align": {"weight_mode": "uniform", "rho": 0.0, "align": True, "schedule": "none"},
         "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "align": False, "schedule": "none"},
         "pmtrec-gmb": {"rho": 0.5},
-        "pmtrec-v2": {"norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off"},
+        "pmtrec-v2": {
+            "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
+            "delta": "off",
+        },  # fmt: skip
     }
     for name in PRESETS:
         m = make_method(name, 3)
@@ -850,11 +874,14 @@ def test_pmtrec_v2_preset_is_pinned_to_v2():
         "tau": 1.0, "weight_mode": "personalized", "rho": 0.0, "gmb_target": "main", "ema_decay": 0.9,
         "align": True, "schedule": "linear", "beta_max": 2.0, "horizon": 10.0, "normalize": False,
         "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
+        "delta": "off",
     }  # fmt: skip
     params = make_method("pmtrec-v2", 3).params
     assert {k: params[k] for k in v2} == v2
     # the v3-only parameters have no effect with their switches off
-    assert set(params) - set(v2) == {"gmb_c", "memory_decay", "usefulness_lr", "lambda_max"}
+    assert set(params) - set(v2) == {
+        "gmb_c", "memory_decay", "usefulness_lr", "lambda_max", "delta_lr", "delta_decay", "delta_max",
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -921,4 +948,67 @@ def test_usefulness_needs_meta_gradients_and_round_trips():
     m2.load_state_dict(m.state_dict())
     torch.testing.assert_close(m2.lam, m.lam)
     with pytest.raises(ValueError, match="usefulness"):
+        make_method("pmtrec", 3).load_state_dict(m.state_dict())
+
+
+# ---------------------------------------------------------------------------------------
+# v3: per-entity deviations delta_x^k, learned and permuted (the control).
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"delta": "learned", "delta_lr": 0.4},
+        {"delta": "learned", "delta_lr": 0.9, "delta_decay": 0.2, "delta_max": 0.3, "weight_mode": "shared"},
+        {"delta": "learned", "usefulness": "meta_cos", "usefulness_lr": 0.2, "focus_everywhere": True},
+        {"delta": "permuted", "delta_lr": 0.5},
+    ],
+)
+def test_entity_deviations_match_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    assert method.needs_meta
+    for step in range(6):  # 22 rows recur across steps; steps 0-4 are epoch 0, step 5 epoch 1
+        grads, active, side, losses, ctx, rows = recurring_problem(step)
+        ctx = with_meta(ctx, grads, step, harmful=2, helpful=1)
+        out = method.combine(grads, active, side, losses, ctx)
+        perm = None if over["delta"] == "learned" else method._deviation.perm.tolist()
+        exp_g, _ = ref.step(
+            grads, active, side, ctx.fractional_epoch, rows=rows, meta=ctx.meta_grads,
+            meta_active=ctx.meta_active, perm=perm,
+        )  # fmt: skip
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+        table = method._deviation.table
+        for (row, k), v in ref.dtab.items():
+            assert float(table[row, k]) == pytest.approx(v, abs=1e-12)
+        assert (table[:, 0] == 0).all() and float(table.abs().max()) <= over.get("delta_max", 1.0)
+        assert set(out.diagnostics) >= {"delta_mean", "delta_abs"}
+
+
+def test_the_permuted_control_keeps_the_values_and_loses_their_owners():
+    method = make_method("pmtrec", 3, delta="permuted", delta_lr=0.5)
+    perms = {}
+    for step in range(11):  # epochs 0, 1, 2 (steps_per_epoch 5, make_ctx step = 4 * step)
+        grads, active, side, losses, ctx, _ = recurring_problem(step)
+        ctx.generator = torch.Generator().manual_seed(100 + ctx.epoch)  # as the trainer: per epoch
+        method.combine(grads, active, side, losses, with_meta(ctx, grads, step, harmful=2))
+        perms.setdefault(ctx.epoch, method._deviation.perm.clone())
+        assert torch.equal(method._deviation.perm, perms[ctx.epoch])  # one permutation per epoch
+    assert len(perms) >= 2
+    first, second = list(perms.values())[:2]
+    assert not torch.equal(first, second)  # reseeded every epoch
+    for perm in perms.values():  # a permutation within each side: users stay users
+        assert sorted(perm.tolist()) == list(range(NUM_USERS + NUM_ITEMS))
+        assert (perm[:NUM_USERS] < NUM_USERS).all() and (perm[NUM_USERS:] >= NUM_USERS).all()
+
+
+def test_deviations_need_meta_gradients_and_round_trip():
+    grads, active, side, losses, ctx, _ = recurring_problem(0)
+    m = make_method("pmtrec", 3, delta="learned")
+    with pytest.raises(ValueError, match="meta_split"):
+        m.combine(grads, active, side, losses, ctx)
+    m.combine(grads, active, side, losses, with_meta(ctx, grads, 0, harmful=1))
+    m2 = make_method("pmtrec", 3, delta="learned")
+    m2.load_state_dict(m.state_dict())
+    torch.testing.assert_close(m2._deviation.table, m._deviation.table)
+    with pytest.raises(ValueError, match="deviations"):
         make_method("pmtrec", 3).load_state_dict(m.state_dict())

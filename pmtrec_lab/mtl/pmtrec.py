@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from pmtrec_lab.mtl._entity_deviation import EntityDeviation
 from pmtrec_lab.mtl._entity_memory import MainGradientMemory
 from pmtrec_lab.mtl._frequency import FrequencyExponent, frequency_free
 from pmtrec_lab.mtl._gram import (
@@ -131,6 +132,16 @@ class PMTRecParams(MethodParams):
         "usefulness_lr * mean cos(meta gradient, task gradient) over the rows both touched"
     )
     usefulness_lr: float = Field(0.01, gt=0, description="v3: step size eta of the usefulness scales")
+    delta: Literal["off", "learned", "permuted"] = Field(
+        "off", description="v3: per-entity deviations delta_x^k (weight factor exp(delta)) learned from "
+        "cos(meta gradient, task gradient) per entity; permuted: the same table read through a "
+        "per-epoch permutation of the entities within each side (the control)"
+    )
+    delta_lr: float = Field(0.1, gt=0, description="v3: step size of the per-entity deviations")
+    delta_decay: float = Field(
+        0.01, ge=0, lt=1, description="v3: shrinkage of a deviation towards 0 at each of its updates"
+    )
+    delta_max: float = Field(1.0, gt=0, description="v3: bound of the deviations, |delta| <= delta_max")
     lambda_max: float = Field(2.0, gt=0, description="v3: upper bound of the usefulness scales (lower: 0)")
     norm_mode: Literal["raw", "sqrt_count", "count", "fitted"] = Field(
         "raw", description="v3: the magnitude signal, n_x^k (raw, v2) or n_x^k / c^a with c the "
@@ -258,6 +269,10 @@ class PMTRec(WeightingMethod):
         self.lambda_max = p.lambda_max
         # v3 usefulness scales lambda_{k,s} [2, K], initial 1 (the main task's column stays 1)
         self.lam = torch.ones(NUM_SIDES, num_tasks)
+        self.delta = p.delta
+        self._deviation = (
+            EntityDeviation(p.delta, p.delta_lr, p.delta_decay, p.delta_max) if p.delta != "off" else None
+        )
         self._exponent = FrequencyExponent(NUM_SIDES, num_tasks, p.ema_decay)
 
     def __repr__(self) -> str:
@@ -346,27 +361,34 @@ class PMTRec(WeightingMethod):
     # v3 step 3'' ------------------------------------------------------------------------
     @property
     def needs_meta(self) -> bool:
-        return self.usefulness != "off"
+        return self.usefulness != "off" or self.delta != "off"
 
-    def _update_usefulness(
-        self, grads: torch.Tensor, act: torch.Tensor, onehot: torch.Tensor, ctx: StepContext
+    def _meta_cosines(
+        self, grads: torch.Tensor, act: torch.Tensor, ctx: StepContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """lambda_{k,s} += eta * mean cos(g_meta,x, g_x^k) over side s's rows touched by task k and
-        the meta loss, clipped to [0, lambda_max]; updated before use; the main task's stays 1.
-        Returns (lambda [2, K], the batch mean cosines [2, K], NaN where no row qualifies)."""
+        """cos(g_meta,x, g_x^k) [K, E] (0 where undefined) and where it is defined (0/1 [K, E]):
+        rows touched by task k and the meta loss, both gradients non-zero."""
         if ctx.meta_grads is None or ctx.meta_active is None:
             raise ValueError(
-                f"method {self.name!r}: usefulness={self.usefulness!r} needs the meta loss's gradients "
-                "(ctx.meta_grads): train with data.meta_split=true"
+                f"method {self.name!r}: usefulness={self.usefulness!r}, delta={self.delta!r} need the "
+                "meta loss's gradients (ctx.meta_grads): train with data.meta_split=true"
             )
         g_meta = ctx.meta_grads.to(grads.dtype)
         dots = torch.einsum("ked,ed->ke", grads, g_meta)
         den = grads.norm(dim=2) * g_meta.norm(dim=1).unsqueeze(0)
         both = act * ctx.meta_active.to(grads.dtype).unsqueeze(0) * (den > 0).to(grads.dtype)
         cos = dots / den.clamp_min(torch.finfo(grads.dtype).tiny) * both
+        return cos, both
+
+    def _update_usefulness(
+        self, cos: torch.Tensor, both: torch.Tensor, onehot: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """lambda_{k,s} += eta * mean cos(g_meta,x, g_x^k) over side s's rows touched by task k and
+        the meta loss, clipped to [0, lambda_max]; updated before use; the main task's stays 1.
+        Returns (lambda [2, K], the batch mean cosines [2, K], NaN where no row qualifies)."""
         n = both @ onehot  # [K, 2]
         mean = ((cos @ onehot) / n.clamp_min(1)).T  # [2, K]
-        lam = self.lam.to(device=grads.device, dtype=grads.dtype)
+        lam = self.lam.to(device=cos.device, dtype=cos.dtype)
         lam = torch.where(n.T > 0, lam + self.usefulness_lr * mean, lam).clamp(0.0, self.lambda_max)
         lam[:, MAIN_TASK] = 1.0
         self.lam = lam
@@ -454,10 +476,22 @@ class PMTRec(WeightingMethod):
         coef = mult * side_table(side_scale, is_item) if side_gmb else mult.clone()
         if entity_scale is not None:
             coef = coef * entity_scale
-        lam = meta_cos = None
+        lam = meta_cos = used_delta = None
+        if self.needs_meta:
+            cos_meta, both_meta = self._meta_cosines(grads, act, ctx)
         if self.usefulness != "off":  # v3 step 3'': per (task, side) usefulness scales
-            lam, meta_cos = self._update_usefulness(grads, act, onehot, ctx)
+            lam, meta_cos = self._update_usefulness(cos_meta, both_meta, onehot)
             coef = coef * side_table(lam, is_item)
+        if self._deviation is not None:  # v3: per-entity deviations, exp(delta_x^k)
+            if ctx.entity_ids is None or ctx.num_entities is None:
+                raise ValueError(
+                    f"method {self.name!r}: delta={self.delta!r} needs ctx.entity_ids and "
+                    "ctx.num_entities (set by the trainer)"
+                )
+            rows = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
+            self._deviation.update(rows, cos_meta, both_meta > 0, sum(ctx.num_entities))
+            used_delta = self._deviation.applied(rows, ctx.num_entities, ctx.epoch, ctx.generator).to(dtype)
+            coef = coef * used_delta.exp()
         p: torch.Tensor | None = None
         p_ref: torch.Tensor | None = None
         if self.align:
@@ -515,6 +549,12 @@ class PMTRec(WeightingMethod):
         if lam is not None:
             diagnostics["usefulness_scale"] = lam.clone()
             diagnostics["meta_cos"] = meta_cos
+        if used_delta is not None:  # over the rows each task touched, per side; NaN where none
+            n_side = act @ onehot  # [K, 2]
+            undefined = torch.full_like(n_side, float("nan"))
+            for key, values in (("delta_mean", used_delta), ("delta_abs", used_delta.abs())):
+                mean = (values * act) @ onehot / n_side.clamp_min(1)
+                diagnostics[key] = torch.where(n_side > 0, mean, undefined).T
         return CombineResult(combined=combined, head_weights=head, diagnostics=diagnostics)
 
     # State ----------------------------------------------------------------------------
@@ -530,6 +570,8 @@ class PMTRec(WeightingMethod):
             state["main_memory"] = self._memory.state_dict()
         if self.usefulness != "off":
             state["usefulness_scale"] = self.lam.detach().clone()
+        if self._deviation is not None:
+            state["entity_deviation"] = self._deviation.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -537,6 +579,14 @@ class PMTRec(WeightingMethod):
         exponent = state.pop("norm_exponent", None)
         memory = state.pop("main_memory", None)
         lam = state.pop("usefulness_scale", None)
+        deviation = state.pop("entity_deviation", None)
+        if (deviation is None) != (self._deviation is None):
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if deviation is None else 'has'} "
+                f"per-entity deviations, but delta is {self.delta!r}"
+            )
+        if deviation is not None and self._deviation is not None:
+            self._deviation.load_state_dict(deviation)
         if (lam is None) != (self.usefulness == "off"):
             raise ValueError(
                 f"method {self.name!r}: saved state {'lacks' if lam is None else 'has'} usefulness "
@@ -570,4 +620,6 @@ class PMTRec(WeightingMethod):
         self._exponent.to(device)
         self._memory.to(device)
         self.lam = self.lam.to(device)
+        if self._deviation is not None:
+            self._deviation.to(device)
         return self

@@ -13,7 +13,10 @@ Schema (``<run>/diagnostics/``):
   batch, within deciles of its occurrences over the epoch, on every ``PROBE_EVERY``-th step;
   only where counts vary; PMTRec v3 item 1), ``focus_share`` (share of the task's row-updates
   that Task Focusing reaches) and ``gmb_reduce`` (mean reduce-only GMB factor), side "all",
-  and ``norm_exponent`` (PMTRec's fitted frequency exponent) per side, where reported.
+  ``norm_exponent`` (PMTRec's fitted frequency exponent) and ``usefulness_scale`` (v3's
+  lambda_{k,s}, the epoch's last value) per side, and ``meta_cos`` (the mean cosine of the meta
+  gradient with the task's), ``delta_mean`` / ``delta_abs`` (mean and mean absolute per-entity
+  deviation of the step's rows) per side, averaged over the epoch's steps, where reported.
 - ``cosine_hist.parquet``: ``epoch, task, side, kind, bin_left, bin_right, count``; kind "raw"
   (task gradient vs main), "after" (after the method's alignment, if reported), "combined"
   (combined gradient vs main, task "combined").
@@ -40,6 +43,12 @@ PROBE_EVERY = 10
 
 #: per-task diagnostics [K] averaged over an epoch's steps (side "all")
 TASK_MEANS = ("focus_share", "gmb_reduce")
+#: per-(side, task) diagnostics [2, K]: the epoch's last value (state that evolves: PMTRec's
+#: fitted exponent and usefulness scales lambda_{k,s})
+SIDE_LAST = ("norm_exponent", "usefulness_scale")
+#: per-(side, task) diagnostics [2, K] averaged over the steps where defined (not NaN): the
+#: meta cosines that drive lambda and the per-entity deviations delta of the step's rows
+SIDE_MEANS = ("meta_cos", "delta_mean", "delta_abs")
 
 
 def decile_spearman(signal: np.ndarray, count: np.ndarray, decile: np.ndarray) -> float:
@@ -175,7 +184,9 @@ class DiagnosticsRecorder:
         self.w_cnt = [torch.zeros(n, dtype=torch.float64) for n in self.sizes]
         self.task_mean_sum: dict[str, torch.Tensor] = {}
         self.task_mean_n: dict[str, int] = {}
-        self.exponent: torch.Tensor | None = None
+        self.side_last: dict[str, torch.Tensor] = {}
+        self.side_mean_sum: dict[str, torch.Tensor] = {}
+        self.side_mean_n: dict[str, torch.Tensor] = {}
         self.probe.reset()
 
     def _histc(self, values: torch.Tensor) -> torch.Tensor:
@@ -197,8 +208,15 @@ class DiagnosticsRecorder:
                 v = res.diagnostics[key].detach().double().cpu()
                 self.task_mean_sum[key] = self.task_mean_sum.get(key, 0) + v
                 self.task_mean_n[key] = self.task_mean_n.get(key, 0) + 1
-        if "norm_exponent" in res.diagnostics:
-            self.exponent = res.diagnostics["norm_exponent"].detach().double().cpu()
+        for key in SIDE_LAST:
+            if key in res.diagnostics:
+                self.side_last[key] = res.diagnostics[key].detach().double().cpu()
+        for key in SIDE_MEANS:
+            if key in res.diagnostics:
+                v = res.diagnostics[key].detach().double().cpu()
+                ok = ~torch.isnan(v)
+                self.side_mean_sum[key] = self.side_mean_sum.get(key, 0) + torch.where(ok, v, 0.0)
+                self.side_mean_n[key] = self.side_mean_n.get(key, 0) + ok.double()
         cos_raw = _cos(grads, grads[0].unsqueeze(0)).T  # [E, K]
         cos_comb = _cos(res.combined.detach(), grads[0])  # [E]
         cos_after = res.diagnostics.get("cos_main_after")
@@ -313,11 +331,16 @@ class DiagnosticsRecorder:
                 v = float(tot[k] / self.task_mean_n[key])
                 if np.isfinite(v):
                     add({"epoch": epoch, "task": n, "side": "all", "metric": key, "value": v})
-        if self.exponent is not None:
+        per_side = dict(self.side_last)
+        for key, tot in self.side_mean_sum.items():
+            n_ok = self.side_mean_n[key]
+            per_side[key] = torch.where(n_ok > 0, tot / n_ok.clamp_min(1), float("nan"))
+        for key, table in per_side.items():
             for s, sname in enumerate(SIDES):
                 for k, n in enumerate(names):
-                    v = float(self.exponent[s, k])
-                    add({"epoch": epoch, "task": n, "side": sname, "metric": "norm_exponent", "value": v})
+                    v = float(table[s, k])
+                    if np.isfinite(v):
+                        add({"epoch": epoch, "task": n, "side": sname, "metric": key, "value": v})
         edges = np.linspace(-1.0, 1.0, self.bins + 1)
         frames = []
         for kind, h in self.hist.items():
