@@ -203,6 +203,16 @@ viz.weight_distributions(ew, weight_epoch)"""
     )
     b.md("## Over training\nMean and 10-90% band at each recorded epoch.")
     b.code("viz.weights_over_epochs(ew)")
+    b.md(
+        "## PMTRec v3 signals\nDoes the magnitude signal follow sampling luck (in-batch counts, within "
+        "activity deciles; v2's raw norm does)? And, with the meta split, the usefulness scales lambda "
+        "per task and side and the size of the per-entity deviations delta."
+    )
+    b.code(
+        'v3_epochs = run.diagnostics()["epochs"]\n'
+        'for metric in ("count_spearman", "usefulness_scale", "delta_abs"):\n'
+        "    display(viz.v3_signal(v3_epochs, metric))"
+    )
     b.md("## One entity")
     b.code(
         "picked = viz.pick_entity(ew, entity_side, entity)\nviz.entity_trajectory(ew, entity_side, picked)"
@@ -251,6 +261,12 @@ with the combined ones (and, with `compare_align_off=True`, with a run whose ali
     b.code('viz.cosine_histograms(diag["cosine_hist"], "raw")')
     b.md("## Before and after Task Focusing")
     b.code('viz.cosine_before_after(diag["cosine_hist"], hist_epoch)')
+    b.md(
+        "## Reach and meta cosines (PMTRec v3)\nThe share of each task's row-updates that focusing "
+        "reaches (v2: only entities with a main gradient in the step; `focus_everywhere`: all with a "
+        "memory), and, with the meta split, the cosine of the meta-loss gradient with each task's."
+    )
+    b.code('for metric in ("focus_share", "meta_cos"):\n    display(viz.v3_signal(diag["epochs"], metric))')
     b.md("## Alignment off")
     b.code(
         """values = conflict_headlines(diag["epochs"], hist_epoch)
@@ -306,6 +322,11 @@ docs/pmtrec-method.md), so this notebook trains `pmtrec-gmb` (rho = 0.5) unless 
     b.code("viz.norm_ratio_over_epochs(epochs_table)")
     b.md("## Raw gradient norms")
     b.code("viz.grad_norm_over_epochs(epochs_table)")
+    b.md(
+        "## Reduce-only GMB per entity (PMTRec v3)\nThe mean factor `gmb_mode=entity_reduce` applies to "
+        "each auxiliary task (1: never reduced)."
+    )
+    b.code('viz.v3_signal(epochs_table, "gmb_reduce")')
     b.md("## Which tasks would dominate without GMB (last epoch)")
     b.code("viz.magnitude_summary(epochs_table, factor=dominance_factor).round(3)")
     b.code(

@@ -264,3 +264,16 @@ def test_meta_signals_reach_the_diagnostics_tables(tmp_path) -> None:
     assert (lam[lam.task == "rec"].value == 1.0).all() and lam.value.between(0, 2).all()
     assert (epochs[epochs.metric == "delta_abs"].value > 0).any()
     assert epochs[epochs.metric == "meta_cos"].value.between(-1, 1).all()
+    # the notebooks' figures of these signals: a line per (task, side), placeholders name the setting
+    from pmtrec_lab import viz
+
+    for metric in ("usefulness_scale", "meta_cos", "delta_abs", "count_spearman", "focus_share"):
+        fig = viz.v3_signal(epochs, metric)
+        rows = epochs[epochs.metric == metric]
+        assert not viz.is_missing(fig), metric
+        assert len(fig.data) == rows.groupby(["task", "side"]).ngroups, metric
+        assert sorted(float(v) for t in fig.data for v in t.y) == sorted(rows.value.astype(float)), metric
+    absent = viz.v3_signal(epochs, "gmb_reduce")
+    assert viz.is_missing(absent) and "gmb_mode=entity_reduce" in viz.missing_reason(absent)
+    with pytest.raises(ValueError, match="unknown metric"):
+        viz.v3_signal(epochs, "nope")

@@ -27,6 +27,7 @@ from pmtrec_lab.viz.training import (
     metrics_bar,
     metrics_table,
 )
+from pmtrec_lab.viz.v3 import V3_SIGNALS, v3_signal
 from pmtrec_lab.viz.weights import (
     applicable_weights,
     entity_trajectory,
@@ -39,6 +40,7 @@ from pmtrec_lab.viz.weights import (
 )
 
 __all__ = [
+    "V3_SIGNALS",
     "MissingSourceError",
     "ablation_deltas",
     "ablation_figure",
@@ -72,4 +74,5 @@ __all__ = [
     "weight_distributions",
     "weights_over_epochs",
     "weights_vs_activity",
+    "v3_signal",
 ]
