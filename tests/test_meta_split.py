@@ -277,3 +277,132 @@ def test_meta_signals_reach_the_diagnostics_tables(tmp_path) -> None:
     assert viz.is_missing(absent) and "gmb_mode=entity_reduce" in viz.missing_reason(absent)
     with pytest.raises(ValueError, match="unknown metric"):
         viz.v3_signal(epochs, "nope")
+
+
+# --------------------------------------------------------------- candidate (c): meta_spsa
+
+
+def _drive(spsa, effect, cycles, trend=0.0, seed=0):
+    """Feed ``spsa`` window boundaries where a window's meta-loss change is ``trend`` plus
+    ``effect`` . (applied scales): a task's pressure, hence its effect, is proportional to its
+    scale (helpful effects lower the loss, harmful ones raise it)."""
+    from pmtrec_lab.mtl._meta_spsa import PATTERN
+
+    gen = torch.Generator().manual_seed(seed)
+    value = 1.0
+    spsa.observe(value, gen)
+    thetas = []
+    for w in range(cycles * len(PATTERN)):
+        value += trend + float((effect * spsa.applied()).sum())
+        spsa.observe(value, gen)
+        if w % len(PATTERN) == len(PATTERN) - 1:
+            thetas.append(spsa.theta.clone())
+    return torch.stack(thetas)
+
+
+def test_spsa_cycle_matches_the_formula_and_cancels_a_linear_trend():
+    from pmtrec_lab.mtl._meta_spsa import PATTERN, MetaLossSPSA
+
+    spsa = MetaLossSPSA(2, 3, eps=0.3, lr=0.2, lambda_max=2.0)
+    spsa.mark_touched(torch.ones(2, 3, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(0)
+    spsa.observe(5.0, gen)
+    signs = spsa.signs.clone()
+    assert (signs[:, 0] == 0).all() and set(signs[:, 1:].flatten().tolist()) <= {-1.0, 1.0}
+    deltas = [-0.3, -0.1, -0.2, -0.35]
+    value = 5.0
+    for w, d in enumerate(deltas):
+        expect = torch.exp(0.3 * PATTERN[w] * signs)
+        torch.testing.assert_close(spsa.applied(), expect)
+        value += d
+        spsa.observe(value, gen)
+    d = -0.3 + 0.1 + 0.2 - 0.35
+    r = d / (abs(d) + abs(-0.3 + 0.35) + abs(-0.1 + 0.2))
+    torch.testing.assert_close(spsa.theta, (-0.2 * r * signs).clamp(np.log(1e-3), np.log(2.0)))
+    assert spsa.updates == 1 and spsa.window == 0
+    flat = MetaLossSPSA(2, 3, eps=0.3, lr=0.2, lambda_max=2.0)
+    flat.mark_touched(torch.ones(2, 3, dtype=torch.bool))
+    _drive(flat, torch.zeros(2, 3, dtype=torch.float64), cycles=5, trend=-0.01)
+    assert torch.equal(flat.theta, torch.zeros(2, 3, dtype=torch.float64))  # a trend alone: no move
+
+
+def test_spsa_lowers_a_harmful_task_and_raises_a_helpful_one():
+    from pmtrec_lab.mtl._meta_spsa import FLOOR, MetaLossSPSA
+
+    # as on real data, each auxiliary task touches one side: task 1 users (helpful), task 2
+    # items (harmful), task 3 both (neutral on users, harmful on items)
+    effect = torch.tensor([[0.0, -0.02, 0.0, 0.0], [0.0, 0.0, 0.05, 0.03]], dtype=torch.float64)
+    touched = torch.tensor([[True, True, False, True], [True, False, True, True]])
+    for seed in range(3):
+        spsa = MetaLossSPSA(2, 4, eps=0.3, lr=0.3, lambda_max=2.0)
+        spsa.mark_touched(touched)
+        late = _drive(spsa, effect, cycles=120, trend=-0.001, seed=seed)[40:]  # theta per cycle
+        assert (late[:, :, 0] == 0).all()  # the main task's scale stays 1
+        assert (late[:, 1, 1] == 0).all() and (late[:, 0, 2] == 0).all()  # untouched: not moved
+        # SPSA moves every scale at once, so each walks with a drift: judged on average
+        assert late[:, 0, 1].mean() > np.log(1.5)  # helpful: mostly at the upper bound
+        # harmful: well below 1 (a small scale also shrinks the effect it can show, so the
+        # walk slows on the way down rather than pinning the floor)
+        assert late[:, 1, 2].mean() < np.log(0.6) and late[:, 1, 3].mean() < np.log(0.6)
+    assert FLOOR == 1e-3
+
+
+def test_spsa_state_round_trips_mid_cycle():
+    from pmtrec_lab.mtl._meta_spsa import MetaLossSPSA
+
+    effect = torch.tensor([[0.0, -0.02, 0.05], [0.0, 0.01, -0.03]], dtype=torch.float64)
+    a = MetaLossSPSA(2, 3, eps=0.3, lr=0.3, lambda_max=2.0)
+    a.mark_touched(torch.ones(2, 3, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(3)
+    value = 1.0
+    for _ in range(7):  # stops inside the second cycle
+        a.observe(value, gen)
+        value += float((effect * a.applied().log()).sum())
+    b = MetaLossSPSA(2, 3, eps=0.3, lr=0.3, lambda_max=2.0)
+    b.load_state_dict(a.state_dict())
+    for spsa in (a, b):
+        g = torch.Generator().manual_seed(9)
+        v = value
+        for _ in range(9):
+            spsa.observe(v, g)
+            v += float((effect * spsa.applied().log()).sum())
+    torch.testing.assert_close(a.theta, b.theta)
+    assert a.updates == b.updates >= 3
+
+
+def test_meta_spsa_trains_end_to_end_with_a_meta_loss_per_window(tmp_path, monkeypatch) -> None:
+    from pmtrec_lab.mtl.pmtrec import PMTRec
+    from pmtrec_lab.train import trainer as trainer_module
+
+    seen: list[tuple[int, float]] = []
+    original = PMTRec.observe_meta_loss
+
+    def spy(self, value, ctx):
+        seen.append((ctx.step, value))
+        original(self, value, ctx)
+
+    monkeypatch.setattr(PMTRec, "observe_meta_loss", spy)
+    computed: list[float] = []
+    real = trainer_module.meta_loss_on
+
+    def on(model, batch):
+        computed.append(real(model, batch))
+        users, items = (t.detach() for t in model.encoder())  # the loop reference, pair by pair
+        ref = np.mean(
+            [
+                -float(torch.nn.functional.logsigmoid(users[u] @ items[p] - users[u] @ items[q]))
+                for u, p, q in zip(batch.users.tolist(), batch.pos.tolist(), batch.neg.tolist())
+            ]
+        )
+        assert computed[-1] == pytest.approx(ref, rel=1e-5)
+        return computed[-1]
+
+    monkeypatch.setattr(trainer_module, "meta_loss_on", on)
+    a = _run(tmp_path, "spsa", True, usefulness="meta_spsa", spsa_every=1)
+    steps = [s for s, _ in seen]
+    assert steps == list(range(len(steps))) and len(steps) >= 4  # every window's start
+    assert [v for _, v in seen] == computed
+    b = _run(tmp_path, "spsa-again", True, usefulness="meta_spsa", spsa_every=1)
+    assert a.metrics["test"] == b.metrics["test"]
+    with pytest.raises(ConfigError, match="data.meta_split=true"):
+        _run(tmp_path, "spsa-no-meta", False, usefulness="meta_spsa")

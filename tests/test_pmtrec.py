@@ -76,7 +76,7 @@ class ReferencePMTRec:
                  horizon, normalize, norm_mode="raw", focus_everywhere=False, gmb_mode="side",
                  gmb_c=1.0, memory_decay=0.9, usefulness="off", usefulness_lr=0.01,
                  lambda_max=2.0, delta="off", delta_lr=0.1, delta_decay=0.01,
-                 delta_max=1.0):  # fmt: skip
+                 delta_max=1.0, spsa_every=25, spsa_eps=0.3, spsa_lr=0.2):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
@@ -177,9 +177,12 @@ class ReferencePMTRec:
                     new = (1 - self.d_decay) * old + self.d_lr * float(a @ b) / den
                     self.dtab[(rows[x], k)] = min(max(new, -self.d_max), self.d_max)
 
-    def step(self, grads, active, side, t, counts=None, rows=None, meta=None, meta_active=None, perm=None):
+    def step(
+        self, grads, active, side, t, counts=None, rows=None, meta=None, meta_active=None, perm=None,
+        spsa_applied=None,
+    ):  # fmt: skip
         k_n, e_n, d = grads.shape
-        if self.usefulness != "off":
+        if self.usefulness == "meta_cos":
             self.update_lambda(grads, active, side, meta, meta_active)
         if self.delta != "off":
             self.update_delta(grads, active, rows, meta, meta_active)
@@ -244,8 +247,10 @@ class ReferencePMTRec:
                     if rows[x] in self.ref and raw[x][k] > self.gmb_c * self.mag[rows[x]]:
                         cut = self.gmb_c * self.mag[rows[x]] / raw[x][k]
                     gb = gb * ((1 - self.rho) + self.rho * cut)
-                if self.usefulness != "off" and k != self.main:
+                if self.usefulness == "meta_cos" and k != self.main:
                     gb = gb * self.lam[(k, s)]
+                if self.usefulness == "meta_spsa" and k != self.main:
+                    gb = gb * float(spsa_applied[s, k])
                 if self.delta != "off" and k != self.main:
                     read = rows[x] if self.delta == "learned" else int(perm[rows[x]])
                     gb = gb * math.exp(self.dtab.get((read, k), 0.0))
@@ -881,6 +886,7 @@ def test_pmtrec_v2_preset_is_pinned_to_v2():
     # the v3-only parameters have no effect with their switches off
     assert set(params) - set(v2) == {
         "gmb_c", "memory_decay", "usefulness_lr", "lambda_max", "delta_lr", "delta_decay", "delta_max",
+        "spsa_every", "spsa_eps", "spsa_lr",
     }  # fmt: skip
 
 
@@ -1012,3 +1018,34 @@ def test_deviations_need_meta_gradients_and_round_trip():
     torch.testing.assert_close(m2._deviation.table, m._deviation.table)
     with pytest.raises(ValueError, match="deviations"):
         make_method("pmtrec", 3).load_state_dict(m.state_dict())
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"usefulness": "meta_spsa", "spsa_every": 2, "spsa_eps": 0.5},
+        {"usefulness": "meta_spsa", "spsa_every": 1, "focus_everywhere": True, "weight_mode": "shared"},
+    ],
+)
+def test_spsa_scales_apply_per_window_as_in_the_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    assert method.meta_value_every == over["spsa_every"] and not method.needs_meta
+    loss = 0.7
+    for step in range(26):  # the first cycle perturbs nothing: no task has touched a side yet
+        grads, active, side, losses, ctx, rows = recurring_problem(step)
+        ctx.step = step
+        if step % over["spsa_every"] == 0:
+            loss -= 0.01 * (1 + step % 3)
+            method.observe_meta_loss(loss, ctx)
+        out = method.combine(grads, active, side, losses, ctx)
+        applied = method._spsa.applied()
+        exp_g, _ = ref.step(grads, active, side, ctx.fractional_epoch, rows=rows, spsa_applied=applied)
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+    assert method._spsa.updates >= 3
+    assert not torch.equal(method._spsa.theta, torch.zeros(2, 3, dtype=torch.float64))
+    m2 = make_method("pmtrec", 3, **over)
+    m2.load_state_dict(method.state_dict())
+    torch.testing.assert_close(m2._spsa.theta, method._spsa.theta)
+    with pytest.raises(ValueError, match="SPSA"):
+        make_method("pmtrec", 3).load_state_dict(method.state_dict())

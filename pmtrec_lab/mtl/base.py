@@ -101,6 +101,15 @@ class WeightingMethod:
         """True if ``combine`` reads ``ctx.meta_grads`` (PMTRec v3's usefulness scales)."""
         return False
 
+    @property
+    def meta_value_every(self) -> int | None:
+        """Steps between evaluations of the meta loss on all meta pairs, which the trainer hands
+        to ``observe_meta_loss`` before the step's ``combine`` (None: never)."""
+        return None
+
+    def observe_meta_loss(self, value: float, ctx: StepContext) -> None:
+        """The meta loss on all meta pairs at a step with ``step % meta_value_every == 0``."""
+
     def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
         if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
             raise ValueError(f"method {self.name!r}: num_tasks must be a positive int, got {num_tasks!r}")

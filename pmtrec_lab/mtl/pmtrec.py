@@ -58,6 +58,7 @@ from pmtrec_lab.mtl._gram import (
     task_major_stats,
 )
 from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
+from pmtrec_lab.mtl._meta_spsa import MetaLossSPSA
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
@@ -127,10 +128,14 @@ class PMTRecParams(MethodParams):
     memory_decay: float = Field(
         0.9, ge=0, lt=1, description="v3: decay of each entity's moving-average main gradient and magnitude"
     )
-    usefulness: Literal["off", "meta_cos"] = Field(
+    usefulness: Literal["off", "meta_cos", "meta_spsa"] = Field(
         "off", description="v3: per (task, side) scales lambda from the meta loss; meta_cos: lambda += "
-        "usefulness_lr * mean cos(meta gradient, task gradient) over the rows both touched"
+        "usefulness_lr * mean cos(meta gradient, task gradient) over the rows both touched; meta_spsa: "
+        "simultaneous perturbation on the meta loss's change over windows of spsa_every steps"
     )
+    spsa_every: int = Field(25, ge=1, description="v3 meta_spsa: steps per perturbation window")
+    spsa_eps: float = Field(0.3, gt=0, description="v3 meta_spsa: perturbation of log lambda")
+    spsa_lr: float = Field(0.2, gt=0, description="v3 meta_spsa: largest step of log lambda per cycle")
     usefulness_lr: float = Field(0.01, gt=0, description="v3: step size eta of the usefulness scales")
     delta: Literal["off", "learned", "permuted"] = Field(
         "off", description="v3: per-entity deviations delta_x^k (weight factor exp(delta)) learned from "
@@ -269,6 +274,12 @@ class PMTRec(WeightingMethod):
         self.lambda_max = p.lambda_max
         # v3 usefulness scales lambda_{k,s} [2, K], initial 1 (the main task's column stays 1)
         self.lam = torch.ones(NUM_SIDES, num_tasks)
+        self.spsa_every = p.spsa_every
+        self._spsa = (
+            MetaLossSPSA(NUM_SIDES, num_tasks, p.spsa_eps, p.spsa_lr, p.lambda_max)
+            if p.usefulness == "meta_spsa"
+            else None
+        )
         self.delta = p.delta
         self._deviation = (
             EntityDeviation(p.delta, p.delta_lr, p.delta_decay, p.delta_max) if p.delta != "off" else None
@@ -361,7 +372,15 @@ class PMTRec(WeightingMethod):
     # v3 step 3'' ------------------------------------------------------------------------
     @property
     def needs_meta(self) -> bool:
-        return self.usefulness != "off" or self.delta != "off"
+        return self.usefulness == "meta_cos" or self.delta != "off"
+
+    @property
+    def meta_value_every(self) -> int | None:
+        return self.spsa_every if self._spsa is not None else None
+
+    def observe_meta_loss(self, value: float, ctx: StepContext) -> None:
+        if self._spsa is not None:
+            self._spsa.observe(value, ctx.generator)
 
     def _meta_cosines(
         self, grads: torch.Tensor, act: torch.Tensor, ctx: StepContext
@@ -479,9 +498,13 @@ class PMTRec(WeightingMethod):
         lam = meta_cos = used_delta = None
         if self.needs_meta:
             cos_meta, both_meta = self._meta_cosines(grads, act, ctx)
-        if self.usefulness != "off":  # v3 step 3'': per (task, side) usefulness scales
+        if self.usefulness == "meta_cos":  # v3 step 3'', candidate (a)
             lam, meta_cos = self._update_usefulness(cos_meta, both_meta, onehot)
             coef = coef * side_table(lam, is_item)
+        elif self._spsa is not None:  # v3 step 3'', candidate (c): this window's scales
+            self._spsa.mark_touched((act @ onehot).T > 0)
+            lam = self._spsa.center().to(device=grads.device, dtype=dtype)
+            coef = coef * side_table(self._spsa.applied().to(device=grads.device, dtype=dtype), is_item)
         if self._deviation is not None:  # v3: per-entity deviations, exp(delta_x^k)
             if ctx.entity_ids is None or ctx.num_entities is None:
                 raise ValueError(
@@ -546,8 +569,10 @@ class PMTRec(WeightingMethod):
         diagnostics["focus_share"] = (act * reach.to(dtype)).sum(dim=1) / act.sum(dim=1).clamp_min(1)
         if entity_scale is not None:
             diagnostics["gmb_reduce"] = (entity_scale * act).sum(dim=1) / act.sum(dim=1).clamp_min(1)
-        if lam is not None:
-            diagnostics["usefulness_scale"] = lam.clone()
+        if lam is not None:  # where the task touched the side in this step (else NaN)
+            touched = (act @ onehot).T > 0  # [2, K]
+            diagnostics["usefulness_scale"] = torch.where(touched, lam, torch.full_like(lam, float("nan")))
+        if meta_cos is not None:
             diagnostics["meta_cos"] = meta_cos
         if used_delta is not None:  # over the rows each task touched, per side; NaN where none
             n_side = act @ onehot  # [K, 2]
@@ -568,8 +593,10 @@ class PMTRec(WeightingMethod):
             state["norm_exponent"] = self._exponent.state_dict()
         if self._uses_memory:
             state["main_memory"] = self._memory.state_dict()
-        if self.usefulness != "off":
+        if self.usefulness == "meta_cos":
             state["usefulness_scale"] = self.lam.detach().clone()
+        if self._spsa is not None:
+            state["usefulness_spsa"] = self._spsa.state_dict()
         if self._deviation is not None:
             state["entity_deviation"] = self._deviation.state_dict()
         return state
@@ -579,6 +606,14 @@ class PMTRec(WeightingMethod):
         exponent = state.pop("norm_exponent", None)
         memory = state.pop("main_memory", None)
         lam = state.pop("usefulness_scale", None)
+        spsa = state.pop("usefulness_spsa", None)
+        if (spsa is None) != (self._spsa is None):
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if spsa is None else 'has'} SPSA usefulness "
+                f"scales, but usefulness is {self.usefulness!r}"
+            )
+        if spsa is not None and self._spsa is not None:
+            self._spsa.load_state_dict(spsa)
         deviation = state.pop("entity_deviation", None)
         if (deviation is None) != (self._deviation is None):
             raise ValueError(
@@ -587,7 +622,7 @@ class PMTRec(WeightingMethod):
             )
         if deviation is not None and self._deviation is not None:
             self._deviation.load_state_dict(deviation)
-        if (lam is None) != (self.usefulness == "off"):
+        if (lam is None) != (self.usefulness != "meta_cos"):
             raise ValueError(
                 f"method {self.name!r}: saved state {'lacks' if lam is None else 'has'} usefulness "
                 f"scales, but usefulness is {self.usefulness!r}"

@@ -52,3 +52,10 @@ class MetaPairs:
         users, pos = users[keep], pos[keep]
         neg = sample_negatives(users, self.num_items, generator, self.observed)
         return MetaBatch(users, pos, neg)
+
+    def fixed_negatives(self, generator: torch.Generator) -> MetaBatch:
+        """Every meta pair with one negative drawn once (for the meta loss on all meta pairs,
+        which must then depend on the model alone)."""
+        users = torch.nonzero(self.item_of_user >= 0).flatten()
+        pos = self.item_of_user[users]
+        return MetaBatch(users, pos, sample_negatives(users, self.num_items, generator, self.observed))

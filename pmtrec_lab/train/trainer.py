@@ -37,7 +37,8 @@ from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
-from pmtrec_lab.tasks.meta import MetaPairs
+from pmtrec_lab.tasks.link import bpr
+from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
 from pmtrec_lab.train.lock import RunLock
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
@@ -171,6 +172,7 @@ class _Session:
     status: _StatusWriter
     fingerprint: str  # the data's (``RecDataset.fingerprint``); "" when unknown
     meta: MetaPairs | None = None  # the meta split, for a method with ``needs_meta``
+    meta_all: MetaBatch | None = None  # every meta pair with fixed negatives (``meta_value_every``)
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": -float("inf"), "valid": {}})
@@ -371,7 +373,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
     names = [t.name for t in tasks]
     method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
     meta = None
-    if method.needs_meta:
+    if method.needs_meta or method.meta_value_every is not None:
         if not len(ds.split.meta):
             raise ConfigError(
                 f"method {cfg.method.name!r} with these parameters reads the meta loss (PMTRec v3 "
@@ -407,6 +409,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
         status=status,
         fingerprint=fingerprint,
         meta=meta,
+        meta_all=None if meta is None else meta.fixed_negatives(_epoch_generator(cfg.seed, 0, 3)),
     )
 
 
@@ -484,8 +487,12 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             num_entities=(s.ds.num_users, s.ds.num_items),
         )
         s.optimizer.zero_grad(set_to_none=True)
+        every = s.method.meta_value_every
+        if every is not None and s.global_step % every == 0:
+            assert s.meta_all is not None
+            s.method.observe_meta_loss(meta_loss_on(s.model, s.meta_all), ctx)
         meta = None
-        if s.meta is not None:
+        if s.meta is not None and s.method.needs_meta:
             touched = torch.unique(torch.cat([t for b in batches for t in b.users()]))
             meta = s.meta.batch(touched, meta_gen)
         res = train_step(
@@ -501,6 +508,18 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             s.recorder.update(res, epoch + 1)
         s.global_step += 1
     return (loss_sum / s.steps_per_epoch).float(), last_beta
+
+
+@torch.no_grad()
+def meta_loss_on(model: Model, batch: MetaBatch) -> float:
+    """The main task's BPR loss on ``batch`` (all meta pairs, fixed negatives) with the model's
+    full representations, as evaluation computes them."""
+    model.eval()
+    users, items = model.encoder()
+    model.train()
+    dev = users.device
+    value = bpr(users[batch.users.to(dev)], items[batch.pos.to(dev)], items[batch.neg.to(dev)])
+    return float(value)
 
 
 def _validate(s: _Session, epoch: int) -> dict[str, float]:
