@@ -609,6 +609,10 @@ def test_presets_build_with_their_parameters():
             "delta": "off",
         },  # fmt: skip
     }
+    v2_off = expected["pmtrec-v2"]
+    for name in [n for n in expected if n.startswith("pmtrec-") and n != "pmtrec-v2"]:
+        expected[f"pmtrec-v2-{name.removeprefix('pmtrec-')}"] = {**v2_off, **expected[name]}
+    assert set(PRESETS) == set(expected)
     for name in PRESETS:
         m = make_method(name, 3)
         assert isinstance(m, PMTRec) and METHODS[name] is type(m) and m.name == name

@@ -14,6 +14,7 @@ defaults; parameters given by the user override both.
 | ``ew-gmb``                    | uniform weights, ``rho=GMB_ON_RHO``, no align, no schedule     |
 | ``pmtrec-v2``                 | every v3 switch off (``V3_OFF``): v2's behaviour, kept as the  |
 |                               | record of v2 when the v3 study changes the defaults            |
+| ``pmtrec-v2-<ablation>``      | each ``pmtrec-<ablation>`` above with every v3 switch off      |
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pmtrec_lab.mtl.params import MethodParams
 from pmtrec_lab.mtl.pmtrec import PMTRec, PMTRecParams
 from pmtrec_lab.mtl.registry import register_preset
 
-__all__ = ["GMB_ON_RHO", "PRESETS", "V3_OFF"]
+__all__ = ["GMB_ON_RHO", "PRESETS", "V2_ABLATIONS", "V3_OFF"]
 
 #: GMB strength of the presets that switch GMB on (the prototype's middle value).
 GMB_ON_RHO = 0.5
@@ -59,6 +60,14 @@ PRESETS: MappingProxyType[str, tuple[dict[str, Any], str]] = MappingProxyType({
     "ew-gmb": ({**_UNIFORM, "rho": GMB_ON_RHO, "align": False}, "Equal weights plus GMB only"),
     "pmtrec-v2": (dict(V3_OFF), "PMTRec v2: every v3 switch off (the record of v2)"),
 })  # fmt: skip
+
+#: ``pmtrec-v2-*``: v2's ablations, pinned to v2 like ``pmtrec-v2`` (issue "PMTRec v3", item 8)
+V2_ABLATIONS: MappingProxyType[str, tuple[dict[str, Any], str]] = MappingProxyType({
+    f"pmtrec-v2-{name.removeprefix('pmtrec-')}": ({**V3_OFF, **params}, f"{summary}, v2 (v3 off)")
+    for name, (params, summary) in PRESETS.items()
+    if name.startswith("pmtrec-") and name != "pmtrec-v2"
+})  # fmt: skip
+PRESETS = MappingProxyType({**PRESETS, **V2_ABLATIONS})
 
 for _name, (_overrides, _summary) in PRESETS.items():
     register_preset(
