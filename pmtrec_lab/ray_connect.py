@@ -52,10 +52,11 @@ def connect(
         return ray
     if node_ip_address is None and (address is None or is_loopback_address(address)):
         node_ip_address = LOOPBACK
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
     if node_ip_address is not None:
         kwargs["_node_ip_address"] = node_ip_address
-    if address is None:
+    if address is None:  # a cluster has the dashboard its 'ray start' gave (--include-dashboard=false)
+        kwargs["include_dashboard"] = False
         if object_store_memory is not None:
             kwargs["object_store_memory"] = object_store_memory
         if num_cpus is not None:

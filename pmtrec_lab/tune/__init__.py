@@ -9,12 +9,13 @@ parameters), ``trial`` (one trial: a run reporting validation NDCG@20 every epoc
 
 from __future__ import annotations
 
-from pmtrec_lab.tune.output import load_trials, read_best, tuning_curves, with_tuned
+from pmtrec_lab.tune.output import grid_trials, load_trials, read_best, tuning_curves, with_tuned
 from pmtrec_lab.tune.space import SearchSpace, find_space_file, load_space, split_sample
 
 __all__ = [
     "SearchSpace",
     "find_space_file",
+    "grid_trials",
     "load_space",
     "load_trials",
     "read_best",

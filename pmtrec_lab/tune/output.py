@@ -27,6 +27,7 @@ __all__ = [
     "STUDY_FILE",
     "TRIALS_FILE",
     "best_from_trials",
+    "grid_trials",
     "load_trials",
     "read_best",
     "tuning_curves",
@@ -103,6 +104,24 @@ def load_trials(tuned_dir: Path) -> pd.DataFrame:
         f.insert(0, "method", path.parent.name)
         f.insert(0, "dataset", path.parent.parent.name)
         frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def grid_trials(grid_dir: Path) -> pd.DataFrame:
+    """The trials of the studies a tuned grid ran from (its ``grid.resolved.yaml``'s
+    ``tuned.<dataset>.<method>.source`` names each ``best.yaml``; ``trials.csv`` lies beside it);
+    empty for an untuned grid."""
+    resolved = Path(grid_dir) / "grid.resolved.yaml"
+    tuned = (yaml.safe_load(resolved.read_text()) or {}).get("tuned") if resolved.is_file() else None
+    frames = []
+    for dataset, methods in (tuned or {}).items():
+        for method, choice in methods.items():
+            path = Path(str(choice.get("source", ""))).with_name(TRIALS_FILE)
+            if path.is_file():
+                f = pd.read_csv(path)
+                f.insert(0, "method", method)
+                f.insert(0, "dataset", dataset)
+                frames.append(f)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

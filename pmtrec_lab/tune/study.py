@@ -284,12 +284,31 @@ def run_study(
 ) -> list[dict[str, Any]]:
     """Tune every (dataset, method) of the grid with the same budget (module docstring);
     units already tuned with this budget are skipped. Returns the units' best configurations."""
-    from pmtrec_lab.ray_connect import connect
+    import sys
+
+    from pmtrec_lab.ray_connect import connect, disconnect
 
     loaded = load_spaces(spec, spaces)  # every file checked before Ray starts
     out.mkdir(parents=True, exist_ok=True)
     check_budget(out, budget, spec)
+    owns = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     connect(address)
+    try:
+        return _run_units(spec, loaded, budget, out, data_dir, resources, max_retries)
+    finally:
+        if owns:
+            disconnect()
+
+
+def _run_units(
+    spec: GridSpec,
+    loaded: dict[tuple[str, str], SearchSpace],
+    budget: Budget,
+    out: Path,
+    data_dir: str | None,
+    resources: RunResources | None,
+    max_retries: int,
+) -> list[dict[str, Any]]:
     chosen = []
     for (dataset, method), space in loaded.items():
         done = unit_dir(out, dataset, method) / BEST_FILE
