@@ -1,7 +1,10 @@
-"""A two-node Ray cluster on this machine for the tests: two ``ray start --block`` processes with
-explicit ports, every server on 127.0.0.1, no dashboard, no usage reporting, each node with its
-own temporary, cache and home folders (so no filesystem is shared by accident) and token
-authentication with a token given in the environment (nothing written to ``~/.ray``).
+"""A two-node Ray cluster on this machine for the tests, in loopback mode
+(``pmtrec_lab.ray_connect.node_command``): the head a ``ray start --block --head`` process, the
+second node a ``python -m pmtrec_lab.ray_connect join`` process (``ray start --address`` refuses
+to add a node in loopback mode), both with explicit ports, every server on 127.0.0.1, no
+dashboard, no usage reporting, each node with its own temporary, cache and home folders (so no
+filesystem is shared by accident) and token authentication with a token given in the
+environment (nothing written to ``~/.ray``).
 
 ``RayCluster.stop()`` ends every process the two commands started, found by process id (the
 commands' process groups and their recorded descendants), never by name.
@@ -9,6 +12,7 @@ commands' process groups and their recorded descendants), never by name.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import signal
@@ -21,9 +25,9 @@ from pathlib import Path
 
 import psutil
 
+from pmtrec_lab.ray_connect import LOOPBACK, LOOPBACK_ENV, NODE_PORTS, node_command
+
 REPO = Path(__file__).resolve().parents[1]
-RAY = Path(sys.executable).parent / "ray"
-LOOPBACK = "127.0.0.1"
 
 
 def free_ports(n: int) -> list[int]:
@@ -50,8 +54,14 @@ class RayCluster:
     seen: set[int] = field(default_factory=set)
 
     def env(self) -> dict[str, str]:
-        """What the driver (this test process) needs to join: the token, usage stats off."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0"}
+        """What the driver (this test process) needs to join: the token, usage stats off, loopback
+        mode (``ray_connect.connect`` sets it too, for a loopback address)."""
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **LOOPBACK_ENV,
+        }
 
     def _node_env(self, node: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -73,25 +83,27 @@ class RayCluster:
     def _start(self, name: str, head: bool) -> None:
         node = self.root / name
         node.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(12)
-        args = [
-            str(RAY), "start", "--block", f"--node-ip-address={LOOPBACK}",
-            f"--num-cpus={self.cpus_per_node}", "--num-gpus=0",
-            f"--object-store-memory={self.object_store_bytes}", f"--temp-dir={node / 'ray'}",
-            f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
-            f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
-            f"--runtime-env-agent-port={ports[4]}", f"--metrics-export-port={ports[5]}",
-            f"--worker-port-list={','.join(map(str, ports[6:11]))}",
-        ]  # fmt: skip
+        ports = free_ports(len(NODE_PORTS) + 6)
+        common = {
+            "temp_dir": node / "ray",
+            "ports": dict(zip(NODE_PORTS, ports, strict=False)),
+            "worker_ports": ports[len(NODE_PORTS) : len(NODE_PORTS) + 5],
+            "num_cpus": self.cpus_per_node,
+            "object_store_memory": self.object_store_bytes,
+        }
         if head:
             (gcs,) = free_ports(1)  # no Ray Client server: ray[client] is not installed
             self.address = f"{LOOPBACK}:{gcs}"
-            args += ["--head", f"--port={gcs}", "--include-dashboard=false", "--disable-usage-stats"]
+            args, env = node_command(head_port=gcs, autoscaler_metrics_port=ports[-1], **common)
         else:
-            args += [f"--address={self.address}"]
+            args, env = node_command(address=self.address, **common)
         log = open(node / "start.log", "w")  # noqa: SIM115 (kept open for the process's life)
         proc = subprocess.Popen(
-            args, env=self._node_env(node), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env={**self._node_env(node), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + 120
@@ -175,3 +187,12 @@ def listening_sockets(pids: set[int]) -> list[tuple[int, str, int, str]]:
         elif c.type == socket.SOCK_DGRAM and not c.raddr:
             out.append((c.pid, c.laddr.ip, c.laddr.port, "udp"))
     return out
+
+
+def is_loopback_ip(ip: str) -> bool:
+    """True for a loopback address, also in IPv4-mapped form: Ray's gRPC servers bound to 127.0.0.1
+    show as ``::ffff:127.0.0.1`` (an IPv6 socket that accepts only IPv4 connections to 127.0.0.1),
+    which ``ipaddress`` (Python 3.11) does not call loopback."""
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback

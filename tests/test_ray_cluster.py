@@ -7,7 +7,6 @@ with nothing left running (``tests/ray_cluster.py``)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from pmtrec_lab.cli import main
 from pmtrec_lab.compare import GridSpec, grid_progress, run_grid, run_path
 from pmtrec_lab.compare.remote import CRASH_ONCE_ENV
 from pmtrec_lab.train import load_run
-from tests.ray_cluster import RayCluster, listening_sockets
+from tests.ray_cluster import RayCluster, is_loopback_ip, listening_sockets
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -112,23 +111,15 @@ def test_a_run_that_kills_its_worker_is_retried_and_completes(ray_grid):
         assert run.finished and run.metrics["epochs_run"] == 2
 
 
-#: measured with ray 2.60.0 (the newest release in the registry): ``ray start`` rewrites
-#: ``--node-ip-address=127.0.0.1`` to the machine's routable address (services.resolve_ip_for_localhost),
-#: the GCS server and raylets listen on ``::``, the runtime-env agent on the routable address and the
-#: autoscaler monitor's metrics server on 0.0.0.0. Strict: the test fails once Ray binds loopback.
-RAY_BINDS_BEYOND_LOOPBACK = (
-    "ray 2.60.0 binds GCS/raylet on '::', the runtime-env agent on the routable IP and the autoscaler "
-    "metrics on 0.0.0.0 despite --node-ip-address=127.0.0.1 (see README, Ray)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RAY_BINDS_BEYOND_LOOPBACK)
 def test_every_ray_process_listens_on_loopback_only(cluster, ray_grid):
+    """Every listening socket of the cluster's processes (GCS, raylets, object managers, agents,
+    autoscaler monitor, workers), after the grid ran, is on 127.0.0.1 (loopback mode,
+    ``pmtrec_lab/ray_connect.py``); the gRPC servers' show as ``::ffff:127.0.0.1``."""
     procs = cluster.processes()
     assert len(procs) >= 6  # gcs, raylets, agents, workers
     sockets = listening_sockets({p.pid for p in procs})
     assert len(sockets) >= 5, sockets
-    bad = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+    bad = [s for s in sockets if not is_loopback_ip(s[1])]
     assert not bad, f"Ray processes listening beyond loopback (pid, address, port, kind): {bad}"
 
 
@@ -186,11 +177,10 @@ def test_compare_tuned_needs_every_best_yaml(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=RAY_BINDS_BEYOND_LOOPBACK)
 def test_local_default_instance_listens_on_loopback_only(cluster):
-    """Without --address a local Ray instance starts (``ray.init(_node_ip_address="127.0.0.1")``):
-    its processes, and this driver, listen on loopback only. Runs last: one Ray per process at a
-    time (it uses the cluster's token from the environment)."""
+    """Without --address a local Ray instance starts (``ray.init(_node_ip_address="127.0.0.1")`` in
+    loopback mode): its processes, and this driver, listen on loopback only. Runs last: one Ray
+    per process at a time (it uses the cluster's token from the environment)."""
     from pmtrec_lab.compare import RayExecutor
 
     with RayExecutor(object_store_memory=100 * 1024 * 1024) as ex:
@@ -199,5 +189,5 @@ def test_local_default_instance_listens_on_loopback_only(cluster):
         pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
         sockets = listening_sockets(pids)
     assert len(sockets) >= 3, sockets
-    bad = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+    bad = [s for s in sockets if not is_loopback_ip(s[1])]
     assert not bad, f"local Ray listening beyond loopback: {bad}"
