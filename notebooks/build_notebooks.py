@@ -448,6 +448,12 @@ viz.method_comparison(summary)"""
         "    if name in tables and not tables[name].empty:\n"
         '        display(Markdown(f"**{name}**"), tables[name].round(4))'
     )
+    b.md("## Tuned grids: best validation NDCG@20 against the number of trials (does the budget suffice?)")
+    b.code(
+        "from pmtrec_lab.tune import grid_trials, tuning_curves\n"
+        "tuning = tuning_curves(grid_trials(source)) if not run_small_grid else None\n"
+        "viz.tuning_curve(tuning)"
+    )
     b.code("values = grid_headlines(tables, source)\n_ = record(values)\nvalues")
     return b
 

@@ -243,7 +243,15 @@ def _register_report(sub) -> None:
     add_report_command(sub)
 
 
-_EXTRA_COMMANDS = [_register_compare, _register_report]
+def _register_tune(sub) -> None:
+    try:
+        from pmtrec_lab.tune.cli import add_tune_command
+    except ImportError:
+        return
+    add_tune_command(sub)
+
+
+_EXTRA_COMMANDS = [_register_compare, _register_tune, _register_report]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from pmtrec_lab.cli import main as cli_main
 from pmtrec_lab.compare import (
     EXECUTORS,
     ProcessExecutor,
+    RayExecutor,
     SequentialExecutor,
     baseline_methods,
     is_baseline,
@@ -40,11 +41,17 @@ def test_sequential_and_process_executors_agree_and_keep_order():
 
 
 def test_make_executor_by_name_and_jobs():
-    assert set(EXECUTORS) == {"sequential", "process"}
+    assert set(EXECUTORS) == {"sequential", "process", "ray"}
     assert isinstance(make_executor(None, 1), SequentialExecutor)
     assert isinstance(make_executor(None, 3), ProcessExecutor) and make_executor(None, 3).jobs == 3
-    with pytest.raises(ConfigError, match="unknown executor 'ray'"):
-        make_executor("ray", 1)
+    assert isinstance(make_executor("ray", 1), RayExecutor)  # made, not started: Ray is not imported
+    assert isinstance(make_executor(None, 1, address="127.0.0.1:6379"), RayExecutor)  # implied
+    with pytest.raises(ConfigError, match="unknown executor 'dask'"):
+        make_executor("dask", 1)
+    with pytest.raises(ConfigError, match="--address only apply to --executor ray"):
+        make_executor("process", 2, address="127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="--jobs 2 sizes the process executor"):
+        make_executor("ray", 2)
     with pytest.raises(ConfigError, match="--jobs"):
         make_executor(None, 0)
     with pytest.raises(ConfigError, match="sequential runs one unit at a time"):

@@ -14,7 +14,10 @@ Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
 4. the ablation table: PMTRec against its named configurations and EW.
 Finished runs are never redone (``train`` returns them); unfinished ones resume from ``last.pt``.
 ``--jobs N`` runs the (dataset, method) units in N processes with the same results (an
-``Executor``: ``executors``).
+``Executor``: ``executors``); ``--executor ray`` runs every run as a Ray task on a local Ray
+instance or a cluster (``--address``), the runs' files returning to the driver (``dispatch``,
+``artefacts``, ``remote``), so the nodes share no filesystem. ``--tuned DIR`` runs every seed
+from the configurations ``pmtrec-lab tune`` chose (``GridSpec.tuned``).
 Test metrics never choose anything.
 
 Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
@@ -32,6 +35,7 @@ from pmtrec_lab.compare.executors import (
     EXECUTORS,
     Executor,
     ProcessExecutor,
+    RayExecutor,
     SequentialExecutor,
     make_executor,
 )
@@ -84,6 +88,7 @@ __all__ = [
     "Executor",
     "GridSpec",
     "ProcessExecutor",
+    "RayExecutor",
     "SequentialExecutor",
     "UnitJob",
     "ablation_table",

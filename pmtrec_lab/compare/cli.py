@@ -7,8 +7,10 @@ from pathlib import Path
 
 import yaml
 
-from pmtrec_lab.compare.executors import EXECUTORS
+from pmtrec_lab.compare.dispatch import RunsFailedError
+from pmtrec_lab.compare.executors import EXECUTORS, make_executor
 from pmtrec_lab.compare.grid import run_grid
+from pmtrec_lab.compare.resources import parse_resources
 from pmtrec_lab.compare.spec import load_grid
 from pmtrec_lab.compare.tables import markdown_tables, summarize
 from pmtrec_lab.paths import write_text_atomic
@@ -20,14 +22,31 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     """Run the grid (unless ``--tables-only``), then write and print its tables. The grid file and
     its ``--set`` overrides are validated first: an invalid grid is one ``ConfigError`` line."""
     spec = load_grid(args.grid, args.set)  # validated whole before anything is written
+    if args.tuned is not None:
+        from pmtrec_lab.tune.output import with_tuned
+
+        spec = with_tuned(spec, Path(args.tuned))
     out = Path(args.out)
+    failure: RunsFailedError | None = None
     if args.tables_only:  # the grid the tables describe
-        write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+        write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
     else:
-        run_grid(spec, out, args.data_dir, args.max_runs, args.jobs, executor=args.executor)
+        executor = make_executor(
+            args.executor,
+            args.jobs,
+            address=args.address,
+            resources=parse_resources(args.resources_per_run) if args.resources_per_run else None,
+            max_retries=args.max_retries,
+        )
+        try:
+            run_grid(spec, out, args.data_dir, args.max_runs, args.jobs, executor=executor)
+        except RunsFailedError as exc:  # the tables of what finished first, then the error
+            failure = exc
     tables = summarize(out, spec)
     if "summary" in tables:
         print(markdown_tables(tables))
+    if failure is not None:
+        raise failure
     return 0
 
 
@@ -55,7 +74,32 @@ def add_compare_command(sub) -> None:
         "--executor",
         choices=sorted(EXECUTORS),
         default=None,
-        help="how units run (default: process when --jobs > 1, else sequential)",
+        help="how units run (default: ray with --address or --resources-per-run, process when "
+        "--jobs > 1, else sequential)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="ray: the cluster to join (host:port of 'ray start --head'); default: a local Ray instance",
+    )
+    p.add_argument(
+        "--resources-per-run",
+        default=None,
+        metavar="cpu=N,gpu=F",
+        help="ray: what each run (a Ray task) reserves, e.g. cpu=1,gpu=0.25 (default cpu=1,gpu=0)",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=None,
+        help="ray: retries of a run whose worker was lost (default 2; the retry starts at epoch 0)",
+    )
+    p.add_argument(
+        "--tuned",
+        default=None,
+        metavar="DIR",
+        help="run every seed from the configurations 'pmtrec-lab tune' chose "
+        "(DIR/<dataset>/<method>/best.yaml)",
     )
     p.add_argument("--tables-only", action="store_true", help="only rebuild tables from finished runs")
     p.set_defaults(func=_cmd_compare)

@@ -15,7 +15,7 @@ import yaml
 
 from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
 from pmtrec_lab.compare.layout import choose_lr, run_path
-from pmtrec_lab.compare.spec import GridSpec, run_config, validate_grid
+from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.paths import write_text_atomic
@@ -50,7 +50,9 @@ def run_grid(
 
     ``executor`` (an ``Executor`` or its name; default: ``process`` when ``jobs > 1``, else
     ``sequential``) runs the (dataset, method) units; with ``process`` each of the ``jobs``
-    workers has ``torch.get_num_threads() // jobs`` threads (at least one). ``max_runs`` stops
+    workers has ``torch.get_num_threads() // jobs`` threads (at least one). An executor whose
+    runs return their files (``ray``) is given runs instead (``dispatch.run_grid_remote``); a
+    failed run there raises ``RunsFailedError`` once the other runs have finished. ``max_runs`` stops
     after that many trained runs and needs the sequential executor (it counts one process's runs).
     The grid is validated first (``validate_grid``): an invalid one writes nothing.
     """
@@ -58,9 +60,17 @@ def run_grid(
     if not isinstance(executor, Executor):
         executor = make_executor(executor, jobs)
     if max_runs is not None and not isinstance(executor, SequentialExecutor):
-        raise ConfigError("compare: --max-runs counts runs of one process; it cannot be combined with --jobs")
+        raise ConfigError(
+            "compare: --max-runs counts runs of one process; it cannot be combined with --jobs or "
+            "--executor ray"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.model_dump(), sort_keys=False))
+    write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
+    if executor.returns_artefacts:  # no shared filesystem: runs, not units, and their files return
+        from pmtrec_lab.compare.dispatch import run_grid_remote
+
+        threads = getattr(getattr(executor, "resources", None), "threads", 1)
+        return run_grid_remote(spec, out, data_dir, executor, threads)[0]
     units = [(dataset, method) for dataset in spec.datasets for method in spec.methods]
     if max_runs is None:
         return sum(executor.run(UnitJob(spec, out, data_dir), units))
@@ -81,7 +91,7 @@ def run_unit(
 
     trained = 0
     seed0 = spec.seeds[0]
-    plan = [(lr, seed0) for lr in spec.lrs]
+    plan = [(lr, seed0) for lr in unit_lrs(spec, dataset, method)]
     for phase in (0, 1):
         if phase == 1:
             lr = choose_lr(out, dataset, method, spec)

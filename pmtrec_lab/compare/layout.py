@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from pmtrec_lab.compare.spec import METRIC, GridSpec, lr_label, resolved_method
+from pmtrec_lab.compare.spec import METRIC, GridSpec, lr_label, resolved_method, tuned_choice, unit_lrs
 from pmtrec_lab.train.run import load_run
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "TABLES",
     "choose_lr",
     "collect",
+    "failed_reason",
     "gather_per_user",
     "grid_progress",
     "load_results",
@@ -79,22 +80,27 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def run_key(spec: GridSpec, method: str, lr: float, seed: int) -> dict[str, Any]:
+def run_key(spec: GridSpec, method: str, lr: float, seed: int, dataset: str | None = None) -> dict[str, Any]:
     """What a run's name hashes: the registered method a grid label runs, every parameter it runs
-    with (``resolve_params``), the exact learning rate and the seed."""
-    method_params = resolved_method(spec, method)
-    return {
+    with (``resolve_params``; on a ``dataset`` where the grid is tuned, the tuned ones), the exact
+    learning rate and the seed, and for a tuned run its weight decay (untuned names unchanged)."""
+    method_params = resolved_method(spec, method, dataset)
+    key: dict[str, Any] = {
         "method": method_params["name"],
         "params": method_params["params"],
         "lr": float(lr),
         "seed": int(seed),
     }
+    choice = tuned_choice(spec, dataset, method)
+    if choice is not None:
+        key["weight_decay"] = float(choice.get("weight_decay", 0.0))
+    return key
 
 
-def run_name(spec: GridSpec, method: str, lr: float, seed: int) -> str:
+def run_name(spec: GridSpec, method: str, lr: float, seed: int, dataset: str | None = None) -> str:
     """``lr<lr:g>-seed<seed>-<8 hex>``: the readable prefix and a short SHA-256 of ``run_key``
     (floats as their shortest exact repr, so 0.003 and 0.0030000001 differ)."""
-    digest = hashlib.sha256(_canonical(run_key(spec, method, lr, seed)).encode()).hexdigest()
+    digest = hashlib.sha256(_canonical(run_key(spec, method, lr, seed, dataset)).encode()).hexdigest()
     return f"{run_prefix(lr, seed)}-{digest[:HASH_DIGITS]}"
 
 
@@ -102,7 +108,7 @@ def run_path(out: Path, spec: GridSpec, dataset: str, method: str, lr: float, se
     """The run directory of one run of the grid: the new name (``run_name``) unless only a folder
     of the old name (``run_prefix``) exists, which is then used as it is (module docstring)."""
     folder = Path(out) / "runs" / dataset / method
-    new = folder / run_name(spec, method, lr, seed)
+    new = folder / run_name(spec, method, lr, seed, dataset)
     old = folder / run_prefix(lr, seed)
     return old if not new.exists() and old.exists() else new
 
@@ -115,7 +121,7 @@ def _valid(run_dir: Path) -> float:
 def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | None:
     """The learning rate with the best seed-0 validation NDCG@20 (None until all have finished)."""
     best, best_v = None, -math.inf
-    for lr in spec.lrs:
+    for lr in unit_lrs(spec, dataset, method):
         rd = run_path(out, spec, dataset, method, lr, spec.seeds[0])
         if not (rd / "metrics.json").is_file():
             return None
@@ -125,21 +131,41 @@ def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | N
     return best
 
 
+def failed_reason(run_dir: Path) -> str | None:
+    """The error of a run whose ``status.json`` says ``failed`` (None otherwise)."""
+    status_file = Path(run_dir) / "status.json"
+    if not status_file.is_file():
+        return None
+    try:
+        status = json.loads(status_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    if not isinstance(status, dict) or status.get("state") != "failed":
+        return None
+    return str(status.get("error") or "failed")
+
+
 def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
-    """Per (dataset, method): finished runs, planned runs (``len(lrs) + len(seeds) - 1``) and the
-    runs still to train (``run_prefix``: ``lr<lr>-seed<seed>``; ``lr?`` while seed 0 has not chosen
-    the rate)."""
+    """Per (dataset, method): finished runs, planned runs (``len(lrs) + len(seeds) - 1``; one
+    learning rate when tuned), the runs still to train (``run_prefix``: ``lr<lr>-seed<seed>``;
+    ``lr?`` while seed 0 has not chosen the rate), and the runs whose last attempt failed, each
+    with its error (``lr<lr>-seed<seed>: <error>``, separated by `` | ``)."""
     rows = []
     for dataset in spec.datasets:
         for method in spec.methods:
             lr = choose_lr(out, dataset, method, spec)
-            planned = [(x, spec.seeds[0]) for x in spec.lrs]
+            planned = [(x, spec.seeds[0]) for x in unit_lrs(spec, dataset, method)]
             planned += [(lr, s) for s in spec.seeds[1:]]
             pending = [
                 f"lr?-seed{s}" if x is None else run_prefix(x, s)
                 for x, s in planned
                 if x is None or not (run_path(out, spec, dataset, method, x, s) / "metrics.json").is_file()
             ]
+            failed = []
+            for x, s in planned:
+                reason = None if x is None else failed_reason(run_path(out, spec, dataset, method, x, s))
+                if reason is not None:
+                    failed.append(f"{run_prefix(x, s)}: {' '.join(reason.split())}")
             rows.append(
                 {
                     "dataset": dataset,
@@ -147,9 +173,10 @@ def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
                     "done": len(planned) - len(pending),
                     "planned": len(planned),
                     "pending": " ".join(pending),
+                    "failed": " | ".join(failed),
                 }
             )
-    return pd.DataFrame(rows, columns=["dataset", "method", "done", "planned", "pending"])
+    return pd.DataFrame(rows, columns=["dataset", "method", "done", "planned", "pending", "failed"])
 
 
 def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
@@ -157,7 +184,7 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
     rows = []
     for dataset in spec.datasets:
         for method in spec.methods:
-            for lr in spec.lrs:
+            for lr in unit_lrs(spec, dataset, method):
                 for seed in spec.seeds:
                     rd = run_path(out, spec, dataset, method, lr, seed)
                     if not (rd / "metrics.json").is_file():

@@ -48,6 +48,8 @@ __all__ = [
     "pmtrec_family",
     "resolved_method",
     "run_config",
+    "tuned_choice",
+    "unit_lrs",
     "validate_grid",
 ]
 
@@ -59,6 +61,8 @@ GROUP_ORDER = {level: i for i, level in enumerate((*ACTIVITY_LEVELS, *SOCIAL_LEV
 
 #: the keys a variant under ``variants`` may have
 VARIANT_KEYS = ("name", "params")
+#: the keys of a tuned configuration under ``tuned.<dataset>.<method>``
+TUNED_KEYS = ("lr", "weight_decay", "params", "source")
 
 
 def baseline_methods() -> tuple[str, ...]:
@@ -84,6 +88,11 @@ def lr_label(lr: float) -> str:
     """How a learning rate is written in run folder names and tables (``lr0.003``): ``:g``, six
     significant digits, so two rates that agree in those would read alike (the grid refuses them)."""
     return f"lr{lr:g}"
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _repeats(values: Iterable[Any]) -> list[Any]:
@@ -125,6 +134,10 @@ class GridSpec(BaseModel):
     pmtrec: str = "pmtrec"
     #: named method variants usable in ``methods``: label -> {"name": method, "params": {...}}
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: tuned configurations (``compare --tuned DIR``, from ``pmtrec-lab tune``'s ``best.yaml``):
+    #: dataset -> method -> {"lr", "weight_decay", "params", "source"}; such a (dataset, method)
+    #: runs every seed at its tuned learning rate (no learning-rate phase) with its tuned parameters
+    tuned: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
     @field_validator("datasets")
     @classmethod
@@ -218,7 +231,36 @@ class GridSpec(BaseModel):
                 run_config(self, dataset, self.methods[0], self.lrs[0], self.seeds[0], None)
             except ConfigError as exc:
                 raise ConfigError(f"base (on dataset {dataset!r}): {exc}") from None
+        self._check_tuned()
         return self
+
+    def record(self) -> dict[str, Any]:
+        """The grid as ``grid.resolved.yaml`` records it (``tuned`` only when the grid is tuned)."""
+        data = self.model_dump()
+        if not data["tuned"]:
+            del data["tuned"]
+        return data
+
+    def _check_tuned(self) -> None:
+        """Every tuned entry names a dataset and method of the grid, a positive learning rate, a
+        weight decay >= 0, and parameters valid for the method (``validate_params``)."""
+        for dataset, methods in self.tuned.items():
+            if dataset not in self.datasets:
+                raise ConfigError(f"tuned.{dataset}: not a dataset of the grid ({', '.join(self.datasets)})")
+            for method, choice in methods.items():
+                key = f"tuned.{dataset}.{method}"
+                if method not in self.methods:
+                    raise ConfigError(f"{key}: not a method of the grid ({', '.join(self.methods)})")
+                unknown = [k for k in choice if k not in TUNED_KEYS]
+                if unknown:
+                    raise ConfigError(f"{key}: unknown key(s) {unknown}; expected {', '.join(TUNED_KEYS)}")
+                lr, wd = choice.get("lr"), choice.get("weight_decay", 0.0)
+                if not (_is_number(lr) and lr > 0):
+                    raise ConfigError(f"{key}.lr: expected a positive finite learning rate, got {lr!r}")
+                if not (_is_number(wd) and wd >= 0):
+                    raise ConfigError(f"{key}.weight_decay: expected a finite number >= 0, got {wd!r}")
+                name, params = method_of(self, method, dataset)
+                validate_params(name, params, prefix=f"{key}.params")
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -308,20 +350,36 @@ def load_grid(path: str | Path | None, overrides: Sequence[str] = ()) -> GridSpe
     return validate_grid(raw, where)
 
 
-def method_of(spec: GridSpec, method: str) -> tuple[str, dict[str, Any]]:
+def tuned_choice(spec: GridSpec, dataset: str | None, method: str) -> dict[str, Any] | None:
+    """The tuned configuration of (``dataset``, ``method``), or None (untuned; ``dataset`` None)."""
+    if dataset is None:
+        return None
+    return spec.tuned.get(dataset, {}).get(method)
+
+
+def unit_lrs(spec: GridSpec, dataset: str, method: str) -> list[float]:
+    """The learning rates a (dataset, method) trains seed 0 at: its tuned rate alone when tuned,
+    else the grid's ``lrs``."""
+    choice = tuned_choice(spec, dataset, method)
+    return [float(choice["lr"])] if choice is not None else list(spec.lrs)
+
+
+def method_of(spec: GridSpec, method: str, dataset: str | None = None) -> tuple[str, dict[str, Any]]:
     """The registered method a grid label runs and the parameters the grid gives it (a variant's,
-    or none for a registered name)."""
+    or none for a registered name; on a ``dataset`` where it is tuned, the tuned ones over them)."""
     variant = spec.variants.get(method)
-    if variant is None:
-        return method, {}
-    return variant["name"], dict(variant.get("params") or {})
+    name, params = (method, {}) if variant is None else (variant["name"], dict(variant.get("params") or {}))
+    choice = tuned_choice(spec, dataset, method)
+    if choice is not None:
+        params.update(choice.get("params") or {})
+    return name, params
 
 
-def resolved_method(spec: GridSpec, method: str) -> dict[str, Any]:
+def resolved_method(spec: GridSpec, method: str, dataset: str | None = None) -> dict[str, Any]:
     """``{"name": registered method, "params": every parameter it runs with}`` for a grid label:
-    defaults < preset < the variant's ``params`` (``resolve_params``), so spellings that mean the
-    same run agree (``rho: 0`` and ``rho: 0.0``; a default written out or omitted)."""
-    name, params = method_of(spec, method)
+    defaults < preset < the variant's ``params`` < tuned ones (``resolve_params``), so spellings
+    that mean the same run agree (``rho: 0`` and ``rho: 0.0``; a default written out or omitted)."""
+    name, params = method_of(spec, method, dataset)
     return {"name": name, "params": resolve_params(name, params)}
 
 
@@ -340,13 +398,17 @@ def run_config(
     method and parameters, over any ``base`` method parameters), learning rate and seed merged in
     before it is validated, so a ``base`` setting that depends on the dataset (``tasks.include``)
     is checked against the run's dataset, not the default one."""
-    name, params = method_of(spec, method)
+    name, params = method_of(spec, method, dataset)
     base_data = spec.base.get("data")
     base_dir = base_data.get("data_dir") if isinstance(base_data, Mapping) else None
+    optim: dict[str, Any] = {"lr": lr}
+    choice = tuned_choice(spec, dataset, method)
+    if choice is not None:
+        optim["weight_decay"] = float(choice.get("weight_decay", 0.0))
     changes = {
         "data": {"name": dataset, "data_dir": data_dir or base_dir},
         "method": {"name": name, "params": params},
-        "optim": {"lr": lr},
+        "optim": optim,
         "seed": seed,
     }
     return load_config(base=_merged(spec.base, changes))

@@ -287,6 +287,10 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
         for dataset, part in left.groupby("dataset", sort=False):
             items = "; ".join(f"{m}: {p}" for m, p in zip(part["method"], part["pending"]))
             parts.append(f"Still to run on {dataset}: {items}.")
+        failed = prog[prog["failed"].fillna("") != ""] if "failed" in prog.columns else prog.iloc[:0]
+        for dataset, part in failed.groupby("dataset", sort=False):
+            items = "; ".join(f"{m}: {f}" for m, f in zip(part["method"], part["failed"]))
+            parts.append(f"Failed on {dataset}: {items}.")
         parts.append("")
     s = tables.get("summary")
     if s is not None and not s.empty:

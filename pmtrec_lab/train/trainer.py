@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,11 +193,14 @@ def train(
     resume: bool = True,
     dataset: RecDataset | None = None,
     max_epochs_this_call: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
     """Train (or resume, or return the finished run in ``out_dir``) and evaluate on test.
 
     ``max_epochs_this_call`` stops after that many epochs in this call, leaving a resumable run
-    (state "paused"): a long run can be done over several sittings.
+    (state "paused"): a long run can be done over several sittings. ``on_epoch`` is called with
+    each finished epoch's ``history.json`` record, after its files are written (Ray Tune's
+    trials report validation NDCG@20 through it).
 
     Before anything is written: the device is checked, a non-empty ``out_dir`` that is not a run
     folder is refused, and ``out_dir/.lock`` is taken (one writer per folder). Then
@@ -212,12 +216,12 @@ def train(
         if plan == "finished":
             return load_run(out)
         if plan == "fresh":
-            _clear_run_files(out)
+            clear_run_files(out)
         write_text_atomic(out / "config.yaml", cfg.to_yaml())
         status = _StatusWriter(out, cfg.eval.metric)
         status.write("running", epoch=_epochs_done(out) if plan == "resume" else 0)
         try:
-            return _train_locked(cfg, out, plan == "resume", dataset, max_epochs_this_call, status)
+            return _train_locked(cfg, out, plan == "resume", dataset, max_epochs_this_call, status, on_epoch)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
             status.write("failed", error=reason)
@@ -231,6 +235,7 @@ def _train_locked(
     dataset: RecDataset | None,
     max_epochs_this_call: int | None,
     status: _StatusWriter,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> Run:
     s = _setup(cfg, out, dataset, status)
     if resume:
@@ -245,7 +250,10 @@ def _train_locked(
             status.write("paused", epoch=epoch, **s.best_fields())
             return load_run(out)
         done_this_call += 1
-        if _run_epoch(s, epoch):
+        stop = _run_epoch(s, epoch)
+        if on_epoch is not None:
+            on_epoch(dict(s.history[-1]))
+        if stop:
             stop_reason = "early_stopping"
             break
     _finish(s, stop_reason)
@@ -303,7 +311,7 @@ _RUN_FILES = (
 )
 
 
-def _clear_run_files(out: Path) -> None:
+def clear_run_files(out: Path) -> None:
     """Remove what an earlier run left, so nothing of it can be mistaken for the new run's."""
     for name in _RUN_FILES:
         (out / name).unlink(missing_ok=True)

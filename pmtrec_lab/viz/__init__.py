@@ -8,7 +8,7 @@ A figure whose data the run or dataset lacks is a placeholder that says why
 """
 
 from pmtrec_lab.viz._common import MissingSourceError, is_missing, missing_figure, missing_reason, task_colors
-from pmtrec_lab.viz.comparison import ablation_deltas, ablation_figure, method_comparison
+from pmtrec_lab.viz.comparison import ablation_deltas, ablation_figure, method_comparison, tuning_curve
 from pmtrec_lab.viz.data import dataset_for_config, entity_activity, has_social_links, social_degree
 from pmtrec_lab.viz.gradients import (
     conflict_fraction_over_epochs,
@@ -61,6 +61,7 @@ __all__ = [
     "magnitude_summary",
     "mean_task_weights",
     "method_comparison",
+    "tuning_curve",
     "metrics_bar",
     "metrics_table",
     "missing_figure",

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from pmtrec_lab.viz._common import missing_figure, require_columns
 
-__all__ = ["ablation_deltas", "ablation_figure", "method_comparison"]
+__all__ = ["ablation_deltas", "ablation_figure", "method_comparison", "tuning_curve"]
 
 _PMTREC_COLOR = "#d62728"
 _ABLATION_COLOR = "#ff9896"
@@ -102,4 +102,29 @@ def ablation_figure(summary: pd.DataFrame, metric: str = "ndcg20", reference: st
         barmode="group",
         height=120 + 40 * max(1, d["method"].nunique()),
     )
+    return fig
+
+
+def tuning_curve(curves: pd.DataFrame) -> go.Figure:
+    """Per method (one panel per dataset): the best validation NDCG@20 among the first n trials of
+    its tuning study, against n (``tune.tuning_curves``): a curve still rising at the last trial
+    says the budget did not suffice."""
+    if curves is None or curves.empty:
+        return missing_figure("no tuning study (trials.csv) found for this grid")
+    require_columns(curves, ["dataset", "method", "trials", "best_so_far"], "tuning curves")
+    datasets = list(dict.fromkeys(curves["dataset"]))
+    fig = make_subplots(rows=1, cols=len(datasets), subplot_titles=datasets, shared_yaxes=False)
+    for col, dataset in enumerate(datasets, start=1):
+        part = curves[curves["dataset"] == dataset]
+        for method, m in part.groupby("method", sort=False):
+            fig.add_trace(
+                go.Scatter(
+                    x=m["trials"], y=m["best_so_far"], mode="lines+markers", name=method,
+                    legendgroup=method, showlegend=col == 1, line={"color": _color(method)},
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.update_xaxes(title_text="trials", row=1, col=col)
+    fig.update_yaxes(title_text="best validation NDCG@20 so far", row=1, col=1)
+    fig.update_layout(title="Tuning: best validation NDCG@20 against the number of trials", height=380)
     return fig

@@ -1,0 +1,72 @@
+"""One Ray Tune trial: a run of the unit's configuration with the sampled settings, reporting
+validation NDCG@20 after every epoch (``train(on_epoch=...)``).
+
+Each report carries ``valid_ndcg20`` (this epoch's; the last evaluated one when the epoch was
+not evaluated), ``best_valid_ndcg20`` (the best so far: the trial's score, and what ASHA
+compares) and ``epoch``. The trial trains in a temporary folder on its worker's disk and keeps
+no checkpoint between trials, so no storage is shared; a trial that ASHA stops simply ends.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pmtrec_lab.tune.space import split_sample
+
+__all__ = ["REPORTED", "SCORE", "TrialJob", "run_trial", "trial_config"]
+
+#: the metric reported every epoch and the trial's score (the best so far)
+REPORTED = "valid_ndcg20"
+SCORE = "best_valid_ndcg20"
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of one (dataset, method) shares: the unit's run configuration
+    (``RunConfig.to_dict()``, seed 0's, with ``optim.epochs`` = the budget's max epochs), the
+    grid variant's method parameters the samples go over, and the torch threads per trial."""
+
+    config: dict[str, Any]
+    base_params: dict[str, Any]
+    threads: int = 1
+
+
+def trial_config(job: TrialJob, sample: dict[str, Any]):
+    """The ``RunConfig`` of one trial: the unit's, with the sampled optimizer settings and method
+    parameters (over the variant's) merged in, validated (``RunConfig.updated``)."""
+    from pmtrec_lab.config import RunConfig
+
+    optim, params = split_sample(sample)
+    merged = {**job.base_params}
+    for key, value in params.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    base = RunConfig.model_validate(job.config)
+    return base.updated({"optim": optim, "method": {"params": merged}})
+
+
+def run_trial(sample: dict[str, Any], job: TrialJob) -> None:
+    """The Ray Tune function trainable (``tune.with_parameters(run_trial, job=...)``)."""
+    import torch
+    from ray import tune
+
+    from pmtrec_lab.train import train
+
+    torch.set_num_threads(job.threads)
+    cfg = trial_config(job, sample)
+    metric = f"valid/{cfg.eval.metric}"
+    state = {"best": -math.inf, "last": float("nan")}
+
+    def report(record: dict[str, Any]) -> None:
+        value = record.get(metric)
+        if value is not None:
+            state["last"] = float(value)
+            state["best"] = max(state["best"], float(value))
+        best = state["best"] if state["best"] > -math.inf else float("nan")
+        tune.report({REPORTED: state["last"], SCORE: best, "epoch": int(record["epoch"])})
+
+    with tempfile.TemporaryDirectory(prefix="pmtrec-trial-") as tmp:
+        train(cfg, Path(tmp) / "run", on_epoch=report)
