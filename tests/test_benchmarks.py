@@ -56,3 +56,14 @@ def test_eval_time_prints_the_ratio():
         "benchmarks/eval_time.py", "--users", "300", "--items", "500", "--repeats", "1", "--skip-memory"
     )
     assert "ratio" in out.lower()
+
+
+@pytest.mark.realdata
+def test_adam_pressure_prints_both_sides_and_the_ratio():
+    out = _run("benchmarks/adam_pressure.py", "--datasets", "ml-100k", "--at", "1,3")
+    rows = [line.split() for line in out.splitlines() if line.startswith("ml-100k")]
+    assert {(r[1], r[2]) for r in rows} == {("1", "user"), ("1", "item"), ("3", "user"), ("3", "item")}
+    for r in rows:
+        single, ew, ratio = float(r[3]), float(r[4]), float(r[5])
+        assert single > 0 and ew > 0 and ratio == pytest.approx(ew / single, rel=2e-3)
+        assert 0.0 <= float(r[7]) <= 1.0  # the share of rows with an auxiliary gradient
