@@ -9,7 +9,7 @@ with bias correction from **its own step count**, the number of steps that touch
     p_r -= lr / (1 - beta1^t_r) * m_r / (sqrt(v_r) / sqrt(1 - beta2^t_r) + eps)
 
 Rows outside the step keep their values, their moments and their counts. Every operation is an
-``index_select`` / ``index_copy_`` / ``index_add_`` over the touched rows, so a step costs
+``index_select`` / ``index_copy_`` over the touched rows or elementwise on them, so a step costs
 ``O(rows touched x dim)`` whatever the table size (torch's dense Adam costs the whole table).
 
 How it differs from ``torch.optim.SparseAdam`` (``optim.sparse``): SparseAdam keeps one step count
@@ -104,5 +104,8 @@ class LazyAdam(torch.optim.Optimizer):
                 step_size = (lr / (1 - beta1**t64)).to(p.dtype)
                 bc2_sqrt = (1 - beta2**t64).sqrt().to(p.dtype)
                 denom = v.sqrt_().div_(bc2_sqrt).add_(eps)
-                p.index_add_(0, rows, m.div_(denom).mul_(step_size), alpha=-1.0)
+                # rows are unique: gather, subtract, scatter (index_add_ on CPU measured 5-8x slower
+                # on a 750k-row table, and its cost grew with the table)
+                p_rows = p.index_select(0, rows).sub_(m.div_(denom).mul_(step_size))
+                p.index_copy_(0, rows, p_rows)
         return loss
