@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def main() -> None:
     ap.add_argument("--graph-steps", type=int, default=8)
     ap.add_argument("--reference", type=int, default=100000,
                     help="the size every size is stepped in turn with, in its own child (ratios)")
+    ap.add_argument("--thp", action="store_true",
+                    help="children run with THP_MEM_ALLOC_ENABLE=1 (huge pages for torch's CPU tensors)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     optimizers = [o for o in args.optimizers.split(",") if o]
@@ -176,14 +179,16 @@ def main() -> None:
     print(f"threads={torch.get_num_threads()}; MF + EW (rec + social + category), batch 2048, "
           f"median of {args.steps} steps after 2 warm-up steps, one child process per size; each size "
           f"stepped in turn with the {args.reference:,}-interaction reference in its child ('vs ref': "
-          "its seconds per 100k pairs over the reference's, measured together)")
+          "its seconds per 100k pairs over the reference's, measured together)"
+          + ("; THP_MEM_ALLOC_ENABLE=1" if args.thp else ""))
     print(f"{'interactions':>13}{'train pairs':>13}{'steps/ep':>9}{'optimizer':>11}{'ms/step':>9}"
           f"{'s/epoch':>9}{'s per 100k':>11}{'sampling':>9}{'peak MB':>9}{'vs ref':>8}"
           f"{'opt ms (ref)':>14}")
     for size in (int(s) for s in args.sizes.split(",") if s):
         cmd = [sys.executable, __file__, "--child", str(size), "--steps", str(args.steps),
                "--optimizers", ",".join(optimizers), "--reference", str(args.reference)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"} if args.thp else None
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             print(f"size {size}: child failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
             continue
