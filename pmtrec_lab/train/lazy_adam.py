@@ -10,14 +10,17 @@ with bias correction from **its own step count**, the number of steps that touch
 
 Rows outside the step keep their values, their moments and their counts. Every operation is an
 ``index_select`` / ``index_copy_`` over the touched rows or elementwise on them, so a step costs
-``O(rows touched x dim)`` whatever the table size (torch's dense Adam costs the whole table).
+``O(rows touched x dim)`` work whatever the table size (torch's dense Adam costs the whole
+table); the time of those random row accesses still grows once the tables outgrow the CPU's
+cache (``benchmarks/epoch_scaling.py`` measures it).
 
 How it differs from ``torch.optim.SparseAdam`` (``optim.sparse``): SparseAdam keeps one step count
 per parameter tensor, so a row first touched at step 1000 is bias-corrected as if it had 1000
-steps of history: its first update is about ``(1 - beta1) = 0.1`` of Adam's first step and its
-``v`` correction is off by up to ``1 / sqrt(1 - beta2^t)``. Here a row's first touch is Adam's
-first step. Also: ``weight_decay`` (L2 added to the gradient, as in ``torch.optim.Adam``) acts on
-the touched rows; SparseAdam has none. A row touched at every step gets exactly dense Adam's
+steps of history: ``m`` is not scaled up by ``1 / (1 - beta1)`` nor ``v`` by ``1 / (1 - beta2)``,
+and its first update is ``(1 - beta1) / sqrt((1 - beta2) / (1 - beta2^1000))`` = 2.5 times
+Adam's first step (3.2 times later in training). Here a row's first touch is Adam's first step.
+Also: ``weight_decay`` (L2 added to the gradient, as in ``torch.optim.Adam``) acts on the touched
+rows; SparseAdam has none. A row touched at every step gets exactly dense Adam's
 update (tested against ``torch.optim.Adam``). A dense gradient counts every row as touched.
 
 State per parameter: ``step`` (int64 [rows]), ``exp_avg`` and ``exp_avg_sq`` (like the parameter);
