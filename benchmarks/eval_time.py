@@ -10,6 +10,8 @@
    the data, and after evaluating; target: peak < 2 GB. (tracemalloc does not see torch's allocations.)
 
 ``--dim`` defaults to the library's embedding width, ``pmtrec_lab.config.DEFAULT_DIM`` (64).
+``--device cuda`` runs both on the GPU (synchronized clock reads) and adds the peak GPU memory of
+the Epinions-size evaluation (``torch.cuda.max_memory_allocated``).
 
 Prints only; asserts nothing. Example:
 
@@ -53,20 +55,24 @@ def make_data(
 
 
 def bare_loop(
-    user_emb: torch.Tensor, item_emb: torch.Tensor, train: np.ndarray, test: np.ndarray, chunk: int, k: int
+    user_emb: torch.Tensor, item_emb: torch.Tensor, train: np.ndarray, test: np.ndarray, chunk: int, k: int,
+    device: torch.device | None = None,
 ) -> None:
     """The minimum any chunked full-ranking evaluation does: scores, training-item fill, top-k."""
     num_users, num_items = user_emb.shape[0], item_emb.shape[0]
+    device = device or user_emb.device
     excluded = _PairIndex(train, num_users, num_items, "train")
     eval_users = np.unique(test[:, 0])
     with torch.inference_mode():
-        items_t = item_emb.t()
+        user_emb, items_t = user_emb.to(device), item_emb.to(device).t()
         for start in range(0, eval_users.shape[0], chunk):
             users = eval_users[start:start + chunk]
-            scores = user_emb[torch.from_numpy(users)] @ items_t
+            scores = user_emb[torch.from_numpy(users).to(device)] @ items_t
             rows, cols = excluded.chunk(users)
-            scores[torch.from_numpy(rows), torch.from_numpy(cols)] = float("-inf")
+            scores[torch.from_numpy(rows).to(device), torch.from_numpy(cols).to(device)] = float("-inf")
             torch.topk(scores, k, dim=1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
 
 def time_pair(fn_a, fn_b, repeats: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
@@ -112,10 +118,17 @@ def child_memory(args: argparse.Namespace) -> None:
         args.big_users, args.big_items, args.dim, args.train_per_user, args.test_per_user, seed=1
     )
     before = maxrss_mb()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    res = evaluate_embeddings(user_emb, item_emb, [train], test, chunk_users=args.chunk_users)
+    res = evaluate_embeddings(user_emb, item_emb, [train], test, chunk_users=args.chunk_users, device=device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    gpu = {"peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
     print(json.dumps({
+        **gpu,
         "maxrss_after_imports_mb": after_imports,
         "maxrss_before_eval_mb": before,
         "maxrss_peak_mb": maxrss_mb(),
@@ -141,6 +154,7 @@ def main() -> None:
     parser.add_argument("--big-users", type=int, default=22164)
     parser.add_argument("--big-items", type=int, default=296277)
     parser.add_argument("--skip-memory", action="store_true", help="skip the Epinions-size child run")
+    parser.add_argument("--device", default="cpu", help="where the ranking runs (cpu, cuda)")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -157,9 +171,12 @@ def main() -> None:
     print(f"time: {args.users} users x {args.items} items, dim {args.dim}, {len(train)} train / "
           f"{len(test)} test pairs, chunk {chunk} users, {torch.get_num_threads()} threads, "
           f"best/median of {args.repeats} interleaved runs")
+    device = torch.device(args.device)
     t_eval, t_bare = time_pair(
-        lambda: evaluate_embeddings(user_emb, item_emb, [train], test, ks=ks, chunk_users=chunk),
-        lambda: bare_loop(user_emb, item_emb, train, test, chunk, max(ks)),
+        lambda: evaluate_embeddings(
+            user_emb, item_emb, [train], test, ks=ks, chunk_users=chunk, device=device
+        ),
+        lambda: bare_loop(user_emb, item_emb, train, test, chunk, max(ks), device=device),
         args.repeats,
     )
     for label, j in (("wall", 0), ("CPU", 1)):
@@ -181,6 +198,7 @@ def main() -> None:
         cmd += ["--chunk-users", str(args.chunk_users)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += ["--device", args.device]
     print(f"memory: {args.big_users} users x {args.big_items} items, dim {args.dim}, in a child process")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -192,6 +210,8 @@ def main() -> None:
           f"chunk {info['chunk_users']} users")
     print(f"  max RSS after imports {info['maxrss_after_imports_mb']:.0f} MB, with the data {before:.0f} MB, "
           f"peak {peak:.0f} MB (evaluation adds {peak - before:.0f} MB; target peak < 2048 MB)")
+    if "peak_gpu_mb" in info:
+        print(f"  peak GPU memory {info['peak_gpu_mb']:.0f} MB on {args.device}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ K-backward parameter form (one backward per task through the encoder, aggregatio
 flattened parameter gradients).
 
     .venv/bin/python benchmarks/step_time.py [--dataset ciao] [--steps 20] [--encoders mf,lightgcn,hetero]
+        [--device cuda]
+
+``--device cuda`` moves the model there (the graph encoders' ``auto`` path is then torch.sparse)
+and synchronizes before every step's clock reads (the phase split inside a step is not
+synchronized there); it also prints the peak GPU memory per encoder.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from pmtrec_lab.train import build_model
 from pmtrec_lab.train.step import layout_step, plain_ew_step, train_step
 
 PHASES = ("sampling", "forward", "task_gradients", "combine", "backward")
+
+
+def clock(device: torch.device) -> float:
+    """``time.perf_counter()`` after the device's queued work finished (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def make_setup(dataset: str, encoder: str, data_dir: str | None, propagation: str):
@@ -67,9 +79,9 @@ def time_method(model, tasks, method_name: str, batches, cpu) -> tuple[float, fl
     for i, (b, sample_s) in enumerate(batches):
         ctx = StepContext(i, 0, len(batches), names, torch.Generator().manual_seed(i))
         model.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        t0 = clock(cpu)
         train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, timings=phases)
-        times.append(time.perf_counter() - t0 + sample_s)
+        times.append(clock(cpu) - t0 + sample_s)
         phases["sampling"] = phases.get("sampling", 0.0) + sample_s
         plain.append(time_plain_ew(model, tasks, [(b, sample_s)], cpu))
     return (
@@ -83,9 +95,9 @@ def time_plain_ew(model, tasks, batches, cpu) -> float:
     times = []
     for b, sample_s in batches:
         model.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
+        t0 = clock(cpu)
         plain_ew_step(model.encoder, tasks, b, 1e-4, cpu)
-        times.append(time.perf_counter() - t0 + sample_s)
+        times.append(clock(cpu) - t0 + sample_s)
     return statistics.median(times)
 
 
@@ -125,12 +137,17 @@ def main() -> None:
     ap.add_argument("--encoders", default="mf,lightgcn,hetero")
     ap.add_argument("--methods", default="all", help="comma list, or 'all', or 'none'")
     ap.add_argument("--propagation", default="auto")
+    ap.add_argument("--device", default="cpu", help="where the model and the step run (cpu, cuda)")
     args = ap.parse_args()
-    cpu = torch.device("cpu")
+    cpu = torch.device(args.device)  # the step's device (named cpu for the functions' signatures)
     torch.manual_seed(0)
-    print(f"threads={torch.get_num_threads()} dataset={args.dataset} steps={args.steps}")
+    where = torch.cuda.get_device_name(cpu) if cpu.type == "cuda" else "cpu"
+    print(f"threads={torch.get_num_threads()} dataset={args.dataset} steps={args.steps} device={where}")
     for enc in args.encoders.split(","):
         cfg, model = make_setup(args.dataset, enc, args.data_dir, args.propagation)
+        model = model.to(cpu)
+        if cpu.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(cpu)
         tasks = list(model.tasks)
         batches = fresh_batches(tasks, 0, args.steps + 3)[3:]  # the first draws warm caches
         warm = fresh_batches(tasks, 1, 3)
@@ -140,6 +157,8 @@ def main() -> None:
         print(f"plain EW step (sum(losses).backward()): {ew_plain * 1e3:.1f} ms")
         print(f"per-entity EW step: {ew_ours * 1e3:.1f} ms  ratio {ew_ours / ew_plain:.2f}x")
         print("  phases (ms): " + ", ".join(f"{p}={phases.get(p, 0) * 1e3:.1f}" for p in PHASES))
+        if cpu.type == "cuda":
+            print(f"  peak GPU memory: {torch.cuda.max_memory_allocated(cpu) / 2**20:.0f} MB")
         if args.methods == "none":
             continue
         names = sorted(METHODS) if args.methods == "all" else args.methods.split(",")

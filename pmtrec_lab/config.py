@@ -365,6 +365,12 @@ class OptimConfig(_Strict):
     #: result differs from dense Adam's; an epoch then costs the rows touched, not steps x table
     #: size. Needs ``encoder.name: mf`` and ``weight_decay: 0`` (``l2`` is fine).
     sparse: bool = False
+    #: ``adam``: torch's Adam over every parameter (the default; every committed result). ``lazy_adam``
+    #: (MF only, opt-in until the PMTRec v3 grid is done): the tables give sparse gradients and a
+    #: step updates just the rows it touched, each bias-corrected by its own step count
+    #: (``pmtrec_lab.train.lazy_adam``); the task heads keep Adam. An epoch then costs the rows it
+    #: touches. Not with ``sparse: true`` (that is SparseAdam, another lazy Adam).
+    optimizer: Literal["adam", "lazy_adam"] = "adam"
 
 
 class EvalConfig(_Strict):
@@ -450,6 +456,21 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _sparse_needs_mf(self) -> RunConfig:
+        lazy = self.optim.optimizer == "lazy_adam"
+        if lazy and self.optim.sparse:
+            raise ValueError(
+                "optim.optimizer=lazy_adam and optim.sparse=true name two lazy optimizers "
+                "(lazy Adam and SparseAdam); choose one"
+            )
+        if lazy:
+            from pmtrec_lab.encoders import ENCODERS, encoder_names
+
+            if not ENCODERS[self.encoder.name].supports_sparse:
+                able = "|".join(n for n in encoder_names() if ENCODERS[n].supports_sparse)
+                raise ValueError(
+                    f"optim.optimizer=lazy_adam needs encoder.name={able} (got {self.encoder.name!r}): "
+                    "graph encoders propagate over the whole tables, so every row has a gradient"
+                )
         if self.optim.sparse:
             from pmtrec_lab.encoders import ENCODERS, encoder_names
 

@@ -36,19 +36,48 @@ def test_step_time_prints_phases_and_ratios():
     assert pcgrad.count("x") == 2  # step ratio and the K-backward form
 
 
-def test_epoch_scaling_prints_dense_and_sparse_rows():
+def test_epoch_scaling_prints_every_optimizer_against_the_reference():
     out = _run(
         "benchmarks/epoch_scaling.py",
         "--sizes",
         "3000,6000",
+        "--reference",
+        "3000",
+        "--steps",
+        "2",
         "--graph-sizes",
         "3000",
         "--graph-steps",
         "1",
-        "--sparse",
     )
-    assert "sampling" in out and "lightgcn" in out and "hetero" in out
-    assert "sparse" in out
+    assert "sampling" in out and "lightgcn" in out and "hetero" in out and "vs ref" in out
+    rows = [r for r in (line.split() for line in out.splitlines()) if len(r) == 12 and r[9].endswith("x")]
+    assert [r[3] for r in rows] == ["adam", "sparse", "lazy_adam"] * 2
+    assert [r[9] for r in rows[:3]] == ["1.00x"] * 3  # the reference against itself
+
+
+def test_epinions_train_prints_both_methods_and_evaluation():
+    out = _run(
+        "benchmarks/epinions_train.py",
+        "--users", "300", "--items", "400", "--per-user", "12", "--trust-per-user", "3", "--steps", "1",
+    )
+    assert out.count("pmtrec") == 2 and out.count("evaluation (validation") == 2
+
+
+@pytest.mark.realdata
+def test_dgl_propagation_prints_every_path():
+    out = _run("benchmarks/dgl_propagation.py", "--dataset", "ml-100k", "--threads", "1", "--repeats", "1")
+    for name in ("update_all", "u_mul_e_sum", "encoder dgl", "encoder sparse"):
+        assert name in out
+    assert out.count("fwd+bwd") == 2
+
+
+def test_gpu_check_refuses_a_missing_data_dir(tmp_path):
+    res = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", str(tmp_path / "absent"), str(tmp_path / "out"), "--cpu"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert res.returncode == 2 and "DATA_DIR" in res.stderr and not (tmp_path / "out").exists()
 
 
 def test_eval_time_prints_the_ratio():

@@ -18,8 +18,8 @@ so the same seed gives the same tables across encoders.
 Graph encoders (``GraphEncoder``) propagate over a graph built once at construction, through one
 of two equivalent paths:
 
-- ``"dgl"``: DGL message passing, ``update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "h"))``;
-  CPU only, since PyPI's DGL has no CUDA kernels;
+- ``"dgl"``: DGL message passing, ``copy_u_sum`` between node scales that factor the edge weights
+  (``dgl_prop``); CPU only, since PyPI's DGL has no CUDA kernels;
 - ``"sparse"``: ``torch.sparse.mm`` over a CSR adjacency built from the same DGL graph
   (``sparse_prop``); works on any device;
 - ``"auto"``: ``"dgl"`` when the embeddings are on the CPU, ``"sparse"`` otherwise, decided at every

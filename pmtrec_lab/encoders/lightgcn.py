@@ -8,7 +8,8 @@ No weight matrices, no nonlinearity, no self-loops: the only parameters are the 
 
 The graph is one homogeneous DGL graph of ``U + I`` nodes (users ``0..U-1``, items ``U..U+I-1``)
 with both directions of every training pair and edge weight ``w = 1/sqrt(deg(src) deg(dst))``,
-built once. The DGL path runs ``update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "h"))``; the
+built once. The DGL path factors ``w`` into node scales, ``h' = d^-1/2 * copy_u_sum(g, d^-1/2 * h)``
+(``dgl_prop``: DGL's fast CPU kernel; ``u_mul_e`` with the edge weights was 3.5-5x slower); the
 sparse path multiplies by a CSR matrix built from the same graph's edges and weights.
 """
 
@@ -18,8 +19,9 @@ import torch
 
 from pmtrec_lab.data.graph import INTERACTS
 from pmtrec_lab.data.types import RecDataset
-from pmtrec_lab.dgl_compat import dgl, fn
+from pmtrec_lab.dgl_compat import dgl
 from pmtrec_lab.encoders.base import EncoderOptions, GraphEncoder
+from pmtrec_lab.encoders.dgl_prop import degree_scales, relation_graph, scaled_copy_sum
 from pmtrec_lab.encoders.registry import register_encoder
 from pmtrec_lab.encoders.sparse_prop import csr_pair, spmm
 
@@ -87,7 +89,10 @@ class LightGCNEncoder(GraphEncoder):
     ) -> None:
         graph, num_users, num_items = bipartite_graph(graph_or_dataset)
         super().__init__(num_users, num_items, dim, num_layers, propagation)
-        self.graph = graph
+        self.graph = relation_graph(graph)
+        src_scale, dst_scale = degree_scales(graph)
+        self.register_buffer("dgl_src_scale", src_scale, persistent=False)
+        self.register_buffer("dgl_dst_scale", dst_scale, persistent=False)
         if propagation != "dgl":
             src, dst = graph.edges()
             self._register_adjacency(*csr_pair(src, dst, graph.edata["w"], graph.num_nodes()))
@@ -102,14 +107,10 @@ class LightGCNEncoder(GraphEncoder):
                 h = spmm(adj, adj_t, h)
                 acc = acc + h
         else:
-            graph = self.graph
-            with graph.local_scope():
-                graph.edata["w"] = graph.edata["w"].to(h0.dtype)
-                for _ in range(self.num_layers):
-                    graph.ndata["h"] = h
-                    graph.update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "h"))
-                    h = graph.ndata["h"]
-                    acc = acc + h
+            src_scale, dst_scale = self.dgl_src_scale.to(h0.dtype), self.dgl_dst_scale.to(h0.dtype)
+            for _ in range(self.num_layers):
+                h = scaled_copy_sum(self.graph, h, src_scale, dst_scale)
+                acc = acc + h
         return acc / (self.num_layers + 1)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:

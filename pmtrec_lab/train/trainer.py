@@ -42,7 +42,7 @@ from pmtrec_lab.tasks.link import bpr
 from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
 from pmtrec_lab.train.lock import RunLock
-from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer
+from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer, uses_sparse_tables
 from pmtrec_lab.train.run import (
     RUN_SCHEMA,
     Run,
@@ -96,7 +96,7 @@ def build_model(cfg: RunConfig, ds: RecDataset) -> Model:
         split_relations=cfg.encoder.split_relations or None,
         split_seed=cfg.data.split_seed,
         propagation=cfg.encoder.propagation,
-        sparse=cfg.optim.sparse,
+        sparse=uses_sparse_tables(cfg),
     )
     tasks = build_tasks(cfg, ds, encoder.out_dim)
     return Model(encoder, tasks)
