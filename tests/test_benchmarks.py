@@ -56,3 +56,11 @@ def test_eval_time_prints_the_ratio():
         "benchmarks/eval_time.py", "--users", "300", "--items", "500", "--repeats", "1", "--skip-memory"
     )
     assert "ratio" in out.lower()
+
+
+def test_executors_prints_the_table():
+    # sequential only (Ray's start alone is about 20 s here): one method, one seed
+    out = _run(
+        "benchmarks/executors.py", "--executors", "sequential", "--set", "methods=[ew]", "--set", "seeds=[0]"
+    )
+    assert "| sequential" in out and "test metrics identical to sequential for every run: yes" in out
