@@ -96,3 +96,11 @@ def test_adam_pressure_prints_both_sides_and_the_ratio():
         single, ew, ratio = float(r[3]), float(r[4]), float(r[5])
         assert single > 0 and ew > 0 and ratio == pytest.approx(ew / single, rel=2e-3)
         assert 0.0 <= float(r[7]) <= 1.0  # the share of rows with an auxiliary gradient
+
+
+def test_executors_prints_the_table():
+    # sequential only (Ray's start alone is about 20 s here): one method, one seed
+    out = _run(
+        "benchmarks/executors.py", "--executors", "sequential", "--set", "methods=[ew]", "--set", "seeds=[0]"
+    )
+    assert "| sequential" in out and "test metrics identical to sequential for every run: yes" in out
