@@ -76,7 +76,8 @@ class ReferencePMTRec:
                  horizon, normalize, norm_mode="raw", focus_everywhere=False, gmb_mode="side",
                  gmb_c=1.0, memory_decay=0.9, usefulness="off", usefulness_lr=0.01,
                  lambda_max=2.0, delta="off", delta_lr=0.1, delta_decay=0.01,
-                 delta_max=1.0, spsa_every=25, spsa_eps=0.3, spsa_lr=0.2):  # fmt: skip
+                 delta_max=1.0, spsa_every=25, spsa_eps=0.3, spsa_lr=0.2, moment_balance=False,
+                 moment_decay=0.999):  # fmt: skip
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
@@ -87,6 +88,9 @@ class ReferencePMTRec:
         self.lam = {(k, s): 1.0 for k in range(k) for s in (0, 1)}
         self.delta, self.d_lr, self.d_decay, self.d_max = delta, delta_lr, delta_decay, delta_max
         self.dtab: dict[tuple[int, int], float] = {}  # (global row, task) -> delta
+        self.moment_balance, self.m_decay = moment_balance, moment_decay
+        self.v: dict[tuple[int, int], torch.Tensor] = {}  # (global row, task) -> second moment [D]
+        self.nv: dict[tuple[int, int], int] = {}
         self.ref: dict[int, torch.Tensor] = {}  # per global row: moving-average main gradient
         self.mag: dict[int, float] = {}  # and its norm
         self.m: dict[tuple[int, int], float] = {}
@@ -182,6 +186,23 @@ class ReferencePMTRec:
         spsa_applied=None,
     ):  # fmt: skip
         k_n, e_n, d = grads.shape
+        if self.moment_balance:  # v3 (d): per-(row, task) second moments, by hand
+            grads = grads.clone()
+            for x in range(e_n):
+                for k in range(k_n):
+                    if bool(active[x, k]):
+                        key = (rows[x], k)
+                        old = self.v.get(key, torch.zeros(d, dtype=grads.dtype))
+                        self.v[key] = self.m_decay * old + (1 - self.m_decay) * grads[k, x] ** 2
+                        self.nv[key] = self.nv.get(key, 0) + 1
+                main_key = (rows[x], self.main)
+                if main_key not in self.nv:
+                    continue
+                rms0 = (self.v[main_key] / (1 - self.m_decay ** self.nv[main_key])).sqrt()
+                for k in range(k_n):
+                    if k != self.main and (rows[x], k) in self.nv:
+                        rms = (self.v[(rows[x], k)] / (1 - self.m_decay ** self.nv[(rows[x], k)])).sqrt()
+                        grads[k, x] = grads[k, x] * rms0 / (rms + 1e-12)
         if self.usefulness == "meta_cos":
             self.update_lambda(grads, active, side, meta, meta_active)
         if self.delta != "off":
@@ -606,7 +627,7 @@ def test_presets_build_with_their_parameters():
         "pmtrec-gmb": {"rho": 0.5},
         "pmtrec-v2": {
             "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
-            "delta": "off",
+            "delta": "off", "moment_balance": False,
         },  # fmt: skip
     }
     v2_off = expected["pmtrec-v2"]
@@ -883,14 +904,14 @@ def test_pmtrec_v2_preset_is_pinned_to_v2():
         "tau": 1.0, "weight_mode": "personalized", "rho": 0.0, "gmb_target": "main", "ema_decay": 0.9,
         "align": True, "schedule": "linear", "beta_max": 2.0, "horizon": 10.0, "normalize": False,
         "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
-        "delta": "off",
+        "delta": "off", "moment_balance": False,
     }  # fmt: skip
     params = make_method("pmtrec-v2", 3).params
     assert {k: params[k] for k in v2} == v2
     # the v3-only parameters have no effect with their switches off
     assert set(params) - set(v2) == {
         "gmb_c", "memory_decay", "usefulness_lr", "lambda_max", "delta_lr", "delta_decay", "delta_max",
-        "spsa_every", "spsa_eps", "spsa_lr",
+        "spsa_every", "spsa_eps", "spsa_lr", "moment_decay",
     }  # fmt: skip
 
 
@@ -1053,3 +1074,46 @@ def test_spsa_scales_apply_per_window_as_in_the_loop_reference(over):
     torch.testing.assert_close(m2._spsa.theta, method._spsa.theta)
     with pytest.raises(ValueError, match="SPSA"):
         make_method("pmtrec", 3).load_state_dict(method.state_dict())
+
+
+# ---------------------------------------------------------------------------------------
+# v3 candidate (d): per-task second moments (moment_balance).
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"moment_balance": True, "moment_decay": 0.9},
+        {"moment_balance": True, "moment_decay": 0.5, "weight_mode": "uniform", "align": False},
+        {"moment_balance": True, "focus_everywhere": True, "gmb_mode": "entity_reduce", "rho": 1.0},
+    ],
+)
+def test_task_moments_match_loop_reference(over):
+    method = make_method("pmtrec", 3, **over)
+    ref = ReferencePMTRec(3, **full_params(**over))
+    for step in range(6):
+        grads, active, side, losses, ctx, rows = recurring_problem(step)
+        grads = grads * torch.tensor([1.0, 30.0, 0.1], dtype=grads.dtype).view(3, 1, 1)  # sizes differ
+        out = method.combine(grads, active, side, losses, ctx)
+        exp_g, _ = ref.step(grads, active, side, ctx.fractional_epoch, rows=rows)
+        torch.testing.assert_close(out.combined, exp_g, rtol=1e-9, atol=1e-12)
+    m2 = make_method("pmtrec", 3, **over)
+    m2.load_state_dict(method.state_dict())
+    torch.testing.assert_close(m2._moments.v, method._moments.v)
+    with pytest.raises(ValueError, match="second moments"):
+        make_method("pmtrec", 3).load_state_dict(method.state_dict())
+
+
+def test_task_moments_bring_an_auxiliary_task_to_the_main_scale():
+    """A task 100x the main task's size reaches the combination at the main task's RMS."""
+    from pmtrec_lab.mtl._task_moments import TaskMoments
+
+    tm = TaskMoments(0.9)
+    g = torch.Generator().manual_seed(0)
+    rows = torch.arange(6)
+    for _ in range(50):
+        grads = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+        grads[1] *= 100.0
+        out = tm.balance(grads, torch.ones(2, 6, dtype=torch.bool), rows, 10)
+    ratio = out[1].pow(2).mean().sqrt() / out[0].pow(2).mean().sqrt()
+    assert 0.5 < float(ratio) < 2.0
+    torch.testing.assert_close(out[0], grads[0])  # the main task's gradient is untouched

@@ -59,6 +59,7 @@ from pmtrec_lab.mtl._gram import (
 )
 from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
 from pmtrec_lab.mtl._meta_spsa import MetaLossSPSA
+from pmtrec_lab.mtl._task_moments import TaskMoments
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
@@ -132,6 +133,14 @@ class PMTRecParams(MethodParams):
         "off", description="v3: per (task, side) scales lambda from the meta loss; meta_cos: lambda += "
         "usefulness_lr * mean cos(meta gradient, task gradient) over the rows both touched; meta_spsa: "
         "simultaneous perturbation on the meta loss's change over windows of spsa_every steps"
+    )
+    moment_balance: bool = Field(
+        False, description="v3 candidate (d): rescale each auxiliary gradient per row and coordinate to "
+        "the main task's root mean square, from per-(row, task) second moments (MTAdam-like), so its "
+        "size cannot shrink the main task's Adam steps on shared rows"
+    )
+    moment_decay: float = Field(
+        0.999, gt=0, lt=1, description="v3 moment_balance: decay of the per-task second moments"
     )
     spsa_every: int = Field(25, ge=1, description="v3 meta_spsa: steps per perturbation window")
     spsa_eps: float = Field(0.3, gt=0, description="v3 meta_spsa: perturbation of log lambda")
@@ -274,6 +283,7 @@ class PMTRec(WeightingMethod):
         self.lambda_max = p.lambda_max
         # v3 usefulness scales lambda_{k,s} [2, K], initial 1 (the main task's column stays 1)
         self.lam = torch.ones(NUM_SIDES, num_tasks)
+        self._moments = TaskMoments(p.moment_decay) if p.moment_balance else None
         self.spsa_every = p.spsa_every
         self._spsa = (
             MetaLossSPSA(NUM_SIDES, num_tasks, p.spsa_eps, p.spsa_lr, p.lambda_max)
@@ -439,6 +449,14 @@ class PMTRec(WeightingMethod):
         side = side.long()
         is_item = side == 1
         onehot = side_onehot(side, dtype, NUM_SIDES)  # [E, 2]
+        if self._moments is not None:  # v3 candidate (d): every task at the main task's scale
+            if ctx.entity_ids is None or ctx.num_entities is None:
+                raise ValueError(
+                    f"method {self.name!r}: moment_balance needs ctx.entity_ids and ctx.num_entities "
+                    "(set by the trainer)"
+                )
+            rows_m = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
+            grads = self._moments.balance(grads, active_t, rows_m, sum(ctx.num_entities))
 
         gram = entity_gram(grads)  # [E, K, K], the only Gramian of the step
         norms, inner = task_major_stats(gram, main)  # n_x^k and <g_x^k, g_x^0>, [K, E]
@@ -599,6 +617,8 @@ class PMTRec(WeightingMethod):
             state["usefulness_spsa"] = self._spsa.state_dict()
         if self._deviation is not None:
             state["entity_deviation"] = self._deviation.state_dict()
+        if self._moments is not None:
+            state["task_moments"] = self._moments.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -615,6 +635,14 @@ class PMTRec(WeightingMethod):
         if spsa is not None and self._spsa is not None:
             self._spsa.load_state_dict(spsa)
         deviation = state.pop("entity_deviation", None)
+        moments = state.pop("task_moments", None)
+        if (moments is None) != (self._moments is None):
+            raise ValueError(
+                f"method {self.name!r}: saved state {'lacks' if moments is None else 'has'} per-task "
+                f"second moments, but moment_balance is {self._moments is not None}"
+            )
+        if moments is not None and self._moments is not None:
+            self._moments.load_state_dict(moments)
         if (deviation is None) != (self._deviation is None):
             raise ValueError(
                 f"method {self.name!r}: saved state {'lacks' if deviation is None else 'has'} "
@@ -657,4 +685,6 @@ class PMTRec(WeightingMethod):
         self.lam = self.lam.to(device)
         if self._deviation is not None:
             self._deviation.to(device)
+        if self._moments is not None:
+            self._moments.to(device)
         return self

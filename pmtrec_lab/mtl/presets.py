@@ -45,7 +45,7 @@ _UNIFORM = {"weight_mode": "uniform", "schedule": "none"}
 #: stays v2 (``tests/test_pmtrec.py`` pins it).
 V3_OFF: dict[str, Any] = {
     "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
-    "delta": "off",
+    "delta": "off", "moment_balance": False,
 }  # fmt: skip
 
 #: preset name -> (the parameters it fixes, what it is)
