@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
-from pmtrec_lab.compare.executors import Executor
+from pmtrec_lab.compare.executor_base import Executor
 from pmtrec_lab.compare.resources import RunResources
 from pmtrec_lab.errors import ConfigError
 
