@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import socket
 import time
 from dataclasses import dataclass
@@ -153,13 +152,20 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     DataFrames) raises a :class:`RunFileError` naming it, instead of running anything."""
     path = Path(path)
     try:
+        # Any exception is a damaged file: the weights-only unpickler meets arbitrary bytes with
+        # UnpicklingError, RuntimeError, EOFError, ... but also IndexError and KeyError from its
+        # own stack and memo (about 1 in 15 random files), so no list of types is complete.
         box = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, OSError) as exc:
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RunFileError(path, f"is unreadable or not a pmtrec-lab checkpoint ({first[:200]})") from None
     if not isinstance(box, dict) or box.get("format") != CHECKPOINT_FORMAT:
         raise RunFileError(path, f"is not a pmtrec-lab checkpoint of format {CHECKPOINT_FORMAT!r}")
-    return _decode(box["state"])
+    try:
+        return _decode(box["state"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise RunFileError(path, f"holds a damaged pmtrec-lab checkpoint ({why})") from None
 
 
 def make_status(state: str, **fields: Any) -> dict[str, Any]:
