@@ -11,7 +11,12 @@ K-backward parameter form (one backward per task through the encoder, aggregatio
 flattened parameter gradients).
 
     .venv/bin/python benchmarks/step_time.py [--dataset ciao] [--steps 20] [--encoders mf,lightgcn,hetero]
-        [--device cuda]
+        [--device cuda] [--v3]
+
+``--v3`` adds PMTRec v3's pieces (``V3_VARIANTS``) on the dataset with its meta split, each with
+its meta work inside the timed step: the meta batch and its gradient rows for ``needs_meta``
+variants, and the meta loss on all meta pairs every ``spsa_every`` steps for ``meta_spsa``
+(PMTRec v3's cost hypothesis H4: at most 1.6x the plain EW step on MF, 1.25x on LightGCN).
 
 ``--device cuda`` moves the model there (the graph encoders' ``auto`` path is then torch.sparse)
 and synchronizes before every step's clock reads (the phase split inside a step is not
@@ -29,8 +34,21 @@ import torch
 from pmtrec_lab.config import DEFAULT_DIM, load_config
 from pmtrec_lab.data import load_dataset
 from pmtrec_lab.mtl import AGGREGATORS, METHODS, StepContext, make_method
+from pmtrec_lab.tasks.meta import MetaPairs
 from pmtrec_lab.train import build_model
 from pmtrec_lab.train.step import layout_step, plain_ew_step, train_step
+from pmtrec_lab.train.trainer import meta_loss_on
+
+#: PMTRec v3's pieces, each alone on v2 (``pmtrec-v2`` with these parameters)
+V3_VARIANTS: dict[str, dict] = {
+    "v2": {},
+    "fitted+focus": {"norm_mode": "fitted", "focus_everywhere": True},
+    "entity_reduce": {"gmb_mode": "entity_reduce", "rho": 1.0},
+    "meta_cos": {"usefulness": "meta_cos"},
+    "meta_spsa (every 25)": {"usefulness": "meta_spsa", "spsa_every": 25},
+    "delta learned": {"delta": "learned"},
+    "moment_balance": {"moment_balance": True},
+}
 
 PHASES = ("sampling", "forward", "task_gradients", "combine", "backward")
 
@@ -42,7 +60,7 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def make_setup(dataset: str, encoder: str, data_dir: str | None, propagation: str):
+def make_setup(dataset: str, encoder: str, data_dir: str | None, propagation: str, meta_split: bool = False):
     cfg = load_config(
         base={
             "data": {"name": dataset, "data_dir": data_dir},
@@ -51,9 +69,34 @@ def make_setup(dataset: str, encoder: str, data_dir: str | None, propagation: st
             "optim": {"batch_size": 2048},
         }
     )
-    ds = load_dataset(cfg.data.name, cfg.data.data_dir)
+    ds = load_dataset(cfg.data.name, cfg.data.data_dir, meta_split=meta_split)
     model = build_model(cfg, ds)
-    return cfg, model
+    return cfg, model, ds
+
+
+def time_v3(model, tasks, params: dict, batches, cpu, meta: MetaPairs) -> tuple[float, float]:
+    """Median step time of ``pmtrec-v2`` with ``params``, its meta work included, and of the plain
+    EW step on the same batches, measured alternately (as ``time_method``)."""
+    method = make_method("pmtrec-v2", len(tasks), **params)
+    names = [t.name for t in tasks]
+    meta_all = meta.fixed_negatives(torch.Generator().manual_seed(3))
+    sizes = (meta.item_of_user.numel(), meta.num_items)
+    times, plain = [], []
+    for i, (b, sample_s) in enumerate(batches):
+        ctx = StepContext(i, 0, len(batches), names, torch.Generator().manual_seed(i), num_entities=sizes)
+        model.zero_grad(set_to_none=True)
+        t0 = clock(cpu)
+        every = method.meta_value_every
+        if every is not None and i % every == 0:
+            method.observe_meta_loss(meta_loss_on(model, meta_all), ctx)
+        mb = None
+        if method.needs_meta:
+            touched = torch.unique(torch.cat([t for bb in b for t in bb.users()]))
+            mb = meta.batch(touched, torch.Generator().manual_seed(i))
+        train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, meta=mb)
+        times.append(clock(cpu) - t0 + sample_s)
+        plain.append(time_plain_ew(model, tasks, [(b, sample_s)], cpu))
+    return statistics.median(times), statistics.median(plain)
 
 
 def fresh_batches(tasks, seed: int, n: int):
@@ -138,13 +181,14 @@ def main() -> None:
     ap.add_argument("--methods", default="all", help="comma list, or 'all', or 'none'")
     ap.add_argument("--propagation", default="auto")
     ap.add_argument("--device", default="cpu", help="where the model and the step run (cpu, cuda)")
+    ap.add_argument("--v3", action="store_true", help="also time PMTRec v3's pieces (meta split on)")
     args = ap.parse_args()
     cpu = torch.device(args.device)  # the step's device (named cpu for the functions' signatures)
     torch.manual_seed(0)
     where = torch.cuda.get_device_name(cpu) if cpu.type == "cuda" else "cpu"
     print(f"threads={torch.get_num_threads()} dataset={args.dataset} steps={args.steps} device={where}")
     for enc in args.encoders.split(","):
-        cfg, model = make_setup(args.dataset, enc, args.data_dir, args.propagation)
+        cfg, model, ds = make_setup(args.dataset, enc, args.data_dir, args.propagation, meta_split=args.v3)
         model = model.to(cpu)
         if cpu.type == "cuda":
             torch.cuda.reset_peak_memory_stats(cpu)
@@ -159,6 +203,12 @@ def main() -> None:
         print("  phases (ms): " + ", ".join(f"{p}={phases.get(p, 0) * 1e3:.1f}" for p in PHASES))
         if cpu.type == "cuda":
             print(f"  peak GPU memory: {torch.cuda.max_memory_allocated(cpu) / 2**20:.0f} MB")
+        if args.v3:
+            meta = MetaPairs(ds.split.meta, ds.num_users, ds.num_items, getattr(tasks[0], "observed", None))
+            print(f"  {'PMTRec v3 piece (on v2)':<28}{'step ms':>9}{'/ plain EW':>12}")
+            for label, params in V3_VARIANTS.items():
+                med, plain = time_v3(model, tasks, params, batches, cpu, meta)
+                print(f"  {label:<28}{med * 1e3:>9.1f}{med / plain:>11.2f}x")
         if args.methods == "none":
             continue
         names = sorted(METHODS) if args.methods == "all" else args.methods.split(",")

@@ -104,3 +104,16 @@ def test_executors_prints_the_table():
         "benchmarks/executors.py", "--executors", "sequential", "--set", "methods=[ew]", "--set", "seeds=[0]"
     )
     assert "| sequential" in out and "test metrics identical to sequential for every run: yes" in out
+
+
+@pytest.mark.realdata
+def test_step_time_v3_times_every_piece_with_its_meta_work():
+    out = _run(
+        "benchmarks/step_time.py", "--dataset", "ml-100k", "--steps", "2", "--encoders", "mf",
+        "--methods", "none", "--v3",
+    )  # fmt: skip
+    from benchmarks.step_time import V3_VARIANTS
+
+    for label in V3_VARIANTS:
+        row = next(line for line in out.splitlines() if line.strip().startswith(label))
+        assert row.rstrip().endswith("x") and float(row.split()[-1].rstrip("x")) > 0
