@@ -49,19 +49,29 @@ class TaskMoments:
         if tuple(self.v.shape) != (num_rows, k, d):
             have, need = tuple(self.v.shape), (num_rows, k, d)
             raise ValueError(f"pmtrec task moments are {have}, the model needs {need}")
-        g = grads.transpose(0, 1)  # [E, K, D]
-        act = active.T.unsqueeze(2)  # [E, K, 1]
-        v_old, n_old = self.v[rows], self.n[rows]
-        v = torch.where(act, self.decay * v_old + (1 - self.decay) * g * g, v_old)
-        n = n_old + active.T.to(grads.dtype)
-        self.v[rows], self.n[rows] = v, n
-        correction = 1 - self.decay ** n.clamp_min(1)  # [E, K]
-        rms = (v / correction.unsqueeze(2)).sqrt()  # [E, K, D]
-        has_main = (n[:, MAIN_TASK] > 0).unsqueeze(1)  # [E, 1]
-        scale = rms[:, MAIN_TASK : MAIN_TASK + 1] / (rms + EPS)  # [E, K, D]
-        scale = torch.where(has_main.unsqueeze(2), scale, torch.ones_like(scale))
-        scale[:, MAIN_TASK] = 1.0
-        return (g * scale).transpose(0, 1)
+        # Only the (row, task) pairs a task touched are updated and only auxiliary pairs whose
+        # row has a main moment are rescaled: gathers of those pairs, the same arithmetic per
+        # element as the dense form (bit-identical), about half the work.
+        act_t = active.T  # [E, K]
+        e_idx, k_idx = act_t.nonzero(as_tuple=True)
+        r_idx = rows[e_idx]
+        g_pairs = grads[k_idx, e_idx]  # [P, D]
+        v_pairs = self.decay * self.v[r_idx, k_idx] + (1 - self.decay) * g_pairs * g_pairs
+        self.v[r_idx, k_idx] = v_pairs
+        self.n[rows] = self.n[rows] + act_t.to(grads.dtype)
+        n = self.n[rows]  # [E, K]
+        has_main = n[:, MAIN_TASK] > 0
+        out = grads.clone()
+        aux = has_main[e_idx] & (k_idx != MAIN_TASK)
+        if bool(aux.any()):
+            e_a, k_a = e_idx[aux], k_idx[aux]
+            r_a = rows[e_a]
+            corr = 1 - self.decay ** n.clamp_min(1)  # [E, K]
+            rms_aux = (v_pairs[aux] / corr[e_a, k_a].unsqueeze(1)).sqrt()
+            v_main = self.v[r_a, MAIN_TASK]
+            rms_main = (v_main / corr[e_a, MAIN_TASK].unsqueeze(1)).sqrt()
+            out[k_a, e_a] = g_pairs[aux] * (rms_main / (rms_aux + EPS))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         if self.v is None:
