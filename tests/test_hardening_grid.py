@@ -9,6 +9,7 @@ recorder was asked to train in, so they test the runner's choice of folder, not 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -280,3 +281,20 @@ def test_a_new_name_folder_wins_over_an_old_name_one(tmp_path):
     assert run_path(tmp_path, spec, "synthetic", "ew", 0.01, 0) == old
     new.mkdir()
     assert run_path(tmp_path, spec, "synthetic", "ew", 0.01, 0) == new
+
+
+@pytest.mark.parametrize("state, noticed", [("finished", True), ("failed", False), ("running", False)])
+def test_a_finished_run_under_another_name_is_named_not_silently_retrained(
+    tmp_path, capsys, trained, state, noticed
+):
+    """A finished run whose name no longer matches (its method's parameters resolved differently
+    when it ran) is not reused; the grid says so, naming it, and trains the run anew."""
+    out = tmp_path / "out"
+    path = _grid_file(tmp_path, _variant("pmtrec", {"rho": 0.5}))
+    stale = out / "runs" / "synthetic" / "v" / "lr0.01-seed0-0badc0de"
+    stale.mkdir(parents=True)
+    (stale / "status.json").write_text(json.dumps({"tool": "pmtrec-lab", "schema": 2, "state": state}))
+    assert main(["compare", "--grid", str(path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert len(trained) == 1 and trained[0].name != stale.name
+    assert ("lr0.01-seed0-0badc0de" in err and "not reused" in err) is noticed, err

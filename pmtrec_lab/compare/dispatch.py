@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pmtrec_lab.compare.artefacts import RunArtefacts, write_failed_run, write_run
 from pmtrec_lab.compare.executors import Executor
-from pmtrec_lab.compare.layout import choose_lr, run_path, run_prefix
+from pmtrec_lab.compare.layout import choose_lr, run_path, run_prefix, warn_renamed
 from pmtrec_lab.compare.remote import CRASH_ONCE_ENV, RunJob, train_remote
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs
 from pmtrec_lab.errors import PmtrecError
@@ -100,6 +100,7 @@ def run_grid_remote(
         rd = run_path(out, spec, dataset, method, lr, seed)
         if _finished(rd):
             return
+        warn_renamed(out, spec, dataset, method, lr, seed)
         cfg = run_config(spec, dataset, method, lr, seed, data_dir)
         label = f"{dataset} {method} {run_prefix(lr, seed)}"
         job = RunJob(cfg.to_dict(), label, f"{dataset}/{method}/{rd.name}", threads, method in crash)

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
-from pmtrec_lab.compare.layout import choose_lr, run_path
+from pmtrec_lab.compare.layout import choose_lr, run_path, warn_renamed
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
@@ -104,6 +104,7 @@ def run_unit(
                 continue
             if max_runs is not None and trained >= max_runs:
                 return trained
+            warn_renamed(out, spec, dataset, method, lr, seed)
             cfg = run_config(spec, dataset, method, lr, seed, data_dir)
             t0 = time.perf_counter()
             train(cfg, rd, dataset=dataset_for_config(cfg.data))

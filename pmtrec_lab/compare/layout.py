@@ -47,7 +47,9 @@ __all__ = [
     "run_key",
     "run_name",
     "run_path",
+    "renamed_runs",
     "run_prefix",
+    "warn_renamed",
 ]
 
 TABLES = (
@@ -111,6 +113,42 @@ def run_path(out: Path, spec: GridSpec, dataset: str, method: str, lr: float, se
     new = folder / run_name(spec, method, lr, seed, dataset)
     old = folder / run_prefix(lr, seed)
     return old if not new.exists() and old.exists() else new
+
+
+def renamed_runs(out: Path, spec: GridSpec, dataset: str, method: str, lr: float, seed: int) -> list[str]:
+    """Finished runs of this (dataset, method, lr, seed) under *other* hashed names: made when the
+    method's parameters resolved differently (a parameter added, a default changed). They are not
+    reused, since they may have trained differently; the grid says so instead of retraining
+    silently (``warn_renamed``)."""
+    folder = Path(out) / "runs" / dataset / method
+    current = run_path(out, spec, dataset, method, lr, seed).name
+    found = []
+    for other in sorted(folder.glob(f"{run_prefix(lr, seed)}-*")):
+        status = other / "status.json"
+        if other.name != current and status.is_file():
+            try:
+                finished = json.loads(status.read_text()).get("state") == "finished"
+            except (OSError, ValueError):
+                finished = False
+            if finished:
+                found.append(other.name)
+    return found
+
+
+def warn_renamed(out: Path, spec: GridSpec, dataset: str, method: str, lr: float, seed: int) -> None:
+    """Print a notice when ``renamed_runs`` finds any (the run about to train has a new name)."""
+    others = renamed_runs(out, spec, dataset, method, lr, seed)
+    if others:
+        import sys
+
+        print(
+            f"[compare] notice: {dataset} {method} {run_prefix(lr, seed)}: {len(others)} finished run(s) "
+            f"under other names ({', '.join(others)}) resolved the method's parameters differently (a "
+            "parameter added or a default changed since); not reused, training under "
+            f"{run_path(out, spec, dataset, method, lr, seed).name}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _valid(run_dir: Path) -> float:
