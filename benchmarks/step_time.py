@@ -91,8 +91,7 @@ def time_v3(model, tasks, params: dict, batches, cpu, meta: MetaPairs) -> tuple[
             method.observe_meta_loss(meta_loss_on(model, meta_all), ctx)
         mb = None
         if method.needs_meta:
-            touched = torch.unique(torch.cat([t for bb in b for t in bb.users()]))
-            mb = meta.batch(touched, torch.Generator().manual_seed(i))
+            mb = meta.for_batches(b, torch.Generator().manual_seed(i))
         train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, meta=mb)
         times.append(clock(cpu) - t0 + sample_s)
         plain.append(time_plain_ew(model, tasks, [(b, sample_s)], cpu))

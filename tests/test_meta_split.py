@@ -208,8 +208,7 @@ def test_train_step_hands_meta_gradients_to_the_method_and_applies_none() -> Non
     grads_after = []
     for meta in (None, MetaPairs(ds.split.meta, ds.num_users, ds.num_items, tasks[0].observed)):
         model.zero_grad(set_to_none=True)
-        touched = torch.unique(torch.cat([t for b in batches for t in b.users()]))
-        mb = None if meta is None else meta.batch(touched, torch.Generator().manual_seed(1))
+        mb = None if meta is None else meta.for_batches(batches, torch.Generator().manual_seed(1))
         train_step(model.encoder, tasks, batches, spy, ctx, 1e-4, torch.device("cpu"), meta=mb)
         grads_after.append([p.grad.clone() if p.grad is not None else None for p in model.parameters()])
         if meta is None:

@@ -423,6 +423,16 @@ class PMTRec(WeightingMethod):
         self.lam = lam
         return lam, torch.where(n.T > 0, mean, torch.full_like(mean, float("nan")))
 
+    def _entity_rows(self, ctx: StepContext, side: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
+        """The step's global table rows (user id, or num_users + item id) and the table size, for
+        the per-entity state tables of the v3 pieces (``what`` names the piece asking)."""
+        if ctx.entity_ids is None or ctx.num_entities is None:
+            raise ValueError(
+                f"method {self.name!r}: {what} needs ctx.entity_ids and ctx.num_entities (set by "
+                "the trainer)"
+            )
+        return self._memory.rows(ctx.entity_ids, side, ctx.num_entities), sum(ctx.num_entities)
+
     # The step -------------------------------------------------------------------------
     @torch.no_grad()
     def combine(
@@ -450,13 +460,8 @@ class PMTRec(WeightingMethod):
         is_item = side == 1
         onehot = side_onehot(side, dtype, NUM_SIDES)  # [E, 2]
         if self._moments is not None:  # v3 candidate (d): every task at the main task's scale
-            if ctx.entity_ids is None or ctx.num_entities is None:
-                raise ValueError(
-                    f"method {self.name!r}: moment_balance needs ctx.entity_ids and ctx.num_entities "
-                    "(set by the trainer)"
-                )
-            rows_m = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
-            grads = self._moments.balance(grads, active_t, rows_m, sum(ctx.num_entities))
+            rows_m, num_rows = self._entity_rows(ctx, side, "moment_balance")
+            grads = self._moments.balance(grads, active_t, rows_m, num_rows)
 
         gram = entity_gram(grads)  # [E, K, K], the only Gramian of the step
         norms, inner = task_major_stats(gram, main)  # n_x^k and <g_x^k, g_x^0>, [K, E]
@@ -478,13 +483,8 @@ class PMTRec(WeightingMethod):
         has_main = active_t[main]
         ref = ref_mag = virtual = None
         if self.focus_everywhere or self.gmb_mode == "entity_reduce":  # v3: per-entity memory
-            if ctx.entity_ids is None or ctx.num_entities is None:
-                raise ValueError(
-                    f"method {self.name!r}: focus_everywhere / gmb_mode='entity_reduce' need "
-                    "ctx.entity_ids and ctx.num_entities (set by the trainer)"
-                )
-            rows = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
-            ref, ref_mag, known = self._memory.update(rows, grads[main], has_main, sum(ctx.num_entities))
+            rows, num_rows = self._entity_rows(ctx, side, "focus_everywhere / gmb_mode='entity_reduce'")
+            ref, ref_mag, known = self._memory.update(rows, grads[main], has_main, num_rows)
             if self.focus_everywhere:  # rows with auxiliary gradients, a reference, no main gradient
                 virtual = known & ~has_main & active_t.any(dim=0)
 
@@ -524,13 +524,8 @@ class PMTRec(WeightingMethod):
             lam = self._spsa.center().to(device=grads.device, dtype=dtype)
             coef = coef * side_table(self._spsa.applied().to(device=grads.device, dtype=dtype), is_item)
         if self._deviation is not None:  # v3: per-entity deviations, exp(delta_x^k)
-            if ctx.entity_ids is None or ctx.num_entities is None:
-                raise ValueError(
-                    f"method {self.name!r}: delta={self.delta!r} needs ctx.entity_ids and "
-                    "ctx.num_entities (set by the trainer)"
-                )
-            rows = self._memory.rows(ctx.entity_ids, side, ctx.num_entities)
-            self._deviation.update(rows, cos_meta, both_meta > 0, sum(ctx.num_entities))
+            rows, num_rows = self._entity_rows(ctx, side, f"delta={self.delta!r}")
+            self._deviation.update(rows, cos_meta, both_meta > 0, num_rows)
             used_delta = self._deviation.applied(rows, ctx.num_entities, ctx.epoch, ctx.generator).to(dtype)
             coef = coef * used_delta.exp()
         p: torch.Tensor | None = None

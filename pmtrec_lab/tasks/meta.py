@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pmtrec_lab.tasks.base import TaskBatch
 from pmtrec_lab.tasks.sampling import ObservedPairs, sample_negatives
 
 
@@ -52,6 +53,11 @@ class MetaPairs:
         users, pos = users[keep], pos[keep]
         neg = sample_negatives(users, self.num_items, generator, self.observed)
         return MetaBatch(users, pos, neg)
+
+    def for_batches(self, batches: list[TaskBatch], generator: torch.Generator) -> MetaBatch:
+        """The meta triples of a step: those of every user any task's batch touches."""
+        touched = torch.unique(torch.cat([t for b in batches for t in b.users()]))
+        return self.batch(touched, generator)
 
     def fixed_negatives(self, generator: torch.Generator) -> MetaBatch:
         """Every meta pair with one negative drawn once (for the meta loss on all meta pairs,

@@ -501,8 +501,7 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             s.method.observe_meta_loss(meta_loss_on(s.model, s.meta_all), ctx)
         meta = None
         if s.meta is not None and s.method.needs_meta:
-            touched = torch.unique(torch.cat([t for b in batches for t in b.users()]))
-            meta = s.meta.batch(touched, meta_gen)
+            meta = s.meta.for_batches(batches, meta_gen)
         res = train_step(
             s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device, meta=meta
         )
