@@ -302,8 +302,11 @@ Auxiliary tasks can have gradients far larger (or smaller) than the main task's:
 are, the largest would dominate every update. Gradient Magnitude Balancing (GMB, after
 MetaBalance) moves each task's magnitude towards the main task's, with strength `rho`. Shown:
 each task's magnitude relative to the main task's, before and after GMB, and which tasks would
-dominate without it. PMTRec's default has GMB off (rho = 0, chosen on validation data:
-docs/pmtrec-method.md), so this notebook trains `pmtrec-gmb` (rho = 0.5) unless told otherwise.
+dominate without it. PMTRec's default GMB (v3, chosen on validation data: docs/pmtrec-method.md)
+is per entity and reduce-only, and leaves the per-side magnitudes unchanged; so that the per-side
+balancing can be seen, this notebook trains `pmtrec-gmb` (v2's per-side rule, rho = 0.5) unless
+told otherwise (`gmb_method=None` shows `method`, e.g. the default `pmtrec`, whose per-entity
+reduce factors then fill the v3 cell).
 """
     )
     b.params(
