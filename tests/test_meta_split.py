@@ -253,7 +253,7 @@ def test_meta_signals_reach_the_diagnostics_tables(tmp_path) -> None:
     """lambda trajectories, meta cosines and delta distributions per epoch (notebooks 02 and 03)."""
     from pmtrec_lab.train.run import load_diagnostics
 
-    _run(tmp_path, "d", True, usefulness="meta_cos", usefulness_lr=0.05, delta="learned")
+    _run(tmp_path, "d", True, usefulness="meta_cos", usefulness_lr=0.05, delta="learned", rho=0.0)
     epochs = load_diagnostics(tmp_path / "d")["epochs"]
     for metric in ("usefulness_scale", "meta_cos", "delta_mean", "delta_abs"):
         rows = epochs[(epochs.metric == metric) & (epochs.task != "rec")]

@@ -26,14 +26,20 @@ PMTREC_DEFAULTS = PMTRecParams().as_dict()
 PRESETS = method_names("pmtrec")  # PMTRec and every registered configuration
 
 
-def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3) -> StepContext:
-    return StepContext(
+def make_ctx(step: int = 0, steps_per_epoch: int = 10, k: int = 3, e: int | None = None) -> StepContext:
+    """A step context; with ``e``, also the entities' ids as the trainer sets them (needed by the
+    default's per-entity GMB memory): entity i of the step is table row i + side * e, so rows are
+    unique and the same entity index means the same entity in every step."""
+    ctx = StepContext(
         step=step,
         epoch=step // steps_per_epoch,
         steps_per_epoch=steps_per_epoch,
         task_names=[f"t{i}" for i in range(k)],
         generator=torch.Generator().manual_seed(0),
     )
+    if e is not None:
+        ctx.entity_ids, ctx.num_entities = torch.arange(e), (e, e)
+    return ctx
 
 
 def random_problem(
@@ -330,7 +336,7 @@ def test_hand_computed_k2_relative_weights_and_gmb():
     grads = torch.stack([g0, g1])
     active = torch.ones(2, 2, dtype=torch.bool)
     side = torch.zeros(2, dtype=torch.long)
-    m = make_method("pmtrec", 2, tau=1.0, rho=0.5, schedule="none")
+    m = make_method("pmtrec", 2, tau=1.0, rho=0.5, gmb_mode="side", schedule="none")
     out = m.combine(grads, active, side, torch.ones(2), make_ctx(k=2))
     w_u0 = torch.tensor([math.exp(0.5), math.exp(1.0)], dtype=torch.float64)
     w_u0 /= w_u0.sum()
@@ -352,7 +358,9 @@ def test_hand_computed_k3_gmb_and_focus():
     grads[0, 0, 0], grads[1, 0, 1], grads[2, 0, 2] = 1.0, 4.0, 2.0
     active = torch.ones(1, 3, dtype=torch.bool)
     side = torch.ones(1, dtype=torch.long)
-    m = make_method("pmtrec", 3, rho=1.0, gmb_target="main", schedule="linear", beta_max=2.0, horizon=4.0)
+    m = make_method(
+        "pmtrec", 3, rho=1.0, gmb_mode="side", gmb_target="main", schedule="linear", beta_max=2.0, horizon=4.0
+    )
     out = m.combine(grads, active, side, torch.ones(3), make_ctx(step=20, steps_per_epoch=10))  # t = 2
     z = math.exp(2) + 2 * math.exp(1)
     w = torch.tensor([math.exp(2) / z, math.exp(1) / z, math.exp(1) / z], dtype=torch.float64)
@@ -370,11 +378,12 @@ def test_hand_computed_k3_gmb_and_focus():
 @pytest.mark.parametrize(
     "over",
     [
-        {},
-        {"weight_mode": "shared"},
-        {"weight_mode": "uniform", "rho": 1.0, "gmb_target": "mean"},
-        {"tau": 0.5, "rho": 0.7, "gmb_target": "max", "schedule": "cosine", "normalize": True},
-        {"align": False, "rho": 0.3, "ema_decay": 0.5},
+        {"gmb_mode": "side", "rho": 0.0},  # v2 (the v3 default's GMB: the entity-memory tests)
+        {"gmb_mode": "side", "rho": 0.0, "weight_mode": "shared"},
+        {"gmb_mode": "side", "weight_mode": "uniform", "rho": 1.0, "gmb_target": "mean"},
+        {"gmb_mode": "side", "tau": 0.5, "rho": 0.7, "gmb_target": "max", "schedule": "cosine",
+         "normalize": True},
+        {"gmb_mode": "side", "align": False, "rho": 0.3, "ema_decay": 0.5},
     ],
 )
 def test_matches_loop_reference_over_several_steps(over):
@@ -411,7 +420,7 @@ def test_uniform_without_gmb_and_tf_is_ew(params, dtype):
     for step in range(3):
         grads, active, side, losses = random_problem(seed=step, conflict=1.0, dtype=dtype)
         assert (active.sum(1) < 3).any() and (active.sum(1) > 1).any()  # partial task sets
-        out = method.combine(grads, active, side, losses, make_ctx(step=step))
+        out = method.combine(grads, active, side, losses, make_ctx(step=step, e=grads.shape[1]))
         ew = (grads * active.T.unsqueeze(-1)).sum(0)
         torch.testing.assert_close(out.combined, ew, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(out.head_weights, torch.ones(3, dtype=dtype), rtol=1e-6, atol=1e-6)
@@ -426,14 +435,15 @@ def test_alignment_never_opposes_main(name):
         method = (
             make_method(name, 3, rho=1.0, **kwargs) if name != "ew-align" else make_method(name, 3, **kwargs)
         )
-        out = method.combine(grads, active, side, losses, make_ctx(step=step))
+        out = method.combine(grads, active, side, losses, make_ctx(step=step, e=grads.shape[1]))
         has_main = active[:, main]
         inner = (out.combined * grads[main]).sum(-1)[has_main]
         assert inner.min() >= -1e-7
         # The inputs do conflict: without alignment some entities would oppose the main task.
         off = make_method("pmtrec", 3, align=False, rho=1.0)
         raw = (
-            off.combine(grads, active, side, losses, make_ctx(step=step)).combined * grads[main]
+            off.combine(grads, active, side, losses, make_ctx(step=step, e=grads.shape[1])).combined
+            * grads[main]
         ).sum(-1)
         assert (raw[has_main] < 0).any()
 
@@ -450,7 +460,7 @@ def test_gmb_rho1_decay0_gives_target_magnitude(target):
     active = torch.nn.functional.one_hot(owner, k).bool()
     side = (torch.arange(e) >= e // 2).long()
     grads = grads * active.T.unsqueeze(-1)
-    method = make_method("pmtrec", k, rho=1.0, ema_decay=0.0, gmb_target=target, align=False)
+    method = make_method("pmtrec", k, rho=1.0, gmb_mode="side", ema_decay=0.0, gmb_target=target, align=False)
     for step in range(2):  # the second step checks the decay-0 EMA (= this batch's mean)
         grads = grads * (1.0 + step)
         out = method.combine(grads, active, side, torch.ones(k), make_ctx(step=step))
@@ -474,7 +484,7 @@ def test_weights_depend_on_relative_not_raw_norms():
     scaled[1] *= 1e-4
     a = make_method("pmtrec", 3, rho=0.0, align=False)
     b = make_method("pmtrec", 3, rho=0.0, align=False)
-    wa = a.combine(grads, active, side, losses, make_ctx()).diagnostics["entity_weights"]
+    wa = a.combine(grads, active, side, losses, make_ctx(e=grads.shape[1])).diagnostics["entity_weights"]
     wb = b.combine(scaled, active, side, losses, make_ctx()).diagnostics["entity_weights"]
     torch.testing.assert_close(wa, wb, rtol=1e-10, atol=1e-12)
     # Personalization is on: entities with the same task set get different weights.
@@ -489,8 +499,9 @@ def test_shared_mode_is_per_side_mean_over_same_task_set():
     grads, active, side, losses = random_problem(seed=8, e=80)
     pers = make_method("pmtrec", 3, weight_mode="personalized")
     shared = make_method("pmtrec", 3, weight_mode="shared")
-    wp = pers.combine(grads, active, side, losses, make_ctx(step=13)).diagnostics["entity_weights"]
-    ws = shared.combine(grads, active, side, losses, make_ctx(step=13)).diagnostics["entity_weights"]
+    ctx = make_ctx(step=13, e=grads.shape[1])
+    wp = pers.combine(grads, active, side, losses, ctx).diagnostics["entity_weights"]
+    ws = shared.combine(grads, active, side, losses, ctx).diagnostics["entity_weights"]
     n_groups = 0
     for s in (0, 1):
         for pat in {tuple(row.tolist()) for row in active[side == s]}:
@@ -508,7 +519,7 @@ def test_shared_mode_is_per_side_mean_over_same_task_set():
 def test_shared_mode_of_uniform_weights_is_uniform():
     grads, active, side, losses = random_problem(seed=9, e=60)
     out = make_method("pmtrec", 3, weight_mode="shared", tau=math.inf, schedule="none").combine(
-        grads, active, side, losses, make_ctx()
+        grads, active, side, losses, make_ctx(e=grads.shape[1])
     )
     n_act = active.sum(1, keepdim=True).double()
     torch.testing.assert_close(out.diagnostics["entity_weights"], active.double() / n_act)
@@ -517,7 +528,7 @@ def test_shared_mode_of_uniform_weights_is_uniform():
 def test_magnitudes_ema_updated_before_use_and_kept_when_untouched():
     grads, active, side, losses = random_problem(seed=1, e=30, p_active=1.0)
     method = make_method("pmtrec", 3, ema_decay=0.9)
-    m1 = method.combine(grads, active, side, losses, make_ctx()).diagnostics["magnitude"]
+    m1 = method.combine(grads, active, side, losses, make_ctx(e=grads.shape[1])).diagnostics["magnitude"]
     for s in (0, 1):
         torch.testing.assert_close(m1[s], grads[:, side == s].norm(dim=-1).mean(1))
     # Step 2: task 2 touches items only; its user magnitude must not move.
@@ -525,7 +536,7 @@ def test_magnitudes_ema_updated_before_use_and_kept_when_untouched():
     active2 = active.clone()
     active2[side == 0, 2] = False
     grads2 = grads2 * active2.T.unsqueeze(-1)
-    m2 = method.combine(grads2, active2, side, losses, make_ctx(step=1)).diagnostics["magnitude"]
+    m2 = method.combine(grads2, active2, side, losses, make_ctx(step=1, e=30)).diagnostics["magnitude"]
     assert m2[0, 2] == m1[0, 2]
     expected = 0.9 * m1[1, 2] + 0.1 * grads2[2, side == 1].norm(dim=-1).mean()
     torch.testing.assert_close(m2[1, 2], expected)
@@ -533,7 +544,7 @@ def test_magnitudes_ema_updated_before_use_and_kept_when_untouched():
 
 def test_diagnostics_shapes_and_meaning():
     grads, active, side, losses = random_problem(seed=4, e=50, conflict=0.8)
-    out = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx(step=3))
+    out = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx(step=3, e=grads.shape[1]))
     dg = out.diagnostics
     w = dg["entity_weights"]
     assert w.shape == (50, 3) and (w[~active] == 0).all()
@@ -611,7 +622,7 @@ def test_schedule_values():
     # The method reads t = ctx.fractional_epoch.
     m = make_method("pmtrec", 2, schedule="linear", beta_max=bm, horizon=h)
     grads, active, side, losses = random_problem(k=2, seed=0)
-    out = m.combine(grads, active, side, losses, make_ctx(step=30, steps_per_epoch=10, k=2))
+    out = m.combine(grads, active, side, losses, make_ctx(step=30, steps_per_epoch=10, k=2, e=grads.shape[1]))
     assert float(out.diagnostics["beta"]) == pytest.approx(bm * 3 / h)
 
 
@@ -623,16 +634,22 @@ def test_presets_build_with_their_parameters():
         "pmtrec-no-schedule": {"schedule": "none"},
         "pmtrec-no-gmb": {"rho": 0.0},
         "ew-align": {"weight_mode": "uniform", "rho": 0.0, "align": True, "schedule": "none"},
-        "ew-gmb": {"rho": 0.5, "weight_mode": "uniform", "align": False, "schedule": "none"},
-        "pmtrec-gmb": {"rho": 0.5},
+        "ew-gmb": {"weight_mode": "uniform", "align": False, "schedule": "none"},
+        "pmtrec-gmb": {"gmb_mode": "side", "rho": 0.5},
         "pmtrec-v2": {
-            "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "usefulness": "off",
-            "delta": "off", "moment_balance": False,
+            "norm_mode": "raw", "focus_everywhere": False, "gmb_mode": "side", "rho": 0.0,
+            "usefulness": "off", "delta": "off", "moment_balance": False,
         },  # fmt: skip
     }
     v2_off = expected["pmtrec-v2"]
     for name in [n for n in expected if n.startswith("pmtrec-") and n != "pmtrec-v2"]:
         expected[f"pmtrec-v2-{name.removeprefix('pmtrec-')}"] = {**v2_off, **expected[name]}
+    expected |= {  # v3's pieces the study did not choose, switched on (no v2 forms)
+        "pmtrec-delta": {"delta": "learned"},
+        "pmtrec-delta-permuted": {"delta": "permuted"},
+        "pmtrec-meta-spsa": {"usefulness": "meta_spsa"},
+        "pmtrec-moments": {"moment_balance": True},
+    }
     assert set(PRESETS) == set(expected)
     for name in PRESETS:
         m = make_method(name, 3)
@@ -640,8 +657,10 @@ def test_presets_build_with_their_parameters():
         assert m.params == {**PMTREC_DEFAULTS, **expected[name]}, name
         # User parameters override preset ones.
         assert make_method(name, 3, tau=0.25, rho=0.5).params["tau"] == 0.25
-    assert make_method("ew-gmb", 3).rho == make_method("pmtrec-gmb", 3).rho == 0.5
-    assert PMTREC_DEFAULTS["rho"] == 0.0  # GMB off by default (docs/pmtrec-method.md, tuning)
+    assert make_method("pmtrec-gmb", 3).rho == 0.5 and make_method("ew-gmb", 3).rho == 1.0
+    # v3's default GMB: per entity, reduce-only, full strength (docs/pmtrec-method.md, "Iteration 2")
+    assert (PMTREC_DEFAULTS["gmb_mode"], PMTREC_DEFAULTS["rho"], PMTREC_DEFAULTS["gmb_c"]) == (
+        "entity_reduce", 1.0, 1.0)
     with pytest.raises(ValueError, match="rho"):
         make_method("ew-gmb", 3, rho=0.0)
 
@@ -685,25 +704,29 @@ def test_old_uniform_spelling_converts_with_a_notice(caplog):
     assert make_method("pmtrec", 3, tau=math.inf).weight_mode == "uniform"
 
 
-@pytest.mark.parametrize("name", PRESETS)
+#: presets that run without the meta loss's gradients (the others' state: their own tests below)
+NO_META_PRESETS = [n for n in PRESETS if not make_method(n, 3).needs_meta]
+
+
+@pytest.mark.parametrize("name", NO_META_PRESETS)
 def test_state_dict_round_trip_reproduces_next_combine(name):
     a = make_method(name, 3)
     for step in range(3):
         grads, active, side, losses = random_problem(seed=step, task_scales=(1.0, 5.0, 0.1))
-        a.combine(grads, active, side, losses, make_ctx(step=step))
+        a.combine(grads, active, side, losses, make_ctx(step=step, e=grads.shape[1]))
     state = a.state_dict()
     b = make_method(name, 3)
     b.load_state_dict(state)
     grads, active, side, losses = random_problem(seed=99)
-    oa = a.combine(grads, active, side, losses, make_ctx(step=3))
-    ob = b.combine(grads, active, side, losses, make_ctx(step=3))
+    oa = a.combine(grads, active, side, losses, make_ctx(step=3, e=grads.shape[1]))
+    ob = b.combine(grads, active, side, losses, make_ctx(step=3, e=grads.shape[1]))
     assert torch.equal(oa.combined, ob.combined)
     assert torch.equal(oa.head_weights, ob.head_weights)
     for key in oa.diagnostics:
         torch.testing.assert_close(oa.diagnostics[key], ob.diagnostics[key], rtol=0, atol=0, equal_nan=True)
     # A fresh method (no state) differs: the state matters.
     c = make_method(name, 3)
-    oc = c.combine(grads, active, side, losses, make_ctx(step=3))
+    oc = c.combine(grads, active, side, losses, make_ctx(step=3, e=grads.shape[1]))
     assert not torch.equal(oc.diagnostics["magnitude"], oa.diagnostics["magnitude"])
     with pytest.raises(ValueError):
         b.load_state_dict({"magnitude": torch.zeros(2, 3)})
@@ -716,8 +739,8 @@ def test_float32_outputs_finite_for_tiny_gradients():
     )
     active[side == 0, 2] = False
     grads = grads * active.T.unsqueeze(-1)
-    for name in PRESETS:
-        out = make_method(name, 3).combine(grads, active, side, losses, make_ctx(step=5))
+    for name in NO_META_PRESETS:
+        out = make_method(name, 3).combine(grads, active, side, losses, make_ctx(step=5, e=grads.shape[1]))
         assert out.combined.shape == (500, 8) and out.combined.dtype == torch.float32
         assert torch.isfinite(out.combined).all() and torch.isfinite(out.head_weights).all()
         assert torch.isfinite(out.diagnostics["entity_weights"]).all()
@@ -727,11 +750,11 @@ def test_shared_mode_with_many_tasks_matches_reference():
     """More than 12 tasks: the shared-mode groups are compacted with torch.unique instead of
     bit codes; same result as the loop reference."""
     k = 14
-    over = {"weight_mode": "shared", "rho": 0.5}
+    over = {"weight_mode": "shared", "rho": 0.5, "gmb_mode": "side"}
     method = make_method("pmtrec", k, **over)
     ref = ReferencePMTRec(k, **full_params(**over))
     grads, active, side, losses = random_problem(k=k, e=40, d=4, seed=21, p_active=0.3, conflict=0.5)
-    ctx = make_ctx(step=4, k=k)
+    ctx = make_ctx(step=4, k=k, e=40)
     out = method.combine(grads, active, side, losses, ctx)
     exp_g, exp_w = ref.step(grads, active, side, ctx.fractional_epoch)
     torch.testing.assert_close(out.diagnostics["entity_weights"], exp_w, rtol=1e-9, atol=1e-12)
@@ -750,10 +773,10 @@ def random_counts(active: torch.Tensor, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "over",
     [
-        {"norm_mode": "sqrt_count"},
-        {"norm_mode": "count", "weight_mode": "shared"},
-        {"norm_mode": "fitted"},
-        {"norm_mode": "fitted", "rho": 0.5, "gmb_target": "mean", "ema_decay": 0.5},
+        {"norm_mode": "sqrt_count", "gmb_mode": "side", "rho": 0.0},
+        {"norm_mode": "count", "weight_mode": "shared", "gmb_mode": "side", "rho": 0.0},
+        {"norm_mode": "fitted", "gmb_mode": "side", "rho": 0.0},
+        {"norm_mode": "fitted", "gmb_mode": "side", "rho": 0.5, "gmb_target": "mean", "ema_decay": 0.5},
     ],
 )
 def test_frequency_free_norms_match_loop_reference(over):
@@ -783,7 +806,7 @@ def test_fitted_exponent_recovers_a_planted_power():
     active = torch.ones(e, 2, dtype=torch.bool)
     side = torch.zeros(e, dtype=torch.long)
     method = make_method("pmtrec", 2, norm_mode="fitted", schedule="none", align=False)
-    ctx = make_ctx(k=2)
+    ctx = make_ctx(k=2, e=e)
     ctx.counts = counts
     out = method.combine(grads, active, side, torch.ones(2), ctx)
     planted = torch.full((2,), 0.7, dtype=torch.float64)
@@ -795,17 +818,19 @@ def test_fitted_exponent_recovers_a_planted_power():
 def test_frequency_free_modes_need_counts_and_raw_ignores_them():
     grads, active, side, losses = random_problem(seed=1)
     with pytest.raises(ValueError, match="needs ctx.counts"):
-        make_method("pmtrec", 3, norm_mode="sqrt_count").combine(grads, active, side, losses, make_ctx())
-    ctx = make_ctx()
+        make_method("pmtrec", 3, norm_mode="sqrt_count").combine(
+            grads, active, side, losses, make_ctx(e=grads.shape[1])
+        )
+    ctx = make_ctx(e=grads.shape[1])
     ctx.counts = random_counts(active, 1)
     a = make_method("pmtrec", 3).combine(grads, active, side, losses, ctx)
-    b = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx())
+    b = make_method("pmtrec", 3).combine(grads, active, side, losses, make_ctx(e=grads.shape[1]))
     torch.testing.assert_close(a.combined, b.combined)
 
 
 def test_fitted_exponent_state_round_trips_and_is_checked():
     grads, active, side, losses = random_problem(seed=2)
-    ctx = make_ctx()
+    ctx = make_ctx(e=grads.shape[1])
     ctx.counts = random_counts(active, 2)
     m = make_method("pmtrec", 3, norm_mode="fitted")
     m.combine(grads, active, side, losses, ctx)
@@ -842,6 +867,7 @@ def recurring_problem(step: int, k: int = 3, e: int = 14, d: int = 5):
 @pytest.mark.parametrize(
     "over",
     [
+        {},  # the default (v3: reduce-only GMB, rho 1, c 1)
         {"focus_everywhere": True},
         {"focus_everywhere": True, "weight_mode": "uniform", "memory_decay": 0.5},
         {"focus_everywhere": True, "weight_mode": "shared", "normalize": True, "align": False},
@@ -895,7 +921,31 @@ def test_entity_memory_needs_ids_and_round_trips(over):
     nxt = recurring_problem(1)
     torch.testing.assert_close(m.combine(*nxt[:5]).combined, m2.combine(*nxt[:5]).combined)
     with pytest.raises(ValueError, match="main-gradient memory"):
-        make_method("pmtrec", 3).load_state_dict(m.state_dict())
+        make_method("pmtrec-v2", 3).load_state_dict(m.state_dict())
+
+
+def test_gmb_memory_without_reference_gradients_changes_nothing():
+    """The reduce-only GMB keeps only magnitudes (``keep_ref=False``, for speed): the same
+    combination, bit for bit, as with the full [N, D] memory, and a state saved with the full
+    memory loads into it (the GMB's checkpoints from before the change still resume)."""
+    from pmtrec_lab.mtl._entity_memory import MainGradientMemory
+
+    lean = make_method("pmtrec", 3)
+    assert lean._memory.keep_ref is False
+    full = make_method("pmtrec", 3)
+    full._memory = MainGradientMemory(full.params["memory_decay"], keep_ref=True)
+    for step in range(6):
+        grads, active, side, losses, ctx, _ = recurring_problem(step)
+        a = lean.combine(grads, active, side, losses, ctx)
+        b = full.combine(grads, active, side, losses, ctx)
+        assert torch.equal(a.combined, b.combined) and torch.equal(a.head_weights, b.head_weights)
+    assert lean.state_dict()["main_memory"]["ref"].numel() == 0
+    resumed = make_method("pmtrec", 3)
+    resumed.load_state_dict(full.state_dict())
+    nxt = recurring_problem(6)
+    assert torch.equal(resumed.combine(*nxt[:5]).combined, full.combine(*nxt[:5]).combined)
+    with pytest.raises(ValueError, match="no reference gradients"):
+        make_method("pmtrec", 3, focus_everywhere=True).load_state_dict(lean.state_dict())
 
 
 def test_pmtrec_v2_preset_is_pinned_to_v2():

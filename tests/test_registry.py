@@ -184,7 +184,8 @@ def test_import_graph_has_no_cycles():
 def test_pmtrec_defaults_are_written_once():
     """The default values live in ``PMTRecParams``; nothing else in the package spells them out."""
     defaults = resolve_params("pmtrec")
-    assert defaults["tau"] == 1.0 and defaults["weight_mode"] == "personalized" and defaults["rho"] == 0.0
+    assert defaults["tau"] == 1.0 and defaults["weight_mode"] == "personalized" and defaults["rho"] == 1.0
+    assert defaults["gmb_mode"] == "entity_reduce"  # v3 (docs/pmtrec-method.md, "Iteration 2")
     offenders = []
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()

@@ -39,8 +39,8 @@ def _epochs(tmp_path, name, **params):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("v3diag")
     return {
-        "raw": _epochs(root, "raw"),
-        "fitted": _epochs(root, "fitted", norm_mode="fitted", focus_everywhere=True),
+        "raw": _epochs(root, "raw", rho=0.0),  # v2's signal (GMB off)
+        "fitted": _epochs(root, "fitted", norm_mode="fitted", focus_everywhere=True, rho=0.0),
         "reduce": _epochs(root, "reduce", gmb_mode="entity_reduce", rho=1.0),
     }
 

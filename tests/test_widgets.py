@@ -37,14 +37,15 @@ def test_all_on_with_default_sliders_is_exactly_method_pmtrec(base_cfg):
         ({"schedule": False}, {"schedule": "none"}),
         ({"gmb": False}, {"rho": 0.0}),
         ({"tau": 0.5}, {"tau": 0.5}),
-        ({"gmb": True}, {"rho": 0.5}),  # GMB is off by default (rho 0); the slider starts at 0.5
+        ({"gmb": True}, {"rho": 1.0, "gmb_mode": "entity_reduce"}),  # v3's default: on, per entity, rho 1
+        ({"gmb": True, "gmb_per_entity": False}, {"rho": 1.0, "gmb_mode": "side"}),  # v2's per-side rule
         ({"gmb": True, "rho": 0.75}, {"rho": 0.75}),
         ({"beta_max": 4.0}, {"beta_max": 4.0}),
         # sliders of a module that is off are ignored (one configuration, one cached run)
         ({"schedule": False, "beta_max": 4.0}, {"schedule": "none"}),
         ({"gmb": False, "rho": 0.75}, {"rho": 0.0}),
         # the v3 switches
-        ({"gmb": True, "gmb_per_entity": True}, {"rho": 0.5, "gmb_mode": "entity_reduce"}),
+        ({"gmb": True, "gmb_per_entity": True, "rho": 0.5}, {"rho": 0.5, "gmb_mode": "entity_reduce"}),
         ({"gmb": False, "gmb_per_entity": True}, {"rho": 0.0}),  # ignored while GMB is off
         ({"freq_free": True}, {"norm_mode": "fitted"}),
         ({"freq_free": False}, {"norm_mode": "raw"}),
@@ -87,9 +88,11 @@ def test_explorer_set_values_updates_controls_and_config(base_cfg, tmp_path):
     assert (
         ex.config().method.params == config_from_controls({"gmb": False, "tau": 0.5}, base_cfg).method.params
     )
-    assert "tau=0.5" in ex.status.value and "rho" not in ex.status.value  # described before training
-    ex.set_values(gmb=True)
-    assert not ex.sliders["rho"].disabled and "rho=0.5" in ex.status.value
+    assert "tau=0.5" in ex.status.value and "rho=0.0" in ex.status.value  # described before training
+    ex.set_values(gmb=True)  # back to the default GMB (v3: on, rho 1): no longer a change to describe
+    assert not ex.sliders["rho"].disabled and "rho" not in ex.status.value
+    ex.set_values(rho=0.5)
+    assert "rho=0.5" in ex.status.value
     ex.checkboxes["schedule"].value = False  # a click in the browser does the same
     assert ex.sliders["beta_max"].disabled
     with pytest.raises(ValueError, match="unknown control"):
@@ -105,12 +108,12 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
     html_one = ex.metrics_html.value
     assert f"{first.metrics['test']['ndcg@20']:.4f}" in html_one
 
-    ex.set_values(personalization=False, gmb=True)
+    ex.set_values(personalization=False, gmb=False)
     second = ex.run()
     assert second.path != first.path
     assert (
         second.config.method.params
-        == config_from_controls({"personalization": False, "gmb": True}, base_cfg).method.params
+        == config_from_controls({"personalization": False, "gmb": False}, base_cfg).method.params
     )
     assert second.metrics["test"] != first.metrics["test"]  # the switch changed training
     assert ex.metrics_html.value != html_one
@@ -118,11 +121,11 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
     assert len(ex.results_table()) == 2
     assert ex.results_table()["setting"].tolist() == [
         describe_controls(CONTROL_DEFAULTS | {"epochs": 3}),
-        describe_controls(CONTROL_DEFAULTS | {"personalization": False, "gmb": True, "epochs": 3}),
+        describe_controls(CONTROL_DEFAULTS | {"personalization": False, "gmb": False, "epochs": 3}),
     ]
 
     # back to the first setting: the cached run is returned, not retrained
-    ex.set_values(personalization=True, gmb=False)
+    ex.set_values(personalization=True, gmb=True)
     third = ex.run()
     assert third.path == first.path and third.metrics == first.metrics
     assert [f.layout.title.text for f in ex.figures()][0] == "Learning curves"

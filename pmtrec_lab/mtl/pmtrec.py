@@ -283,7 +283,8 @@ class PMTRec(WeightingMethod):
         self.focus_everywhere = p.focus_everywhere
         self.gmb_mode = p.gmb_mode
         self.gmb_c = p.gmb_c
-        self._memory = MainGradientMemory(p.memory_decay, owner="pmtrec")
+        # the reference gradients are read by focusing everywhere only (the GMB reads magnitudes)
+        self._memory = MainGradientMemory(p.memory_decay, owner="pmtrec", keep_ref=p.focus_everywhere)
         self.usefulness = p.usefulness
         self.usefulness_lr = p.usefulness_lr
         self.lambda_max = p.lambda_max
@@ -488,7 +489,7 @@ class PMTRec(WeightingMethod):
         r = signal / side_table(m, is_item).clamp_min(tiny)  # r_x^k (0 where inactive)
         has_main = active_t[main]
         ref = ref_mag = virtual = None
-        if self.focus_everywhere or self.gmb_mode == "entity_reduce":  # v3: per-entity memory
+        if self._uses_memory:  # v3: per-entity memory
             rows, num_rows = self._entity_rows(ctx, side, "focus_everywhere / gmb_mode='entity_reduce'")
             ref, ref_mag, known = self._memory.update(rows, grads[main], has_main, num_rows)
             if self.focus_everywhere:  # rows with auxiliary gradients, a reference, no main gradient
@@ -604,7 +605,8 @@ class PMTRec(WeightingMethod):
     # State ----------------------------------------------------------------------------
     @property
     def _uses_memory(self) -> bool:
-        return self.focus_everywhere or self.gmb_mode == "entity_reduce"
+        """Focusing everywhere, or a reduce-only GMB that is on (with rho = 0 it would not be read)."""
+        return self.focus_everywhere or (self.gmb_mode == "entity_reduce" and self.rho > 0)
 
     def state_dict(self) -> dict[str, Any]:
         state = self._ema.state_dict()
