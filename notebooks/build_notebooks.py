@@ -129,12 +129,20 @@ def nb01() -> _Builder:
 
 Trains one configuration (PMTRec on ml-100k by default) or reuses the finished run with the same
 configuration from the run cache, then shows its learning curves, validation-selected test
-metrics (full ranking, training and validation items masked) and the test metric by user group.
-Notebooks 02-04 read the same run.
+metrics (full ranking, training and validation items masked), the same setting trained with EW
+and with the main task alone, and the test metric by user group. Notebooks 02-04 read the same
+run.
 """
     )
     b.params()
-    b.code(setup("from pmtrec_lab.reports.headlines import train_headlines") + CFG_CALL)
+    b.code(
+        setup(
+            "from pmtrec_lab.reports.headlines import train_headlines",
+            "from pmtrec_lab.reports.references import reference_headlines, reference_runs, "
+            "reference_summary, reference_table",
+        )
+        + CFG_CALL
+    )
     b.code(
         'display(Markdown(f"Run `{run.path.name}`: {run.config.data.name}, {run.config.method.name}, "\n'
         "                 f\"{run.metrics['epochs_run']} epochs ({run.metrics['stopped']}), \"\n"
@@ -148,11 +156,27 @@ Notebooks 02-04 read the same run.
     b.md("## Test metrics")
     b.code("display(viz.metrics_table(run.metrics).round(4))\nviz.metrics_bar(run.metrics)")
     b.md(
+        "## Beside EW and single-task training\n"
+        "The same setting trained with equal task weights (EW) and with the main task alone "
+        "(single-task), from the run cache when they exist. EW above single-task: the auxiliary tasks "
+        "help here; the method against single-task: whether it kept that help or avoided the harm. "
+        "Single runs' test metrics: they show the setting and choose nothing."
+    )
+    b.code(
+        "refs = reference_runs(cfg, runs_dir)\n"
+        "ref_table = reference_table({run.config.method.name: run, **refs})\n"
+        "display(ref_table.round(4))\n"
+        'viz.method_comparison(reference_summary(ref_table, run.config.data.name), title="Test NDCG@20")'
+    )
+    b.md(
         "## By user group\nActivity thirds of training interactions (coldest to most active) and, where the "
         "dataset has social links, users with and without links."
     )
     b.code("display(viz.group_metrics_table(run.groups).round(4))\nviz.group_metrics_figure(run.groups)")
-    b.code("values = train_headlines(run)\n_ = record(values)\nvalues")
+    b.code(
+        'values = {**train_headlines(run), "references": reference_headlines(ref_table)}\n'
+        "_ = record(values)\nvalues"
+    )
     return b
 
 
