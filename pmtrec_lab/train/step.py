@@ -192,7 +192,9 @@ def train_step(
     into ``.grad``; the caller zeroes them before and steps the optimizer after. ``timings``, if
     given, accumulates seconds per phase (forward, task_gradients, combine, backward).
     ``meta``: the step's meta triples, for a method with ``needs_meta``; their loss's gradient
-    per row reaches the method as ``ctx.meta_grads`` and is never applied."""
+    per row reaches the method as ``ctx.meta_grads`` and is never applied. The method sees the
+    step's entity ids and occurrence counts, and the table sizes (``ctx.num_entities``; from the
+    encoder's ``num_users`` / ``num_items`` when the caller left them unset)."""
     tick = _ticker(timings)
     layout = layout_step(batches, device)
     if meta is None:
@@ -204,7 +206,10 @@ def train_step(
     tick("forward")
     losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
     tick("task_gradients")
-    ctx = replace(ctx, counts=layout.counts, entity_ids=layout.entity_ids)
+    sizes = ctx.num_entities
+    if sizes is None and hasattr(encoder, "num_users") and hasattr(encoder, "num_items"):
+        sizes = (int(encoder.num_users), int(encoder.num_items))  # the tables' sizes, as the trainer's
+    ctx = replace(ctx, counts=layout.counts, entity_ids=layout.entity_ids, num_entities=sizes)
     if meta is not None:
         meta_grads, meta_active = meta_gradients(zu, zi_all, items, layout, meta)
         ctx = replace(ctx, meta_grads=meta_grads, meta_active=meta_active)
