@@ -95,8 +95,8 @@ def test_explorer_toggle_and_train_in_jupyterlab(playwright, lab_root):
             )
             figures_before = page.locator(".jp-OutputArea .js-plotly-plot").count()
 
-            assert click_widget_checkbox(page, "GMB") is True  # switched on (off by default: rho 0)
-            wait_for_output_text(page, re.compile(r"Next run: .*rho=0\.5"), timeout=30)
+            assert click_widget_checkbox(page, "GMB") is False  # switched off (v3's default: on, rho 1)
+            wait_for_output_text(page, re.compile(r"Next run: .*rho=0\.0"), timeout=30)
             page.get_by_role("button", name="Train").click()
             page.wait_for_function(f"() => ({ROWS_JS})() === 2", timeout=180_000)
             wait_for_output_text(page, "Done: test ndcg@20", timeout=60)
@@ -118,7 +118,7 @@ def test_explorer_toggle_and_train_in_jupyterlab(playwright, lab_root):
 
     assert len(first) == 1 and len(second) == 2
     assert second[0] == first[0]  # the first run's row is kept
-    assert "gmb" not in first[0][0] and "gmb" in second[1][0]  # setting column
+    assert "gmb" in first[0][0] and "gmb" not in second[1][0]  # setting column
     assert second[1][3] != second[0][3]  # test ndcg@20 differs between the two runs
     assert figures_before >= 2 and figures_after == figures_before  # re-displayed, not appended
     assert shot.stat().st_size > 20_000
