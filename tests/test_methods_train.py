@@ -8,7 +8,7 @@ import pytest
 
 from pmtrec_lab.config import load_config
 from pmtrec_lab.data import load_dataset
-from pmtrec_lab.mtl import METHODS
+from pmtrec_lab.mtl import METHODS, make_method
 from pmtrec_lab.train import train
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -55,17 +55,26 @@ def test_all_issue_methods_are_registered():
     assert expected <= set(ALL_METHODS)
 
 
+@pytest.fixture(scope="module")
+def ml100k_meta(ml100k):
+    """ml-100k with PMTRec v3's meta split, for the methods that read the meta loss."""
+    return load_dataset("ml-100k", meta_split=True)
+
+
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_method_trains_on_ml100k_without_nan(method, ml100k, tmp_path):
+def test_method_trains_on_ml100k_without_nan(method, request, tmp_path):
+    needs_meta = make_method(method, 5).reads_meta_split
     cfg = load_config(
         base={
+            "data": {"meta_split": needs_meta},
             "method": {"name": method},
             "optim": {"epochs": 2, "lr": 3e-3},
             "encoder": {"dim": 32},
             "progress": "none",
         }
     )
-    run = train(cfg, tmp_path / method, dataset=ml100k)
+    dataset = request.getfixturevalue("ml100k_meta" if needs_meta else "ml100k")
+    run = train(cfg, tmp_path / method, dataset=dataset)
     assert run.finished
     losses = run.history.filter(like="loss/").to_numpy()
     assert losses.shape == (2, 5) and all(math.isfinite(v) for v in losses.reshape(-1))

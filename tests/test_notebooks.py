@@ -71,7 +71,7 @@ def report(tmp_path_factory):
     }
     _, per = build_report_params(None, [], list(NOTEBOOKS))  # the report's own per-notebook defaults
     per.setdefault("03_gradient_conflicts", {})["compare_align_off"] = True
-    per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": True}
+    per.setdefault("05_ablation_explorer", {})["controls"] = {"gmb": False}
     per["06_method_comparison"] = {"run_small_grid": True, "grid_methods": ["ew", "pcgrad", "pmtrec"]}
     paths = [notebook_path(n) for n in NOTEBOOKS]
     check_report_params(paths, common, per)  # what the CLI checks: declared names and types
@@ -154,10 +154,10 @@ def test_04_records_magnitude_ratios_before_and_after_gmb(report):
 def test_05_runs_the_explorer_configuration_in_batch(report):
     result, runs = report
     v = _values(result, "05_ablation_explorer")
-    assert v["controls"]["gmb"] is True  # GMB is off in PMTRec's defaults (rho 0): switched on here
-    assert v["method_params"] == {"rho": 0.5}
+    assert v["controls"]["gmb"] is False  # GMB is on in PMTRec's defaults (v3: rho 1): switched off
+    assert v["method_params"] == {"rho": 0.0}
     run = load_run(runs / v["run"])
-    assert run.config.method.params == {"rho": 0.5}
+    assert run.config.method.params == {"rho": 0.0}
     assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
     assert v["run"] != _values(result, "01_train_and_evaluate")["run"]
 

@@ -107,6 +107,12 @@ class WeightingMethod:
         to ``observe_meta_loss`` before the step's ``combine`` (None: never)."""
         return None
 
+    @property
+    def reads_meta_split(self) -> bool:
+        """True if the method reads the meta split at all (its gradients or its loss value): it
+        then trains only on a dataset with ``data.meta_split`` on."""
+        return self.needs_meta or self.meta_value_every is not None
+
     def observe_meta_loss(self, value: float, ctx: StepContext) -> None:
         """The meta loss on all meta pairs at a step with ``step % meta_value_every == 0``."""
 

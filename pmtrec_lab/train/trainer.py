@@ -381,7 +381,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
     names = [t.name for t in tasks]
     method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
     meta = None
-    if method.needs_meta or method.meta_value_every is not None:
+    if method.reads_meta_split:
         if not len(ds.split.meta):
             raise ConfigError(
                 f"method {cfg.method.name!r} with these parameters reads the meta loss (PMTRec v3 "
