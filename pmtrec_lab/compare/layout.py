@@ -84,12 +84,18 @@ def _canonical(value: Any) -> str:
 
 def run_key(spec: GridSpec, method: str, lr: float, seed: int, dataset: str | None = None) -> dict[str, Any]:
     """What a run's name hashes: the registered method a grid label runs, every parameter it runs
-    with (``resolve_params``; on a ``dataset`` where the grid is tuned, the tuned ones), the exact
-    learning rate and the seed, and for a tuned run its weight decay (untuned names unchanged)."""
+    with (``resolve_params``; on a ``dataset`` where the grid is tuned, the tuned ones) except
+    those at their ``name_neutral`` value (parameters added later, at the value that behaves as
+    before they existed), the exact learning rate and the seed, and for a tuned run its weight
+    decay (untuned names unchanged)."""
     method_params = resolved_method(spec, method, dataset)
+    from pmtrec_lab.mtl import get_entry
+
+    neutral = get_entry(method_params["name"]).cls.Params.name_neutral
+    params = {k: v for k, v in method_params["params"].items() if not (k in neutral and v == neutral[k])}
     key: dict[str, Any] = {
         "method": method_params["name"],
-        "params": method_params["params"],
+        "params": params,
         "lr": float(lr),
         "seed": int(seed),
     }

@@ -42,6 +42,14 @@ class MethodParams(BaseModel):
     #: (see ``PMTRecParams``); empty for most methods.
     legacy_notes: ClassVar[tuple[str, ...]] = ()
 
+    #: parameters added after runs were named, each with the value that behaves as the method did
+    #: before it existed: a run at that value keeps its folder name (``compare.layout.run_key``
+    #: leaves it out of the hash), so adding a parameter does not rename, and retrain, every
+    #: finished run of a grid. Add a new parameter here when it is added to a method; a changed
+    #: default is not neutral (its runs must rename). Checked by
+    #: ``tests/test_committed_runs_resolve.py`` on every committed grid.
+    name_neutral: ClassVar[Mapping[str, Any]] = {}
+
     @classmethod
     def build(cls, method: str, params: Mapping[str, Any], prefix: str = "method.params") -> MethodParams:
         """Validate ``params`` for ``method``; raise ``MethodParamsError`` naming each bad field."""
