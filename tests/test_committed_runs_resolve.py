@@ -5,6 +5,10 @@ parameter to a method, or changing a default, renames every run of that method, 
 grid would retrain them all: for the v3 grid, which spans sessions, hours of work. This test
 fails first, naming the runs that would be lost, so that such a change comes with a plan (pin the
 old value in the grid file, or give the change a new label) instead of a silent retrain.
+
+It cannot see grids whose folders predate hashed names (``results/grid``, ``results/tuning``):
+those folders are reused as they are, and their run configs record parameters as given, not
+resolved. A default change must pin their labels by hand (both files do, since v3).
 """
 
 from __future__ import annotations

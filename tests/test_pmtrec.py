@@ -939,6 +939,7 @@ def test_gmb_memory_without_reference_gradients_changes_nothing():
         a = lean.combine(grads, active, side, losses, ctx)
         b = full.combine(grads, active, side, losses, ctx)
         assert torch.equal(a.combined, b.combined) and torch.equal(a.head_weights, b.head_weights)
+    assert (a.diagnostics["gmb_reduce"][1:] < 1).any()  # the cut did fire: the memory was read
     assert lean.state_dict()["main_memory"]["ref"].numel() == 0
     resumed = make_method("pmtrec", 3)
     resumed.load_state_dict(full.state_dict())
@@ -946,6 +947,23 @@ def test_gmb_memory_without_reference_gradients_changes_nothing():
     assert torch.equal(resumed.combine(*nxt[:5]).combined, full.combine(*nxt[:5]).combined)
     with pytest.raises(ValueError, match="no reference gradients"):
         make_method("pmtrec", 3, focus_everywhere=True).load_state_dict(lean.state_dict())
+
+
+def test_a_gmb_off_checkpoint_with_a_memory_still_loads():
+    """Before rho = 0 stopped keeping the per-entity memory, an entity_reduce run at rho 0 saved
+    one (unread); such a checkpoint loads, and resumes exactly as one saved without it."""
+    old = make_method("pmtrec", 3, rho=1.0)
+    grads, active, side, losses, ctx, _ = recurring_problem(0)
+    old.combine(grads, active, side, losses, ctx)
+    state = make_method("pmtrec-no-gmb", 3).state_dict() | {"main_memory": old.state_dict()["main_memory"]}
+    resumed = make_method("pmtrec-no-gmb", 3)
+    resumed.load_state_dict(state)
+    fresh = make_method("pmtrec-no-gmb", 3)
+    nxt = recurring_problem(1)
+    assert torch.equal(resumed.combine(*nxt[:5]).combined, fresh.combine(*nxt[:5]).combined)
+    v2_state = make_method("pmtrec-v2", 3).state_dict() | {"main_memory": old.state_dict()["main_memory"]}
+    with pytest.raises(ValueError, match="main-gradient memory"):  # elsewhere a memory is refused
+        make_method("pmtrec-v2", 3).load_state_dict(v2_state)
 
 
 def test_pmtrec_v2_preset_is_pinned_to_v2():

@@ -10,7 +10,9 @@
   ``pmtrec-delta-permuted``), each ahead with p < 0.05 on at least two datasets. Paired over
   users, each user's test NDCG@20 averaged over the seeds (as the significance tables do).
 
-A dataset where a needed method has not finished yet reads as undecided (``None``). Verdicts
+A dataset where a needed method has not finished all its runs (``progress.csv``) reads as
+undecided (``None``); for H1 that is every method of the dataset, since the strongest baseline
+is chosen among all of them. Verdicts
 combine as three-valued logic: one failing dataset fails a hypothesis that needs all of them;
 otherwise it stays undecided while a dataset it needs is. Run
 ``python -m pmtrec_lab.compare.hypotheses results/grid-v3`` to print both tables.
@@ -41,7 +43,23 @@ H3_PAIRS: tuple[tuple[str, str], ...] = (
 METRIC = "ndcg@20"
 
 
+def _complete(progress: pd.DataFrame | None, dataset: str, methods: list[str] | None) -> bool:
+    """True when every run of ``methods`` (None: every method of the dataset) on ``dataset`` has
+    finished, by the grid's ``progress.csv``. Without a progress table the tables are taken as
+    final. A partial grid's tables hold what has finished (a strongest baseline among the
+    baselines done so far, a method with one seed), which must not decide a hypothesis."""
+    if progress is None:
+        return True
+    part = progress[progress["dataset"] == dataset]
+    if methods is not None:
+        part = part[part["method"].isin(methods)]
+        if set(part["method"]) != set(methods):
+            return False
+    return bool(len(part)) and bool((part["done"] == part["planned"]).all())
+
+
 def _mean_test(summary: pd.DataFrame, dataset: str, method: str) -> float:
+    """Mean test NDCG@20 over seeds of ``method`` on ``dataset`` (NaN when not in the summary)."""
     row = summary[(summary["dataset"] == dataset) & (summary["method"] == method)]
     return float(row["ndcg20_mean"].iloc[0]) if len(row) else math.nan
 
@@ -57,6 +75,7 @@ def _paired(per_user: pd.DataFrame, dataset: str, a: str, b: str) -> dict[str, A
 
 
 def _ahead(test: dict[str, Any] | None) -> bool | None:
+    """Ahead: a positive mean difference with p < ALPHA (None when the test could not run)."""
     return None if test is None else bool(test["mean_diff"] > 0 and test["p_value"] < ALPHA)
 
 
@@ -95,8 +114,12 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
     per_user = pd.read_parquet(per_user_file) if per_user_file.is_file() else pd.DataFrame(
         columns=["dataset", "method", "seed", "user", METRIC]
     )
+    progress_file = out / "progress.csv"
+    progress = pd.read_csv(progress_file) if progress_file.is_file() else None
     rows = []
     for dataset in _datasets(out, summary):
+        h1_ready = _complete(progress, dataset, None)  # the strongest baseline among all of them
+        h2_ready = _complete(progress, dataset, [pmtrec, "single-task"])
         p = _mean_test(summary, dataset, pmtrec)
         single = _mean_test(summary, dataset, "single-task")
         base = strongest[strongest["dataset"] == dataset]
@@ -109,17 +132,17 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
             "pmtrec": p,
             "strongest_baseline": baseline,
             "baseline": b,
-            "h1_not_below": None if math.isnan(p) or math.isnan(b) else bool(p >= b),
+            "h1_not_below": None if not h1_ready or math.isnan(p) or math.isnan(b) else bool(p >= b),
             "h1_p_value": p_value,
-            "h1_ahead": None if math.isnan(p_value) or math.isnan(p) or math.isnan(b)
+            "h1_ahead": None if not h1_ready or math.isnan(p_value) or math.isnan(p) or math.isnan(b)
             else bool(p > b and p_value < ALPHA),
             "single_task": single,
             "vs_single_task": p / single - 1 if single > 0 else math.nan,
         }
         vs = row["vs_single_task"]
-        row["h2_holds"] = None if math.isnan(vs) else bool(vs >= -H2_TOLERANCE)
+        row["h2_holds"] = None if not h2_ready or math.isnan(vs) else bool(vs >= -H2_TOLERANCE)
         for a, c in H3_PAIRS:
-            test = _paired(per_user, dataset, a, c)
+            test = _paired(per_user, dataset, a, c) if _complete(progress, dataset, [a, c]) else None
             row[f"{a} vs {c}: diff"] = math.nan if test is None else test["mean_diff"]
             row[f"{a} vs {c}: p"] = math.nan if test is None else test["p_value"]
             row[f"{a} vs {c}: ahead"] = _ahead(test)

@@ -664,13 +664,16 @@ class PMTRec(WeightingMethod):
                 shape = (NUM_SIDES, self.num_tasks)
                 raise ValueError(f"method {self.name!r}: usefulness scales must be {shape}")
             self.lam = lam.clone()
+        unread = self.gmb_mode == "entity_reduce" and self.rho == 0 and not self._uses_memory
+        if memory is not None and unread:
+            memory = None  # saved before rho = 0 stopped keeping the (unread) memory: nothing to restore
         if (memory is None) == self._uses_memory:
             raise ValueError(
                 f"method {self.name!r}: saved state {'lacks' if memory is None else 'has'} the "
                 "per-entity main-gradient memory, which this configuration "
                 f"{'uses' if self._uses_memory else 'does not use'}"
             )
-        if memory is not None:
+        if memory is not None and self._uses_memory:
             self._memory.load_state_dict(memory)
         if (exponent is None) != (self.norm_mode != "fitted"):
             raise ValueError(

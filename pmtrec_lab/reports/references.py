@@ -62,7 +62,8 @@ def _metric(run: Run, split: str, metric: str) -> float:
 
 
 def reference_table(runs: Mapping[str, Run], metric: str = "ndcg@20") -> pd.DataFrame:
-    """One row per run (the report's first, then the references): ``method``, validation and test
+    """One row per run (the report's first, then the references; a report run of EW or
+    single-task is its own reference, one row): ``method``, validation and test
     ``metric``, test recall@20, the selected epoch, and the relative change of the test metric
     against single-task and against EW (NaN where that reference is missing or zero)."""
     rows = [
