@@ -673,7 +673,7 @@ class PMTRec(WeightingMethod):
                 "per-entity main-gradient memory, which this configuration "
                 f"{'uses' if self._uses_memory else 'does not use'}"
             )
-        if memory is not None and self._uses_memory:
+        if memory is not None:  # the check above: only when this configuration uses it
             self._memory.load_state_dict(memory)
         if (exponent is None) != (self.norm_mode != "fitted"):
             raise ValueError(
