@@ -138,3 +138,44 @@ def test_remote_dispatch_writes_runs_and_records_failures(tmp_path):
     assert "nope" in prog.loc["broken", "failed"] and prog.loc["ew", "failed"] == ""
     ok = spec.model_copy(update={"methods": ["ew"]})
     assert run_grid_remote(ok, tmp_path, None, SequentialExecutor())[0] == 0  # resumes: nothing to redo
+
+
+class _RecordingExecutor(SequentialExecutor):
+    """The in-process executor, keeping every job it was given (what a Ray worker would get)."""
+
+    def __init__(self) -> None:
+        self.jobs: list = []
+
+    def submit(self, fn, job):
+        self.jobs.append(job)
+        return super().submit(fn, job)
+
+
+def test_remote_jobs_carry_an_absolute_data_dir(tmp_path, monkeypatch):
+    """A Ray worker runs in a folder of its own, so ``--data-dir ../shared/datasets`` must reach it
+    made absolute against the driver's working directory (a relative one made every tuning trial
+    look for ciao under Ray's session folder)."""
+    from pmtrec_lab.compare.remote import remote_config
+    from pmtrec_lab.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    spec = GridSpec(
+        datasets=["synthetic"],
+        methods=["ew"],
+        seeds=[0],
+        lrs=[0.01],
+        base={
+            "data": {"loader_args": {"num_users": 120, "num_items": 80}},
+            "encoder": {"name": "mf", "dim": 8},
+            "optim": {"epochs": 1, "batch_size": 512},
+            "progress": "none",
+        },
+    )
+    executor = _RecordingExecutor()
+    run_grid_remote(spec, tmp_path / "grid", "../shared/datasets", executor)
+    assert [job.config["data"]["data_dir"] for job in executor.jobs] == [
+        str((tmp_path / "../shared/datasets").resolve())
+    ]
+    absolute = load_config(base={"data": {"data_dir": "/srv/data"}})
+    assert remote_config(absolute)["data"]["data_dir"] == "/srv/data"
+    assert remote_config(load_config(base={}))["data"]["data_dir"] is None  # the worker's own default

@@ -26,7 +26,7 @@ from pathlib import Path
 from pmtrec_lab.compare.artefacts import RunArtefacts, write_failed_run, write_run
 from pmtrec_lab.compare.executors import Executor
 from pmtrec_lab.compare.layout import choose_lr, run_path, run_prefix, warn_renamed
-from pmtrec_lab.compare.remote import CRASH_ONCE_ENV, RunJob, train_remote
+from pmtrec_lab.compare.remote import CRASH_ONCE_ENV, RunJob, remote_config, train_remote
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs
 from pmtrec_lab.errors import PmtrecError
 from pmtrec_lab.train.run import load_run
@@ -103,7 +103,7 @@ def run_grid_remote(
         warn_renamed(out, spec, dataset, method, lr, seed)
         cfg = run_config(spec, dataset, method, lr, seed, data_dir)
         label = f"{dataset} {method} {run_prefix(lr, seed)}"
-        job = RunJob(cfg.to_dict(), label, f"{dataset}/{method}/{rd.name}", threads, method in crash)
+        job = RunJob(remote_config(cfg), label, f"{dataset}/{method}/{rd.name}", threads, method in crash)
         run = _Run(dataset, method, lr, seed, job, time.perf_counter())
         state.running[executor.submit(train_remote, job)] = run
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from pmtrec_lab.compare.artefacts import RunArtefacts, pack_run
 
-__all__ = ["CRASH_ONCE_ENV", "RunJob", "train_remote"]
+__all__ = ["CRASH_ONCE_ENV", "RunJob", "remote_config", "train_remote"]
 
 #: test-only: ``PMTREC_TEST_CRASH_ONCE=<method label>[,<label>...]`` sets ``crash_once`` on those
 #: methods' runs (read by the driver, so it works through ``compare --address``)
@@ -40,6 +40,19 @@ class RunJob:
     key: str
     threads: int = 1
     crash_once: bool = False
+
+
+def remote_config(cfg: Any) -> dict[str, Any]:
+    """``cfg`` (a ``RunConfig``) as a dictionary for a worker that does not share the driver's
+    working directory: a relative ``data.data_dir`` (``--data-dir ../shared/datasets``) is made
+    absolute against the driver's, since a Ray worker runs in a folder of its own and would look
+    for the data under it. An absolute directory, or none (the worker's own ``PMTREC_DATA_DIR``
+    then its default), is passed as it is."""
+    config = cfg.to_dict()
+    data_dir = config.get("data", {}).get("data_dir")
+    if data_dir and not Path(data_dir).expanduser().is_absolute():
+        config["data"]["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    return config
 
 
 def _first_attempt(key: str) -> bool:

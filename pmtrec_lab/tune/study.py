@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from pmtrec_lab.compare.remote import remote_config
 from pmtrec_lab.compare.resources import RunResources
 from pmtrec_lab.compare.spec import GridSpec, method_of, run_config
 from pmtrec_lab.errors import ConfigError
@@ -210,7 +211,7 @@ def tune_unit(
     base_cfg = run_config(spec, dataset, method, spec.lrs[0], seed, data_dir)
     base_cfg = base_cfg.updated({"optim": {"epochs": budget.max_epochs}, "progress": "none"})
     _, variant_params = method_of(spec, method)
-    job = TrialJob(base_cfg.to_dict(), variant_params, resources.threads)
+    job = TrialJob(remote_config(base_cfg), variant_params, resources.threads)
     param_space = {d.key: _ray_domain(tune, d) for d in space.dimensions}
     sampler = optuna.samplers.TPESampler(seed=budget.searcher_seed)
     searcher = ConcurrencyLimiter(
