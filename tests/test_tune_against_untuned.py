@@ -1,0 +1,117 @@
+"""The tuned-against-untuned table (``pmtrec_lab.tune.against_untuned``) on two real tiny grids:
+an untuned one (learning rates chosen on seed 0, static-lambda's fixed weights) and one run from
+a study's ``best.yaml`` files through ``compare --tuned``'s path (``with_tuned``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pmtrec_lab.compare import GridSpec, collect, run_grid
+from pmtrec_lab.tune.against_untuned import markdown, tuned_against_untuned
+from pmtrec_lab.tune.output import with_tuned, write_unit
+
+BASE = {
+    "data": {"loader_args": {"num_users": 120, "num_items": 80}},
+    "encoder": {"name": "mf", "dim": 8},
+    "optim": {"epochs": 2, "batch_size": 512},
+    "progress": "none",
+}
+
+
+def _trials(scores: list[float], epochs: list[int], stopped: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "trial": range(1, len(scores) + 1),
+            "trial_id": [f"t{i}" for i in range(len(scores))],
+            "optim.lr": 0.01,
+            "epochs_run": epochs,
+            "best_valid_ndcg@20": scores,
+            "best_epoch": 1,
+            "stopped_early": stopped,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory):
+    root = tmp_path_factory.mktemp("against")
+    untuned = GridSpec(
+        datasets=["synthetic"],
+        methods=["single-task", "ew", "static0.5"],
+        seeds=[0, 1],
+        lrs=[0.01, 0.03],
+        base=BASE,
+        variants={"static0.5": {"name": "static-lambda", "params": {"weight": 0.5}}},
+    )
+    run_grid(untuned, root / "untuned")
+    study = root / "study"
+    write_unit(
+        study,
+        "synthetic",
+        "ew",
+        _trials([0.10, 0.20, 0.05], [2, 2, 1], [False, False, True]),
+        {"dataset": "synthetic", "method": "ew", "lr": 0.02, "weight_decay": 0.0, "params": {}},
+    )
+    write_unit(
+        study,
+        "synthetic",
+        "static-lambda",
+        _trials([0.30, 0.01], [2, 1], [False, True]),
+        {
+            "dataset": "synthetic",
+            "method": "static-lambda",
+            "lr": 0.02,
+            "weight_decay": 1e-6,
+            "params": {"weight": 0.25},
+        },
+    )
+    tuned = with_tuned(
+        GridSpec(
+            datasets=["synthetic"], methods=["ew", "static-lambda"], seeds=[0, 1], lrs=[0.01, 0.03], base=BASE
+        ),
+        study,
+    )
+    run_grid(tuned, root / "tuned")
+    return root
+
+
+def test_table_reads_both_grids_and_the_study(grids):
+    table = tuned_against_untuned(grids / "tuned", grids / "untuned").set_index("method")
+    untuned = collect(grids / "untuned", _spec_of(grids / "untuned"))
+    seed0 = untuned[untuned["seed"] == 0]
+
+    # EW: its own better learning rate on seed 0, and that learning rate's test mean over both seeds
+    ew0 = seed0[seed0["method"] == "ew"].sort_values("valid_ndcg@20").iloc[-1]
+    assert table.loc["ew", "untuned"] == f"ew lr {ew0['lr']:g}"
+    assert table.loc["ew", "untuned_valid"] == pytest.approx(100 * ew0["valid_ndcg@20"])
+    ew_test = untuned[(untuned["method"] == "ew") & (untuned["lr"] == ew0["lr"])]["test_ndcg@20"]
+    assert table.loc["ew", "untuned_test"] == pytest.approx(100 * ew_test.mean())
+    assert table.loc["ew", "untuned_seeds"] == 2
+
+    # static-lambda: the best seed-0 run among its fixed weights (single-task = 0, the variant, EW = 1)
+    best = seed0.sort_values("valid_ndcg@20").iloc[-1]
+    assert table.loc["static-lambda", "untuned"] == f"{best['method']} lr {best['lr']:g}"
+
+    # the study: best trial score, and the trials ASHA cut within two epochs
+    assert table.loc["ew", "best_trial_valid"] == pytest.approx(20.0)
+    assert table.loc["ew", "cut_by_asha"] == 1 and table.loc["ew", "trials"] == 3
+    assert table.loc["static-lambda", "best_trial_valid"] == pytest.approx(30.0)
+
+    # the tuned grid: seed 0's validation and the test mean over its seeds, at the tuned configuration
+    tuned = collect(grids / "tuned", _spec_of(grids / "tuned"))
+    assert set(tuned["lr"]) == {0.02}
+    for method in ("ew", "static-lambda"):
+        runs = tuned[tuned["method"] == method]
+        assert table.loc[method, "tuned_valid"] == pytest.approx(
+            100 * runs[runs["seed"] == 0]["valid_ndcg@20"].iloc[0]
+        )
+        assert table.loc[method, "tuned_test"] == pytest.approx(100 * runs["test_ndcg@20"].mean())
+    text = markdown(table.reset_index())
+    assert "| synthetic | ew | ew lr" in text and "1 of 3" in text
+
+
+def _spec_of(folder):
+    from pmtrec_lab.compare import load_grid
+
+    return load_grid(folder / "grid.resolved.yaml")
