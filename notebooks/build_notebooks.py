@@ -418,14 +418,18 @@ def nb06() -> _Builder:
 
 Test metrics of PMTRec, its ablations and the baselines across datasets and seeds, the strongest
 baseline per dataset (by validation NDCG@20) and a Wilcoxon signed-rank test of PMTRec against it
-over per-user test NDCG@20. By default the committed tables under `results/grid/` are read (written
-by `pmtrec-lab compare --grid results/grid.yaml`); with `run_small_grid=True` a small grid is
-trained here instead (a few methods x seeds x epochs, reused from the run cache when repeated).
+over per-user test NDCG@20. By default the committed tables of the PMTRec v3 grid under
+`results/grid-v3/` are read (written by `pmtrec-lab compare --grid results/grid-v3.yaml`; `pmtrec`
+there is the v3 default, `pmtrec-v2` the v2 method), with the v2 grid (`results/grid/`, where
+`pmtrec` *is* v2) and a tuned grid beside them where one is committed; with `run_small_grid=True`
+a small grid is trained here instead (a few methods x seeds x epochs, reused from the run cache
+when repeated). Every table is shown whole.
 """
     )
     b.params(
         {
-            "results_dir": (None, "None: results/grid, the committed comparison grid"),
+            "results_dir": (None, "None: results/grid-v3, the committed PMTRec v3 comparison grid"),
+            "show_other_grids": (True, "also show the committed v2 grid and tuned grids, labelled"),
             "run_small_grid": (False, "train a small grid here instead of reading results/"),
             "grid_methods": (
                 ["ew", "pcgrad", "pmtrec", "pmtrec-no-personalization", "pmtrec-gmb"],
@@ -441,6 +445,8 @@ trained here instead (a few methods x seeds x epochs, reused from the run cache 
             "from pmtrec_lab.paths import PROJECT_ROOT",
             "from pmtrec_lab.reports.headlines import grid_headlines",
             "from pmtrec_lab.reports import small_grid",
+            "from pmtrec_lab import compare",
+            "import pandas as pd",
         )
         + """if run_small_grid:
     base_params = dict(encoder=encoder, dim=dim, method_params=method_params, epochs=epochs, lr=lr,
@@ -451,8 +457,10 @@ trained here instead (a few methods x seeds x epochs, reused from the run cache 
     tables = small_grid.summarize_grid(runs)
     source = "small grid"
 else:
-    source = str(results_dir or PROJECT_ROOT / "results" / "grid")
+    source = str(results_dir or PROJECT_ROOT / "results" / "grid-v3")
     tables = small_grid.find_results(source)
+pd.set_option("display.max_rows", None)  # every table whole, never "63 rows x 10 columns"
+pd.set_option("display.max_columns", None)
 if not tables:
     display(Markdown(f"**No result tables in `{source}` yet** (run `pmtrec-lab compare`, or set "
                      "`run_small_grid=True`): the panels below are empty."))
@@ -464,6 +472,7 @@ else:
         """
 summary = tables.get("summary")
 if summary is not None:
+    display(Markdown(compare.wide_table(summary)))
     display(summary.round(4))
 viz.method_comparison(summary)"""
     )
@@ -481,7 +490,23 @@ viz.method_comparison(summary)"""
         "tuning = tuning_curves(grid_trials(source)) if not run_small_grid else None\n"
         "viz.tuning_curve(tuning)"
     )
-    b.code("values = grid_headlines(tables, source)\n_ = record(values)\nvalues")
+    b.md("## Other committed grids (labelled by the PMTRec they ran)")
+    b.code(
+        """
+others = []
+if show_other_grids and not run_small_grid:
+    others = small_grid.other_grids(PROJECT_ROOT / "results", source)
+for label, folder, other in others:
+    display(Markdown(f"### {label} (`{folder}`)"))
+    display(Markdown(compare.wide_table(other["summary"])))
+    if "strongest_baseline" in other:
+        display(other["strongest_baseline"])"""
+    )
+    b.code(
+        "values = grid_headlines(tables, source)\n"
+        'values["other_grids"] = [label for label, _, _ in others]\n'
+        "_ = record(values)\nvalues"
+    )
     return b
 
 

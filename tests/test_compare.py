@@ -10,6 +10,7 @@ import pytest
 from pmtrec_lab.compare import (
     GridSpec,
     choose_lr,
+    grid_baselines,
     grid_progress,
     load_results,
     run_grid,
@@ -156,9 +157,10 @@ def test_tables_rebuild_from_the_committed_per_user_file(grid, tmp_path):
     again = summarize(clone, spec)
     for name in ("significance", "significance_groups", "ablation"):
         pd.testing.assert_frame_equal(again[name], tables[name])
-    # without it the tests cannot be made, and the tables say so by being empty
+    # without it the tests cannot be made, and the table says so: a row with no users and no p-value
     (clone / "per_user_ndcg.parquet").unlink()
-    assert summarize(clone, spec)["significance"].empty
+    untested = summarize(clone, spec)["significance"]
+    assert (untested["n"] == 0).all() and untested["p_value"].isna().all() and len(untested) == 1
 
 
 def test_grid_variant_labels_are_never_the_strongest_baseline():
@@ -179,3 +181,29 @@ def test_grid_variant_labels_are_never_the_strongest_baseline():
     ]
     strongest = tables_from_runs(pd.DataFrame(rows))["strongest_baseline"]
     assert strongest["baseline"].tolist() == ["ew"]
+
+
+def test_variants_of_a_baseline_compete_for_the_strongest_baseline():
+    """static-lambda's grid points (``static0.1`` ...) are a baseline's configurations and compete
+    by validation; a variant of a PMTRec-family method (``ew-gmb``) does not, even when it is best."""
+    rows = [
+        {
+            "dataset": "d",
+            "method": m,
+            "seed": 0,
+            "valid_ndcg@20": v,
+            "test_recall@20": v,
+            "test_ndcg@20": v,
+            "epochs_run": 1,
+            "run_dir": "/nonexistent",
+        }
+        for m, v in [("ew", 0.10), ("static0.1", 0.20), ("gmb-variant", 0.30), ("pmtrec", 0.15)]
+    ]
+    variants = {
+        "static0.1": {"name": "static-lambda", "params": {"weight": 0.1}},
+        "gmb-variant": {"name": "ew-gmb", "params": {}},
+    }
+    assert grid_baselines(variants) >= {"ew", "static0.1", "static-lambda", "gcs"}
+    assert "gmb-variant" not in grid_baselines(variants)
+    strongest = tables_from_runs(pd.DataFrame(rows), variants=variants)["strongest_baseline"]
+    assert strongest["baseline"].tolist() == ["static0.1"]

@@ -192,5 +192,22 @@ def test_without_social_links_and_without_results_the_notebooks_say_so_and_go_on
     page = (result.out_dir / result.entry("02_task_weights").html).read_text()
     assert "has no social links" in page
     v6 = _values(result, "06_method_comparison")
-    assert v6 == {"results_found": False, "source": str(tmp_path / "no-results")}
+    assert v6["results_found"] is False and v6["source"] == str(tmp_path / "no-results")
+    # the committed grids are still shown below, each labelled by the PMTRec it ran
+    assert any(label.startswith("PMTRec v2 grid") for label in v6["other_grids"])
     assert "No result tables" in (result.out_dir / result.entry("06_method_comparison").html).read_text()
+
+
+def test_06_by_default_shows_the_v3_grid_whole_with_the_v2_grid_labelled(tmp_path):
+    """Notebook 06's default source is the committed v3 grid: its strongest baselines follow the
+    corrected pool (lastfm's is static-lambda's variant static0.1), the v2 grid is shown labelled,
+    and no table is cut to "N rows x M columns"."""
+    result = run_report([notebook_path("06_method_comparison")], {}, tmp_path / "out")
+    assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
+    v = _values(result, "06_method_comparison")
+    assert v["results_found"] and v["source"].endswith("results/grid-v3")
+    assert v["datasets"] == ["amazon", "ciao", "lastfm", "ml-100k"]
+    assert v["strongest_baseline"]["lastfm"] == "static0.1"
+    assert any(label.startswith("PMTRec v2 grid") for label in v["other_grids"])
+    page = (result.out_dir / result.entry("06_method_comparison").html).read_text()
+    assert not re.search(r"\d+ rows . \d+ columns", page)

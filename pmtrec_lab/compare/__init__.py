@@ -71,6 +71,7 @@ from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
 from pmtrec_lab.compare.tables import (
     ABLATION_COLUMNS,
     ablation_table,
+    grid_baselines,
     markdown_tables,
     method_switches,
     summarize,
@@ -97,6 +98,7 @@ __all__ = [
     "choose_lr",
     "collect",
     "gather_per_user",
+    "grid_baselines",
     "grid_progress",
     "is_baseline",
     "load_grid",

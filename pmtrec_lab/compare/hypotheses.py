@@ -114,6 +114,9 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
     per_user = pd.read_parquet(per_user_file) if per_user_file.is_file() else pd.DataFrame(
         columns=["dataset", "method", "seed", "user", METRIC]
     )
+    lr_choice = tables.get("lr_choice")
+    if "lr" in per_user.columns and lr_choice is not None:  # a grid keeps every run's rows
+        per_user = per_user.merge(lr_choice[["dataset", "method", "lr"]], on=["dataset", "method", "lr"])
     progress_file = out / "progress.csv"
     progress = pd.read_csv(progress_file) if progress_file.is_file() else None
     rows = []

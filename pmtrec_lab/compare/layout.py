@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,18 +246,25 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
                             "test_ndcg@20": m["test"].get("ndcg@20"),
                             "best_epoch": m.get("best_epoch"),
                             "epochs_run": m.get("epochs_run"),
+                            "stopped": m.get("stopped"),
                         }
                     )
     return pd.DataFrame(rows)
 
 
-def gather_per_user(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-user test NDCG@20 and groups of the given runs (``dataset, method, seed, user, ndcg@20,
-    activity, social``): from each run's own ``per_user_test.parquet`` where it exists, else from
-    the grid's committed ``<out>/per_user_ndcg.parquet`` (run directories' per-user files are not
-    committed, so a fresh clone rebuilds the significance tables from that one file)."""
+def gather_per_user(
+    out: Path, runs: pd.DataFrame, chosen_lr: Mapping[tuple[str, str], float] | None = None
+) -> pd.DataFrame:
+    """Per-user test NDCG@20 and groups of the given runs (``dataset, method, [lr,] seed, user,
+    ndcg@20, activity, social``; ``lr`` when ``runs`` has it): from each run's own
+    ``per_user_test.parquet`` where it exists, else from the grid's committed
+    ``<out>/per_user_ndcg.parquet`` (run directories' per-user files are not committed, so a fresh
+    clone rebuilds the significance tables from that one file). A committed file from before it
+    kept every run has no ``lr`` column and held only runs at their chosen learning rate: its rows
+    stand for a run only at ``chosen_lr[(dataset, method)]`` (every run when not given)."""
     committed = out / PER_USER_FILE
     old = pd.read_parquet(committed) if committed.is_file() else None
+    with_lr = "lr" in runs.columns
     frames = []
     for r in runs.itertuples():
         p = Path(r.run_dir) / "per_user_test.parquet"
@@ -267,15 +275,25 @@ def gather_per_user(out: Path, runs: pd.DataFrame) -> pd.DataFrame:
                 if c in f.columns:
                     f[c] = f[c].astype(str)
             f.insert(0, "seed", r.seed)
-            f.insert(0, "method", r.method)
-            f.insert(0, "dataset", r.dataset)
         elif old is not None:
-            f = old[(old["dataset"] == r.dataset) & (old["method"] == r.method) & (old["seed"] == r.seed)]
+            sel = (old["dataset"] == r.dataset) & (old["method"] == r.method) & (old["seed"] == r.seed)
+            if with_lr and "lr" in old.columns:
+                sel &= old["lr"] == r.lr
+            elif with_lr and chosen_lr is not None and chosen_lr.get((r.dataset, r.method)) != r.lr:
+                continue
+            f = old[sel].drop(columns=["dataset", "method", "lr"], errors="ignore")
         else:
             continue
+        if with_lr:
+            f.insert(0, "lr", r.lr)
+        f.insert(0, "method", r.method)
+        f.insert(0, "dataset", r.dataset)
         frames.append(f)
-    columns = ["dataset", "method", "seed", "user", METRIC, "activity", "social"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    keys = ["dataset", "method", *(["lr"] if with_lr else []), "seed"]
+    if not frames:
+        return pd.DataFrame(columns=[*keys, "user", METRIC, "activity", "social"])
+    gathered = pd.concat(frames, ignore_index=True)
+    return gathered[[*keys, *(c for c in gathered.columns if c not in keys)]]
 
 
 def load_results(out: str | Path) -> dict[str, pd.DataFrame]:

@@ -75,12 +75,16 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str:
 
 
 def reproduce(
-    run_dir: str | Path, keep_per_user: bool = False, work: str | Path | None = None
+    run_dir: str | Path,
+    keep_per_user: bool = False,
+    work: str | Path | None = None,
+    data_dir: str | Path | None = None,
 ) -> Reproduction:
     """Retrain ``run_dir``'s configuration in a temporary folder (under ``work`` if given) and
     compare its ``COMPARED`` files with the committed ones; with ``keep_per_user``, copy the
     rerun's per-user test file into ``run_dir`` when everything matched (never otherwise: rows
-    from a different run must not stand for this one)."""
+    from a different run must not stand for this one). ``data_dir`` replaces the recorded
+    ``data.data_dir`` (a relative one is read from the working directory)."""
     import torch
 
     from pmtrec_lab.config import load_config
@@ -95,7 +99,8 @@ def reproduce(
     try:
         with tempfile.TemporaryDirectory(dir=work, prefix="reproduce-") as tmp:
             rerun = Path(tmp) / "run"
-            train(load_config(run_dir / "config.yaml"), rerun, resume=False)
+            sets = [f"data.data_dir={Path(data_dir).resolve()}"] if data_dir is not None else []
+            train(load_config(run_dir / "config.yaml", sets), rerun, resume=False)
             differing, first = [], ""
             for name in COMPARED:
                 old = without_seconds(read_json(run_dir / name))
@@ -118,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"copy the rerun's {PER_USER} into each run folder that reproduced",
     )
+    ap.add_argument("--data-dir", type=Path, help="the datasets folder (default: each run's own)")
     args = ap.parse_args(argv)
     failed = 0
     for run_dir in args.run_dirs:
-        result = reproduce(run_dir, keep_per_user=args.keep_per_user)
+        result = reproduce(run_dir, keep_per_user=args.keep_per_user, data_dir=args.data_dir)
         failed += not result.identical
-        verdict = "identical" if result.identical else f"DIFFERS ({result.first_difference})"
+        verdict = (
+            "identical"
+            if result.identical
+            else f"DIFFERS in {', '.join(result.differing)} (first: {result.first_difference})"
+        )
         print(f"{run_dir}: {verdict}", flush=True)
     return 1 if failed else 0
 

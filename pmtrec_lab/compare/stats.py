@@ -36,10 +36,11 @@ def paired_test(merged: pd.DataFrame) -> dict[str, Any]:
 def per_user_mean(runs: pd.DataFrame, per_user: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Per-user test NDCG@20 averaged over the given runs, with the user's groups; None when
     there is none. Read from each run's ``per_user_test.parquet`` (``run_dir``) or, when
-    ``per_user`` is given, from its rows of the runs' (dataset, method, seed)."""
+    ``per_user`` is given, from its rows of the runs' (dataset, method, seed), and learning rate
+    where both tables have one (a grid keeps every run's rows, at every learning rate)."""
     if per_user is not None:
-        keys = runs[["dataset", "method", "seed"]].drop_duplicates()
-        allf = per_user.merge(keys, on=["dataset", "method", "seed"])
+        on = ["dataset", "method", *(["lr"] if "lr" in runs and "lr" in per_user else []), "seed"]
+        allf = per_user.merge(runs[on].drop_duplicates(), on=on)
     else:
         frames = [
             pd.read_parquet(Path(rd) / "per_user_test.parquet")

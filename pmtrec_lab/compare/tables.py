@@ -28,6 +28,7 @@ from pmtrec_lab.paths import atomic_path, write_text_atomic
 __all__ = [
     "ABLATION_COLUMNS",
     "ablation_table",
+    "grid_baselines",
     "markdown_tables",
     "method_switches",
     "summarize",
@@ -47,28 +48,40 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
         if lr is not None:
             chosen.append({"dataset": dataset, "method": method, "lr": lr})
     lr_choice = pd.DataFrame(chosen, columns=["dataset", "method", "lr"])
-    sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
-    sel["run_dir"] = [
+    runs["run_dir"] = [
         str(run_path(out, spec, d, m, lr, s))
-        for d, m, lr, s in zip(sel["dataset"], sel["method"], sel["lr"], sel["seed"])
+        for d, m, lr, s in zip(runs["dataset"], runs["method"], runs["lr"], runs["seed"])
     ]
-    per_user = gather_per_user(out, sel)
+    chosen_lr = {(d, m): lr for d, m, lr in lr_choice.itertuples(index=False)}
+    per_user = gather_per_user(out, runs, chosen_lr)
+    sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
     tables = {
         "lr_choice": lr_choice,
         **tables_from_runs(sel, spec.pmtrec, per_user=per_user, variants=spec.variants),
         "progress": grid_progress(out, spec),
     }
-    # keep the per-user rows the tests used: PMTRec, its configurations, EW, the strongest baselines
-    used = {(d, spec.pmtrec) for d in sel["dataset"]}
-    used |= set(zip(tables["ablation"]["dataset"], tables["ablation"]["method"]))
-    used |= set(zip(tables["strongest_baseline"]["dataset"], tables["strongest_baseline"]["baseline"]))
-    keep = [(d, m) in used for d, m in zip(per_user["dataset"], per_user["method"])]
+    # every finished run's per-user rows, not only those today's tests read: the strongest baseline
+    # can change as runs finish or as its pool is corrected, and run folders' own per-user files
+    # are not committed (a few MB for a whole grid)
     with atomic_path(out / PER_USER_FILE) as tmp:
-        per_user[keep].to_parquet(tmp, index=False)
+        per_user.to_parquet(tmp, index=False)
     for name, df in tables.items():
         write_text_atomic(out / f"{name}.csv", df.to_csv(index=False))
     write_text_atomic(out / "summary.md", markdown_tables(tables))
     return tables
+
+
+def grid_baselines(variants: Mapping[str, Mapping[str, Any]] | None = None) -> frozenset[str]:
+    """The labels that compete for a grid's strongest baseline: every registered baseline
+    (:func:`baseline_methods`) and every ``variants`` label whose ``name`` is one. A baseline's
+    grid points are its configurations, chosen among by validation like its learning rate: the
+    PMTRec v3 protocol names static-lambda a baseline with its weight chosen on validation from
+    {0, 0.03, 0.1, 0.3, 1}, and the v3 grid runs the inner weights as variants ``static0.x``. A
+    variant of a PMTRec-family method (``ew-gmb``, ``pmtrec-v2``) is never one, nor is a label
+    without a ``variants`` entry."""
+    registered = frozenset(baseline_methods())
+    of_baselines = {label for label, v in (variants or {}).items() if v.get("name") in registered}
+    return registered | of_baselines
 
 
 def tables_from_runs(
@@ -88,10 +101,11 @@ def tables_from_runs(
     ablation's switches. Returns:
 
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
-      ndcg20_mean, ndcg20_std, epochs`` (std NaN with one seed);
-    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default: a registered
-      baseline, :func:`baseline_methods`, so a grid variant's label is never one) with the best
-      mean validation NDCG@20;
+      ndcg20_mean, ndcg20_std, epochs[, capped]`` (std NaN with one seed; ``capped``, when ``runs``
+      has ``stopped``: the share of the runs that stopped at ``max_epochs``);
+    - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default:
+      :func:`grid_baselines`, a registered baseline or a ``variants`` label that runs one, such as
+      ``static0.1`` running static-lambda at weight 0.1) with the best mean validation NDCG@20;
     - ``significance``: ``pmtrec`` vs that baseline, Wilcoxon over per-user test NDCG@20 averaged
       over seeds (``statistic, p_value, n, n_nonzero, mean_diff`` plus both means);
     - ``significance_groups``: the same test within each user group (activity, social);
@@ -100,7 +114,7 @@ def tables_from_runs(
       a Wilcoxon test against ``pmtrec`` over per-user test NDCG@20 (see :func:`ablation_table`).
     """
     if is_baseline is None:
-        is_baseline = frozenset(baseline_methods()).__contains__
+        is_baseline = grid_baselines(variants).__contains__
     aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
     summary = (
         runs.groupby(["dataset", "method"], sort=False)
@@ -113,6 +127,7 @@ def tables_from_runs(
             ndcg20_mean=("test_ndcg@20", "mean"),
             ndcg20_std=("test_ndcg@20", "std"),
             epochs=("epochs_run", "mean"),
+            **({"capped": ("stopped", _share_capped)} if "stopped" in runs.columns else {}),
         )
         .reset_index()
     )
@@ -131,8 +146,6 @@ def tables_from_runs(
         a = per_user_mean(in_dataset[in_dataset["method"] == pmtrec], per_user)
         b = per_user_mean(in_dataset[in_dataset["method"] == baseline["method"]], per_user)
         merged = paired_users(a, b)
-        if merged is None:
-            continue
         seeds = part.set_index("method")["seeds"]
         sig_rows.append(
             {
@@ -141,9 +154,12 @@ def tables_from_runs(
                 "baseline": baseline["method"],
                 "pmtrec_seeds": int(seeds[pmtrec]),
                 "baseline_seeds": int(seeds[baseline["method"]]),
-                **paired_test(merged),
+                # no per-user rows for one side: a row that says so (p NaN, 0 users), not silence
+                **(paired_test(merged) if merged is not None else _untested(in_dataset, pmtrec, baseline)),
             }
         )
+        if merged is None:
+            continue
         for col in ("activity", "social"):
             if f"{col}_a" not in merged:
                 continue
@@ -298,13 +314,18 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(wide_table(s))
         parts.append("")
         parts.append("### Test metrics (mean ± std over seeds, x100; lr chosen on seed-0 validation)\n")
-        parts.append("| dataset | method | lr | seeds | valid NDCG@20 | Recall@20 | NDCG@20 |")
-        parts.append("| --- | --- | --- | --- | --- | --- | --- |")
+        capped = "capped" in s.columns
+        parts.append(
+            "| dataset | method | lr | seeds | valid NDCG@20 | Recall@20 | NDCG@20 |"
+            + (" at epoch cap |" if capped else "")
+        )
+        parts.append("| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if capped else ""))
         for _, r in s.iterrows():
             parts.append(
                 f"| {r['dataset']} | {r['method']} | {r['lr']:g} | {r['seeds']} | "
                 f"{100 * r['valid_ndcg20']:.2f} | "
                 f"{_pm(r['recall20_mean'], r['recall20_std'])} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} |"
+                + (f" {round(r['capped'] * r['seeds'])} of {r['seeds']} |" if capped else "")
             )
     sig = tables.get("significance")
     if sig is not None and not sig.empty:
@@ -344,6 +365,28 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
                 f"{_rel(r['rel_vs_pmtrec'])} | {_rel(r['rel_vs_ew'])} | {p} |"
             )
     return "\n".join(parts) + "\n"
+
+
+def _untested(runs: pd.DataFrame, pmtrec: str, baseline: pd.Series) -> dict[str, Any]:
+    """A significance row's statistics when a side has no per-user rows: both seed-mean test
+    NDCG@20 from the runs' metrics, the test's fields NaN and ``n`` 0."""
+    mean = runs.groupby("method")["test_ndcg@20"].mean()
+    return {
+        "pmtrec_ndcg20": float(mean.get(pmtrec, math.nan)),
+        "baseline_ndcg20": float(mean.get(baseline["method"], math.nan)),
+        "statistic": math.nan,
+        "p_value": math.nan,
+        "n": 0,
+        "n_nonzero": 0,
+        "mean_diff": math.nan,
+    }
+
+
+def _share_capped(stopped: pd.Series) -> float:
+    """The share of runs that stopped at the epoch cap (``metrics.json`` ``stopped`` equal to
+    ``max_epochs``): still improving when the budget ended, so their method may be under-trained
+    against methods that converged within it."""
+    return float((stopped == "max_epochs").mean())
 
 
 def _rel(x: float) -> str:

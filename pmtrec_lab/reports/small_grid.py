@@ -28,6 +28,7 @@ from pmtrec_lab.train import cached_run
 __all__ = [
     "DEFAULT_GRID_METHODS",
     "find_results",
+    "other_grids",
     "is_baseline",
     "run_small_grid",
     "summarize_grid",
@@ -137,3 +138,25 @@ def find_results(results_dir: str | Path) -> dict[str, pd.DataFrame]:
         for name, table in load_results(d).items():
             merged.setdefault(name, []).append(table)
     return {name: pd.concat(frames, ignore_index=True) for name, frames in merged.items()}
+
+
+#: what each committed comparison grid ran (``results/<folder>``), for notebook 06's labels
+GRID_LABELS = {
+    "grid": "PMTRec v2 grid (there `pmtrec` is v2)",
+    "grid-v3": "PMTRec v3 grid (`pmtrec` is the v3 default, `pmtrec-v2` is v2)",
+    "grid-v3-tuned": "PMTRec v3, tuning pilot (ASHA grace 1, 100 epochs: not the tuning protocol)",
+}
+
+
+def other_grids(results: str | Path, shown: str | Path) -> list[tuple[str, str, dict[str, pd.DataFrame]]]:
+    """The committed comparison grids under ``results`` (folders named ``grid*`` with a
+    ``summary.csv``) other than ``shown``: ``(label, folder name, tables)`` in folder order, the
+    label saying which PMTRec each ran (:data:`GRID_LABELS`, else the folder name)."""
+    root, shown = Path(results), Path(shown).resolve()
+    found = []
+    for folder in sorted(root.glob("grid*")):
+        if folder.is_dir() and folder.resolve() != shown and (folder / "summary.csv").is_file():
+            tables = load_results(folder)
+            if "summary" in tables:
+                found.append((GRID_LABELS.get(folder.name, folder.name), folder.name, tables))
+    return found

@@ -4,9 +4,12 @@
 Per (dataset, method) of the tuned grid, one row:
 
 - ``untuned``: the untuned grid's configuration that validation chose (the method at its chosen
-  learning rate; for ``static-lambda``, the best of the grid's fixed weights {0 (single-task),
-  the grid's ``static-lambda`` variants, 1 (EW)}, as its protocol chooses the weight), its
-  seed-0 validation NDCG@20 (what chose it) and its test NDCG@20 over the seeds;
+  learning rate; for ``static-lambda``, the best of the grid's ``static-lambda`` variants, each at
+  its seed-0-chosen learning rate, by mean validation NDCG@20 over seeds: the rule by which the
+  grid's strongest baseline is chosen; single-task and EW, the weights 0 and 1, compete as
+  methods of their own), its seed-0 validation NDCG@20 (what chose the learning rate), its mean
+  validation over seeds (``untuned_valid_mean``, what chose among variants) and its test NDCG@20
+  over the seeds;
 - ``tuned``: the study's best trial score (best validation NDCG@20 at any epoch), the tuned
   grid's seed-0 validation NDCG@20 (the same configuration and seed retrained: equal to the
   trial's score when training is deterministic, a check), and its test NDCG@20 over the seeds;
@@ -42,20 +45,26 @@ def _grid(path: Path):
 
 def _untuned_candidates(spec, method: str) -> list[str]:
     """The untuned grid's methods that stand for ``method``: itself, or for static-lambda its fixed
-    weights (single-task and EW are the weights 0 and 1)."""
+    weights (the grid's ``static-lambda`` variants; single-task and EW, the weights 0 and 1, are
+    candidates of their own, as in the strongest-baseline pool)."""
     if method != "static-lambda":
         return [method] if method in spec.methods else []
-    fixed = [m for m in spec.methods if method_of(spec, m)[0] == "static-lambda"]
-    return [m for m in ("single-task", *fixed, "ew") if m in spec.methods]
+    return [m for m in spec.methods if method_of(spec, m)[0] == "static-lambda"]
 
 
-def _seed0_choice(runs: pd.DataFrame, candidates: list[str]) -> tuple[str, float, float] | None:
-    """(method, lr, seed-0 validation) of the best seed-0 run among ``candidates``."""
-    seed0 = runs[(runs["seed"] == 0) & runs["method"].isin(candidates)]
-    if seed0.empty:
-        return None
-    best = seed0.loc[seed0[VALID].idxmax()]
-    return str(best["method"]), float(best["lr"]), float(best[VALID])
+def _untuned_choice(runs: pd.DataFrame, candidates: list[str]) -> tuple[str, float, float, float] | None:
+    """(method, lr, seed-0 validation, mean validation over seeds) of the untuned grid's choice
+    among ``candidates``: each at the learning rate its seed-0 validation chose, then the best by
+    mean validation NDCG@20 over its seeds (the comparison's strongest-baseline rule)."""
+    chosen = []
+    for method in candidates:
+        seed0 = runs[(runs["seed"] == 0) & (runs["method"] == method)]
+        if seed0.empty:
+            continue
+        best = seed0.loc[seed0[VALID].idxmax()]
+        at_lr = runs[(runs["method"] == method) & (runs["lr"] == best["lr"])]
+        chosen.append((method, float(best["lr"]), float(best[VALID]), float(at_lr[VALID].mean())))
+    return max(chosen, key=lambda c: c[3]) if chosen else None
 
 
 def _test(runs: pd.DataFrame, method: str, lr: float) -> pd.Series:
@@ -73,13 +82,14 @@ def tuned_against_untuned(tuned_grid: Path, untuned_grid: Path, short: int = 2) 
         for method in tuned_spec.methods:
             row: dict = {"dataset": dataset, "method": method}
             u_runs = untuned_runs[untuned_runs["dataset"] == dataset]
-            choice = _seed0_choice(u_runs, _untuned_candidates(untuned_spec, method))
+            choice = _untuned_choice(u_runs, _untuned_candidates(untuned_spec, method))
             if choice is not None:
-                u_method, u_lr, u_valid = choice
+                u_method, u_lr, u_valid, u_valid_mean = choice
                 u_test = _test(u_runs, u_method, u_lr)
                 row.update(
                     untuned=f"{u_method} lr {u_lr:g}",
                     untuned_valid=100 * u_valid,
+                    untuned_valid_mean=100 * u_valid_mean,
                     untuned_test=100 * u_test.mean(),
                     untuned_test_std=100 * u_test.std(ddof=1) if len(u_test) > 1 else float("nan"),
                     untuned_seeds=len(u_test),
