@@ -141,3 +141,30 @@ def test_static_lambdas_untuned_choice_ranks_variants_by_mean_validation_over_se
     assert (method, lr) == ("static0.3", 0.03)
     assert seed0_valid == pytest.approx(0.28) and mean_valid == pytest.approx(0.27)
     assert _untuned_choice(runs, ["static0.9"]) is None
+
+
+@pytest.mark.parametrize("max_epochs", [3, 7, 200])
+def test_compare_tuned_trains_the_studys_epoch_budget_not_the_grids(tmp_path, max_epochs):
+    """A configuration chosen for what it reached within the study's ``max_epochs`` is retrained
+    with that budget: ``study.yaml``'s ``max_epochs`` replaces the grid's ``optim.epochs`` (2
+    here). Without a ``study.yaml`` the grid's own cap stays; a broken budget is refused by name."""
+    from pmtrec_lab.errors import ConfigError
+    from pmtrec_lab.tune.output import STUDY_FILE
+
+    study = tmp_path / "study"
+    write_unit(
+        study,
+        "synthetic",
+        "ew",
+        _trials([0.1], [1], [False]),
+        {"dataset": "synthetic", "method": "ew", "lr": 0.02, "weight_decay": 0.0, "params": {}},
+    )
+    grid = GridSpec(datasets=["synthetic"], methods=["ew"], seeds=[0], lrs=[0.01], base=BASE)
+    assert with_tuned(grid, study).base["optim"]["epochs"] == 2  # no study.yaml: the grid's cap
+    (study / STUDY_FILE).write_text(f"budget:\n  trials: 1\n  max_epochs: {max_epochs}\n")
+    tuned = with_tuned(grid, study)
+    assert tuned.base["optim"]["epochs"] == max_epochs
+    assert tuned.base["optim"]["batch_size"] == 512  # the rest of the grid's base is kept
+    (study / STUDY_FILE).write_text("budget:\n  max_epochs: many\n")
+    with pytest.raises(ConfigError, match="budget.max_epochs"):
+        with_tuned(grid, study)

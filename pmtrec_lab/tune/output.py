@@ -25,6 +25,7 @@ from pmtrec_lab.paths import write_text_atomic
 __all__ = [
     "BEST_FILE",
     "STUDY_FILE",
+    "study_max_epochs",
     "TRIALS_FILE",
     "best_from_trials",
     "grid_trials",
@@ -73,9 +74,25 @@ def read_best(path: Path) -> dict[str, Any]:
     return best
 
 
+def study_max_epochs(tuned_dir: Path) -> int | None:
+    """The epoch budget of one trial in the study under ``tuned_dir`` (``study.yaml``'s
+    ``budget.max_epochs``); None when the folder has no ``study.yaml``."""
+    path = Path(tuned_dir) / STUDY_FILE
+    if not path.is_file():
+        return None
+    budget = (yaml.safe_load(path.read_text()) or {}).get("budget") or {}
+    value = budget.get("max_epochs")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{path}: budget.max_epochs must be a positive integer, got {value!r}")
+    return value
+
+
 def with_tuned(spec: GridSpec, tuned_dir: Path) -> GridSpec:
     """The grid with every (dataset, method) set to its tuned configuration (``GridSpec.tuned``),
-    read from ``<tuned_dir>/<dataset>/<method>/best.yaml``; validated again."""
+    read from ``<tuned_dir>/<dataset>/<method>/best.yaml``; validated again. Its runs train the
+    study's epoch budget (``study.yaml``'s ``max_epochs`` replaces the grid's ``optim.epochs``):
+    a configuration chosen for what it reached within N epochs is retrained with N, not with the
+    untuned grid's cap."""
     tuned: dict[str, dict[str, dict[str, Any]]] = {}
     for dataset in spec.datasets:
         for method in spec.methods:
@@ -92,7 +109,13 @@ def with_tuned(spec: GridSpec, tuned_dir: Path) -> GridSpec:
                 "params": dict(best.get("params") or {}),
                 "source": str(path),
             }
-    return validate_grid({**spec.model_dump(), "tuned": tuned}, f"compare --tuned {tuned_dir}")
+    data = spec.model_dump()
+    max_epochs = study_max_epochs(tuned_dir)
+    if max_epochs is not None:
+        base = dict(data["base"])
+        base["optim"] = {**(base.get("optim") or {}), "epochs": max_epochs}
+        data["base"] = base
+    return validate_grid({**data, "tuned": tuned}, f"compare --tuned {tuned_dir}")
 
 
 def load_trials(tuned_dir: Path) -> pd.DataFrame:
