@@ -30,54 +30,56 @@ Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
 
 from __future__ import annotations
 
-from pmtrec_lab.compare.cli import add_compare_command
-from pmtrec_lab.compare.executors import (
-    EXECUTORS,
-    Executor,
-    ProcessExecutor,
-    RayExecutor,
-    SequentialExecutor,
-    make_executor,
-)
-from pmtrec_lab.compare.grid import UnitJob, run_grid, run_unit
-from pmtrec_lab.compare.layout import (
-    PER_USER_FILE,
-    TABLES,
-    choose_lr,
-    collect,
-    gather_per_user,
-    grid_progress,
-    load_results,
-    run_key,
-    run_name,
-    run_path,
-    run_prefix,
-)
-from pmtrec_lab.compare.spec import (
-    GROUP_ORDER,
-    METRIC,
-    GridSpec,
-    baseline_methods,
-    is_baseline,
-    load_grid,
-    lr_label,
-    method_of,
-    pmtrec_family,
-    resolved_method,
-    run_config,
-    validate_grid,
-)
-from pmtrec_lab.compare.stats import paired_test, paired_users, per_user_mean
-from pmtrec_lab.compare.tables import (
-    ABLATION_COLUMNS,
-    ablation_table,
-    grid_baselines,
-    markdown_tables,
-    method_switches,
-    summarize,
-    tables_from_runs,
-    wide_table,
-)
+from pmtrec_lab.lazy import lazy_exports
+
+_EXPORTS = {
+    "add_compare_command": "cli",
+    "EXECUTORS": "executors",
+    "Executor": "executors",
+    "ProcessExecutor": "executors",
+    "RayExecutor": "executors",
+    "SequentialExecutor": "executors",
+    "make_executor": "executors",
+    "UnitJob": "grid",
+    "run_grid": "grid",
+    "run_unit": "grid",
+    "PER_USER_FILE": "layout",
+    "TABLES": "layout",
+    "choose_lr": "layout",
+    "collect": "layout",
+    "gather_per_user": "layout",
+    "grid_progress": "layout",
+    "load_results": "layout",
+    "run_key": "layout",
+    "run_name": "layout",
+    "run_path": "layout",
+    "run_prefix": "layout",
+    "GROUP_ORDER": "spec",
+    "METRIC": "spec",
+    "GridSpec": "spec",
+    "baseline_methods": "spec",
+    "is_baseline": "spec",
+    "load_grid": "spec",
+    "lr_label": "spec",
+    "method_of": "spec",
+    "pmtrec_family": "spec",
+    "resolved_method": "spec",
+    "run_config": "spec",
+    "validate_grid": "spec",
+    "paired_test": "stats",
+    "paired_users": "stats",
+    "per_user_mean": "stats",
+    "ABLATION_COLUMNS": "tables",
+    "ablation_table": "tables",
+    "grid_baselines": "tables",
+    "markdown_tables": "tables",
+    "method_switches": "tables",
+    "summarize": "tables",
+    "tables_from_runs": "tables",
+    "wide_table": "tables",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
 
 __all__ = [
     "ABLATION_COLUMNS",

@@ -1,19 +1,14 @@
-"""``pmtrec-lab compare``: run (or resume) a grid, then write its tables."""
+"""``pmtrec-lab compare``: run (or resume) a grid, then write its tables. The parser imports only
+light modules; the grid machinery (torch, DGL, pandas) is imported when the command runs, so
+that ``pmtrec-lab --help`` starts in about a second."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import yaml
-
-from pmtrec_lab.compare.dispatch import RunsFailedError
 from pmtrec_lab.compare.executors import EXECUTORS, make_executor
-from pmtrec_lab.compare.grid import run_grid
 from pmtrec_lab.compare.resources import parse_resources
-from pmtrec_lab.compare.spec import load_grid
-from pmtrec_lab.compare.tables import markdown_tables, summarize
-from pmtrec_lab.paths import write_text_atomic
 
 __all__ = ["add_compare_command"]
 
@@ -21,13 +16,21 @@ __all__ = ["add_compare_command"]
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Run the grid (unless ``--tables-only``), then write and print its tables. The grid file and
     its ``--set`` overrides are validated first: an invalid grid is one ``ConfigError`` line."""
+    import yaml
+
+    from pmtrec_lab.compare.dispatch import RunsFailedError
+    from pmtrec_lab.compare.grid import run_grid
+    from pmtrec_lab.compare.spec import load_grid
+    from pmtrec_lab.compare.tables import markdown_tables, summarize
+    from pmtrec_lab.paths import write_text_atomic
+
     spec = load_grid(args.grid, args.set)  # validated whole before anything is written
     if args.tuned is not None:
         from pmtrec_lab.tune.output import with_tuned
 
         spec = with_tuned(spec, Path(args.tuned))
     out = Path(args.out)
-    failure: RunsFailedError | None = None
+    failure: Exception | None = None
     if args.tables_only:  # the grid the tables describe
         write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
     else:

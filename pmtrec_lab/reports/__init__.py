@@ -5,8 +5,20 @@ Public API: :func:`record` / :func:`load_recorded` (inside notebooks) and :func:
 :mod:`pmtrec_lab.reports.runner`.
 """
 
-from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, record
-from pmtrec_lab.reports.runner import ReportEntry, ReportResult, export_html, run_report
+from __future__ import annotations
+
+from pmtrec_lab.lazy import lazy_exports
+
+_EXPORTS = {
+    "RECORD_PATH_ENV": "record",
+    "load_recorded": "record",
+    "record": "record",
+    "ReportEntry": "runner",
+    "ReportResult": "runner",
+    "export_html": "runner",
+    "run_report": "runner",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "RECORD_PATH_ENV",

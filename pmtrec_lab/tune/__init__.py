@@ -9,8 +9,21 @@ parameters), ``trial`` (one trial: a run reporting validation NDCG@20 every epoc
 
 from __future__ import annotations
 
-from pmtrec_lab.tune.output import grid_trials, load_trials, read_best, tuning_curves, with_tuned
-from pmtrec_lab.tune.space import SearchSpace, find_space_file, load_space, split_sample
+from pmtrec_lab.lazy import lazy_exports
+
+_EXPORTS = {
+    "grid_trials": "output",
+    "load_trials": "output",
+    "read_best": "output",
+    "tuning_curves": "output",
+    "with_tuned": "output",
+    "SearchSpace": "space",
+    "find_space_file": "space",
+    "load_space": "space",
+    "split_sample": "space",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
 
 __all__ = [
     "SearchSpace",

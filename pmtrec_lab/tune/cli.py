@@ -7,12 +7,12 @@ import argparse
 from pathlib import Path
 
 from pmtrec_lab.compare.resources import parse_resources
-from pmtrec_lab.compare.spec import load_grid
 
 __all__ = ["add_tune_command"]
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    from pmtrec_lab.compare.spec import load_grid
     from pmtrec_lab.tune.study import Budget, run_study
 
     spec = load_grid(args.grid, args.set)
@@ -64,7 +64,13 @@ def add_tune_command(sub) -> None:
     p.add_argument("--address", default=None, help="the Ray cluster to join; default: a local Ray instance")
     p.add_argument("--resources-per-trial", default=None, metavar="cpu=N,gpu=F", help="default cpu=1,gpu=0")
     p.add_argument("--searcher-seed", type=int, default=0, help="seed of Optuna's TPE sampler")
-    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before the first cut")
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=10,
+        help="ASHA: epochs before the first cut (default 10: after 1-3 epochs NDCG@20 is about 0.005 "
+        "on the real datasets and a cut there is close to random)",
+    )
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1 / this at each rung")
     p.add_argument("--concurrent", type=int, default=1, help="trials at a time (1: reproducible)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker was lost")
