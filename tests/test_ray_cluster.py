@@ -133,6 +133,7 @@ def test_tune_with_seeded_tpe_and_asha_then_compare_tuned(cluster, tmp_path):
     )
     out = tmp_path / "tuned"
     args = ["tune", "--grid", str(grid), "--spaces", str(spaces), "--trials", "4", "--max-epochs", "4"]
+    args += ["--grace-period", "1"]  # small data: let ASHA cut (the default waits 10 epochs)
     assert main([*args, "--out", str(out), "--address", cluster.address]) == 0
     trials = pd.read_csv(out / "synthetic" / "ew" / "trials.csv")
     assert trials["trial"].tolist() == [1, 2, 3, 4]

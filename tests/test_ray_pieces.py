@@ -129,7 +129,7 @@ def test_remote_dispatch_writes_runs_and_records_failures(tmp_path):
         },
         variants={"broken": {"name": "static-lambda", "params": {"task_weights": {"nope": 1.0}}}},
     )
-    with pytest.raises(RunsFailedError, match="1 run\\(s\\) failed.*broken lr0.01-seed0.*nope") as err:
+    with pytest.raises(RunsFailedError, match="1 run\\(s\\) failed.*broken/lr0.01-seed0.*nope") as err:
         run_grid_remote(spec, tmp_path, None, SequentialExecutor())
     assert err.value.trained == 2
     for seed in (0, 1):

@@ -42,7 +42,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
         )
         try:
-            run_grid(spec, out, args.data_dir, args.max_runs, args.jobs, executor=executor)
+            run_grid(
+                spec,
+                out,
+                args.data_dir,
+                args.max_runs,
+                args.jobs,
+                executor=executor,
+                retry_failed=args.retry_failed,
+            )
         except RunsFailedError as exc:  # the tables of what finished first, then the error
             failure = exc
     tables = summarize(out, spec)
@@ -105,4 +113,10 @@ def add_compare_command(sub) -> None:
         "(DIR/<dataset>/<method>/best.yaml)",
     )
     p.add_argument("--tables-only", action="store_true", help="only rebuild tables from finished runs")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="train again the runs that failed in an earlier call (left alone otherwise; "
+        "interrupted runs always resume)",
+    )
     p.set_defaults(func=_cmd_compare)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pmtrec_lab.compare.artefacts import RunArtefacts, write_failed_run, write_run
 from pmtrec_lab.compare.executors import Executor
-from pmtrec_lab.compare.layout import choose_lr, run_path, run_prefix, warn_renamed
+from pmtrec_lab.compare.layout import choose_lr, failed_reason, gave_up, run_path, run_prefix, warn_renamed
 from pmtrec_lab.compare.remote import CRASH_ONCE_ENV, RunJob, remote_config, train_remote
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs
 from pmtrec_lab.errors import PmtrecError
@@ -41,10 +41,13 @@ class RunsFailedError(PmtrecError):
         self.failed = failed
         self.trained = trained
         first, error = failed[0]
-        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        others = [run for run, _ in failed[1:]]
+        more = ""
+        if others:
+            more = f"; also failed: {', '.join(others[:5])}" + (" ..." if len(others) > 5 else "")
         super().__init__(
             f"compare: {len(failed)} run(s) failed, the others finished: {first}: {error}{more}; see the "
-            "progress table (progress.csv, summary.md); rerun the same command to retry them"
+            "progress table (progress.csv, summary.md); rerun with --retry-failed to retry them"
         )
 
 
@@ -89,10 +92,16 @@ def _crash_once_methods() -> set[str]:
 
 
 def run_grid_remote(
-    spec: GridSpec, out: Path, data_dir: str | None, executor: Executor, threads: int = 1
+    spec: GridSpec,
+    out: Path,
+    data_dir: str | None,
+    executor: Executor,
+    threads: int = 1,
+    retry_failed: bool = False,
 ) -> tuple[int, list[RunTiming]]:
     """Run (or resume) every run of the grid as a remote task; returns the number of runs trained
-    and their timings. Raises ``RunsFailedError`` at the end when any run failed."""
+    and their timings. A run that failed in an earlier call is left alone (and counted failed)
+    unless ``retry_failed``. Raises ``RunsFailedError`` at the end when any run failed."""
     crash = _crash_once_methods()
     state = _State()
 
@@ -100,9 +109,14 @@ def run_grid_remote(
         rd = run_path(out, spec, dataset, method, lr, seed)
         if _finished(rd):
             return
+        if gave_up(rd) and not retry_failed:
+            key = f"{dataset}/{method}/{run_prefix(lr, seed)}"
+            state.failed.append((key, str(failed_reason(rd))))
+            print(f"[compare] {key}: failed before; --retry-failed retries it", flush=True)
+            return
         warn_renamed(out, spec, dataset, method, lr, seed)
         cfg = run_config(spec, dataset, method, lr, seed, data_dir)
-        label = f"{dataset} {method} {run_prefix(lr, seed)}"
+        label = f"{dataset}/{method}/{run_prefix(lr, seed)}"
         job = RunJob(remote_config(cfg), label, f"{dataset}/{method}/{rd.name}", threads, method in crash)
         run = _Run(dataset, method, lr, seed, job, time.perf_counter())
         state.running[executor.submit(train_remote, job)] = run

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
-from pmtrec_lab.compare.layout import choose_lr, run_path, warn_renamed
+from pmtrec_lab.compare.layout import choose_lr, failed_reason, gave_up, run_path, run_prefix, warn_renamed
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
@@ -27,15 +27,20 @@ __all__ = ["UnitJob", "run_grid", "run_unit"]
 @dataclass(frozen=True)
 class UnitJob:
     """One grid's units as a picklable callable: ``UnitJob(...)((dataset, method))`` trains that
-    unit's runs and returns how many it trained."""
+    unit's runs and returns how many it trained and the ``(run, error)`` of those that failed."""
 
     spec: GridSpec
     out: Path
     data_dir: str | None = None
+    retry_failed: bool = False
 
-    def __call__(self, unit: tuple[str, str]) -> int:
+    def __call__(self, unit: tuple[str, str]) -> tuple[int, list[tuple[str, str]]]:
         dataset, method = unit
-        return run_unit(self.spec, self.out, dataset, method, self.data_dir)
+        failed: list[tuple[str, str]] = []
+        trained = run_unit(
+            self.spec, self.out, dataset, method, self.data_dir, failed=failed, retry_failed=self.retry_failed
+        )
+        return trained, failed
 
 
 def run_grid(
@@ -45,17 +50,26 @@ def run_grid(
     max_runs: int | None = None,
     jobs: int = 1,
     executor: Executor | str | None = None,
+    retry_failed: bool = False,
 ) -> int:
     """Run (or resume) every run of the grid; returns the number of runs trained in this call.
 
     ``executor`` (an ``Executor`` or its name; default: ``process`` when ``jobs > 1``, else
     ``sequential``) runs the (dataset, method) units; with ``process`` each of the ``jobs``
     workers has ``torch.get_num_threads() // jobs`` threads (at least one). An executor whose
-    runs return their files (``ray``) is given runs instead (``dispatch.run_grid_remote``); a
-    failed run there raises ``RunsFailedError`` once the other runs have finished. ``max_runs`` stops
-    after that many trained runs and needs the sequential executor (it counts one process's runs).
-    The grid is validated first (``validate_grid``): an invalid one writes nothing.
+    runs return their files (``ray``) is given runs instead (``dispatch.run_grid_remote``).
+    ``max_runs`` stops after that many trained runs and needs the sequential executor (it counts
+    one process's runs). The grid is validated first (``validate_grid``): an invalid one writes
+    nothing.
+
+    A run that fails (its loss diverges, a method raises) is recorded failed with its reason
+    (its ``status.json``; the progress table lists it) and every other run goes on, on every
+    executor; a learning rate whose seed-0 run failed is no candidate. ``RunsFailedError``
+    (naming the runs) is raised once all have finished. A later call leaves runs that failed
+    alone unless ``retry_failed``; interrupted runs always resume.
     """
+    from pmtrec_lab.compare.dispatch import RunsFailedError
+
     spec = validate_grid(spec.model_dump(), "grid")
     if not isinstance(executor, Executor):
         executor = make_executor(executor, jobs)
@@ -70,23 +84,39 @@ def run_grid(
         from pmtrec_lab.compare.dispatch import run_grid_remote
 
         threads = getattr(getattr(executor, "resources", None), "threads", 1)
-        return run_grid_remote(spec, out, data_dir, executor, threads)[0]
+        return run_grid_remote(spec, out, data_dir, executor, threads, retry_failed=retry_failed)[0]
     units = [(dataset, method) for dataset in spec.datasets for method in spec.methods]
+    trained, failed = 0, []
     if max_runs is None:
-        return sum(executor.run(UnitJob(spec, out, data_dir), units))
-    trained = 0
-    for dataset, method in units:
-        trained += run_unit(spec, out, dataset, method, data_dir, max_runs - trained)
-        if trained >= max_runs:
-            break
+        for unit_trained, unit_failed in executor.run(UnitJob(spec, out, data_dir, retry_failed), units):
+            trained += unit_trained
+            failed += unit_failed
+    else:
+        for dataset, method in units:
+            trained += run_unit(
+                spec, out, dataset, method, data_dir, max_runs - trained, failed, retry_failed
+            )
+            if trained >= max_runs:
+                break
+    if failed:
+        raise RunsFailedError(failed, trained)
     return trained
 
 
 def run_unit(
-    spec: GridSpec, out: Path, dataset: str, method: str, data_dir: str | None, max_runs: int | None = None
+    spec: GridSpec,
+    out: Path,
+    dataset: str,
+    method: str,
+    data_dir: str | None,
+    max_runs: int | None = None,
+    failed: list[tuple[str, str]] | None = None,
+    retry_failed: bool = False,
 ) -> int:
     """One (dataset, method) of the grid: seed 0 at every learning rate, then the other seeds at
-    the chosen one; finished runs are skipped. Returns the number of runs trained."""
+    the chosen one; finished runs are skipped, and so are runs that failed before unless
+    ``retry_failed``. A run that fails now is appended to ``failed`` as ``(run, error)`` (raised
+    when ``failed`` is None) and the unit goes on. Returns the number of runs trained."""
     from pmtrec_lab.train import train
 
     trained = 0
@@ -102,12 +132,26 @@ def run_unit(
             rd = run_path(out, spec, dataset, method, lr, seed)
             if (rd / "status.json").is_file() and load_run(rd).finished:
                 continue
+            label = f"{dataset}/{method}/{run_prefix(lr, seed)}"
+            if gave_up(rd) and not retry_failed:
+                print(f"[compare] {label}: failed before ({failed_reason(rd)}); --retry-failed retries it")
+                if failed is not None:
+                    failed.append((label, str(failed_reason(rd))))
+                continue
             if max_runs is not None and trained >= max_runs:
                 return trained
             warn_renamed(out, spec, dataset, method, lr, seed)
             cfg = run_config(spec, dataset, method, lr, seed, data_dir)
             t0 = time.perf_counter()
-            train(cfg, rd, dataset=dataset_for_config(cfg.data))
+            try:
+                train(cfg, rd, dataset=dataset_for_config(cfg.data))
+            except Exception as exc:  # recorded failed by train(); the unit goes on
+                if failed is None:
+                    raise
+                reason = failed_reason(rd) or f"{type(exc).__name__}: {exc}"
+                failed.append((label, reason))
+                print(f"[compare] {label}: failed: {reason}", flush=True)
+                continue
             trained += 1
             print(
                 f"[compare] {dataset} {method} lr={lr:g} seed={seed}: {time.perf_counter() - t0:.0f}s",

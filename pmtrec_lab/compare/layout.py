@@ -42,6 +42,7 @@ __all__ = [
     "choose_lr",
     "collect",
     "failed_reason",
+    "gave_up",
     "gather_per_user",
     "grid_progress",
     "load_results",
@@ -164,16 +165,29 @@ def _valid(run_dir: Path) -> float:
 
 
 def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | None:
-    """The learning rate with the best seed-0 validation NDCG@20 (None until all have finished)."""
+    """The learning rate with the best seed-0 validation NDCG@20. None until every seed-0 run has
+    finished or given up (:func:`gave_up`: it failed, say its loss diverged at that rate, which
+    makes the rate no candidate), and when every one gave up."""
     best, best_v = None, -math.inf
     for lr in unit_lrs(spec, dataset, method):
         rd = run_path(out, spec, dataset, method, lr, spec.seeds[0])
         if not (rd / "metrics.json").is_file():
+            if gave_up(rd):
+                continue
             return None
         v = _valid(rd)
         if v > best_v:
             best, best_v = lr, v
     return best
+
+
+def gave_up(run_dir: Path) -> bool:
+    """The run's last attempt failed for a reason of its own (not an interruption): a grid does
+    not train it again unless asked to (``compare --retry-failed``)."""
+    reason = failed_reason(run_dir)
+    from pmtrec_lab.train.trainer import INTERRUPTED
+
+    return reason is not None and reason != INTERRUPTED
 
 
 def failed_reason(run_dir: Path) -> str | None:

@@ -189,9 +189,52 @@ class DiagnosticsRecorder:
         self.side_mean_n: dict[str, torch.Tensor] = {}
         self.probe.reset()
 
-    def _histc(self, values: torch.Tensor) -> torch.Tensor:
-        v = values[~torch.isnan(values)]
-        return torch.histc(v.double(), bins=self.bins, min=-1.0, max=1.0)
+    def _bin_index(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each value's bin among ``bins`` equal bins of [-1, 1] as ``torch.histc`` places it (the
+        same float64 arithmetic, the right edge in the last bin) and whether it falls in one (NaN
+        and values outside [-1, 1] do not, as histc ignores them)."""
+        v = values.double()
+        inside = (v >= -1.0) & (v <= 1.0)
+        pos = ((torch.where(inside, v, -1.0) - -1.0) * self.bins / 2.0).long().clamp_max(self.bins - 1)
+        return pos, inside
+
+    def _histograms(self, cos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[2, K, bins] counts of ``cos`` [E, K] where ``mask`` [2, E, K] holds, per side and task."""
+        pos, inside = self._bin_index(cos)
+        keep = mask & inside[None]
+        s_idx, e_idx, k_idx = keep.nonzero(as_tuple=True)
+        flat = (s_idx * self.k + k_idx) * self.bins + pos[e_idx, k_idx]
+        counts = torch.bincount(flat, minlength=2 * self.k * self.bins)
+        return counts.view(2, self.k, self.bins).double()
+
+    def _accumulate_sides(self, norms, cos_raw, cos_comb, cos_after, active, side) -> None:
+        """The per-(side, task) sums of one step, all (side, task) pairs at once: gradient norms,
+        conflicts with the main task (cosine < 0) and cosine histograms, raw and after the
+        method's alignment, and those of the combined gradient. The counts equal the per-pair
+        loop's exactly (``tests/test_v3_diagnostics.py`` keeps that loop as the reference); the
+        norm sums differ from it by float64 rounding only."""
+        on_side = torch.stack([side == 0, side == 1])  # [2, E]
+        m = on_side[:, :, None] & active[None]  # [2, E, K]
+        self.norm_sum += torch.where(m, norms.double()[None], 0.0).sum(1)
+        self.norm_cnt += m.sum(1).double()
+        conflict_pairs = m & active[None, :, :1]  # with the main task on the same row
+        conflict_pairs[:, :, 0] = False  # the main task against itself is no conflict
+        valid = conflict_pairs & ~torch.isnan(cos_raw)[None]
+        self.conf += (valid & (cos_raw < 0)[None]).sum(1).double()
+        self.conf_cnt += valid.sum(1).double()
+        self.hist["raw"] += self._histograms(cos_raw, valid)
+        if cos_after is not None:
+            after = cos_after.detach()
+            self.hist["after"] += self._histograms(after, conflict_pairs & ~torch.isnan(after)[None])
+        mc = on_side & active[None, :, 0] & ~torch.isnan(cos_comb)[None]  # [2, E]
+        self.conf_comb += (mc & (cos_comb < 0)[None]).sum(1).double()
+        self.conf_comb_cnt += mc.sum(1).double()
+        pos, inside = self._bin_index(cos_comb)
+        keep = mc & inside[None]
+        s_idx, e_idx = keep.nonzero(as_tuple=True)
+        self.hist_comb += torch.bincount(s_idx * self.bins + pos[e_idx], minlength=2 * self.bins).view(
+            2, self.bins
+        ).double()
 
     @torch.no_grad()
     def update(self, step, epoch: int) -> None:
@@ -220,29 +263,7 @@ class DiagnosticsRecorder:
         cos_raw = _cos(grads, grads[0].unsqueeze(0)).T  # [E, K]
         cos_comb = _cos(res.combined.detach(), grads[0])  # [E]
         cos_after = res.diagnostics.get("cos_main_after")
-        has_main = active[:, 0]
-        for s in range(2):
-            on_side = side == s
-            for k in range(self.k):
-                m = on_side & active[:, k]
-                self.norm_sum[s, k] += norms[m, k].double().sum().cpu()
-                self.norm_cnt[s, k] += m.sum().cpu()
-                if k == 0:
-                    continue
-                mk = m & has_main
-                c = cos_raw[mk, k]
-                c = c[~torch.isnan(c)]
-                self.conf[s, k] += (c < 0).sum().cpu()
-                self.conf_cnt[s, k] += c.numel()
-                self.hist["raw"][s, k] += self._histc(c).cpu()
-                if cos_after is not None:
-                    self.hist["after"][s, k] += self._histc(cos_after[mk, k].detach()).cpu()
-            mc = on_side & has_main
-            cc = cos_comb[mc]
-            cc = cc[~torch.isnan(cc)]
-            self.conf_comb[s] += (cc < 0).sum().cpu()
-            self.conf_comb_cnt[s] += cc.numel()
-            self.hist_comb[s] += self._histc(cc).cpu()
+        self._accumulate_sides(norms, cos_raw, cos_comb, cos_after, active, side)
         for key in ("norm_ratio_before", "norm_ratio_after"):
             if key in res.diagnostics:
                 v = res.diagnostics[key].detach().double().cpu()

@@ -93,7 +93,10 @@ class RunFileError(PmtrecError):
 
 # --- checkpoints: tensors and plain containers, so ``torch.load(weights_only=True)`` reads them
 # (the diagnostics state holds DataFrames and numpy arrays: encoded here as tensors and lists).
-_FRAME, _ARRAY = "__pmtrec_frame__", "__pmtrec_ndarray__"
+# A column of strings (the diagnostics' task and side labels, one per row of a table that grows
+# every epoch) is stored as integer codes and its distinct labels: element by element, it made
+# saving ``last.pt`` the costliest part of a PMTRec grid run's epoch, and grow with every epoch.
+_FRAME, _ARRAY, _STRINGS = "__pmtrec_frame__", "__pmtrec_ndarray__", "__pmtrec_strings__"
 
 
 def _encode(obj: Any) -> Any:
@@ -103,6 +106,10 @@ def _encode(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind in "biuf":
             return {_ARRAY: torch.from_numpy(obj.copy())}
+        strings = obj.ndim == 1 and obj.dtype.kind == "O"
+        if strings and pd.api.types.infer_dtype(obj, skipna=False) == "string":
+            codes, labels = pd.factorize(obj, use_na_sentinel=False)
+            return {_STRINGS: torch.from_numpy(codes.astype(np.int64)), "labels": [str(v) for v in labels]}
         return {_ARRAY: [_encode(v) for v in obj.tolist()]}
     if isinstance(obj, np.generic):
         return obj.item()
@@ -119,6 +126,10 @@ def _decode(obj: Any) -> Any:
     if isinstance(obj, dict):
         if _FRAME in obj:
             return pd.DataFrame({c: _decode(v) for c, v in zip(obj[_FRAME], obj["data"])})
+        if _STRINGS in obj:
+            labels = np.empty(len(obj["labels"]), dtype=object)
+            labels[:] = obj["labels"]
+            return labels[obj[_STRINGS].numpy()]
         if _ARRAY in obj:
             v = obj[_ARRAY]
             if isinstance(v, torch.Tensor):

@@ -187,6 +187,10 @@ class _Session:
         return {"best_epoch": self.best["epoch"], "best_value": value if value != -float("inf") else None}
 
 
+#: the failure reason of a run stopped by Ctrl-C: it resumes on the next call, it did not give up
+INTERRUPTED = "interrupted"
+
+
 def train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -223,7 +227,7 @@ def train(
         try:
             return _train_locked(cfg, out, plan == "resume", dataset, max_epochs_this_call, status, on_epoch)
         except BaseException as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
+            reason = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else _reason(exc)
             status.write("failed", error=reason)
             raise
 
