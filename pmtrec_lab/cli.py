@@ -146,7 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pmtrec_lab.train import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run_dir, device=args.device), indent=2))
+    result = evaluate_run(args.run_dir, device=args.device, allow_changed_data=args.allow_changed_data)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on test")
     ev.add_argument("run_dir")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="evaluate even when the data's fingerprint differs from the one the run trained on",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     me = sub.add_parser("methods", help="the registered weighting methods, their family and parameters")

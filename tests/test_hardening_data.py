@@ -483,7 +483,11 @@ def test_planted_pickle_is_never_executed(
     marker = tmp_path / "code-ran"
     blob = pickle.dumps(_Planted(marker))
     fresh = load_dataset("synthetic", loader_args=SMALL_SYNTHETIC, use_cache=False)
-    PLANTS[where](cache, fresh.fingerprint, blob)
+    from pmtrec_lab.config import DataConfig
+    from pmtrec_lab.data.loading import identity_for_config
+
+    key = identity_for_config(DataConfig(name="synthetic", loader_args=SMALL_SYNTHETIC)).cache_key
+    PLANTS[where](cache, key, blob)
     with caplog.at_level(logging.WARNING, logger=LOG):
         got = load_dataset("synthetic", loader_args=SMALL_SYNTHETIC)
     assert not marker.exists(), "the planted pickle was executed"

@@ -180,31 +180,19 @@ def load_dataset(
     ``meta_split``: hold out PMTRec v3's meta pairs (``split.hold_out_meta``); it enters the key
     only when on, so every dataset without it keeps its fingerprint.
     """
-    src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
-    spec = src.spec
-    k = src.k_core if k_core is None else int(k_core)
-    if k < 1:
-        raise ValueError(f"k_core must be >= 1, got {k}")
-    threshold = spec.rating_threshold if rating_threshold is None else rating_threshold
-    args = src.args
-    params = {
-        "k_core": k,
-        "rating_threshold": threshold,
-        "split_seed": split_seed,
-        "loader_args": {k_: v for k_, v in args.items() if k_ not in src.key_params.get("atomic", {})},
-        "version": PREPROCESS_VERSION,
-        **src.key_params,
-    }
-    if meta_split:
-        params["meta_split"] = True
-    root = src.root
-    key = dataset_key(spec.name, params, src.sources)
+    ident = _identity(
+        name, data_dir_, k_core, rating_threshold, split_seed, loader_args, path, fields, tasks, meta_split
+    )
+    src, spec, params, key = ident.src, ident.src.spec, ident.params, ident.cache_key
+    k, threshold, args, root = ident.k_core, ident.threshold, src.args, src.root
     entry: Path | None = None
     if use_cache:
         entry = preprocessed_dir() / f"{spec.name}-{key}"
         if entry.exists() or entry.is_symlink():
             try:
-                return read_entry(entry, key)
+                cached = read_entry(entry, key)
+                cached.fingerprint = ident.fingerprint  # the entry records its key; a run records the data's
+                return cached
             except CacheEntryError as exc:
                 log.warning("cache entry %s: %s; rebuilding it", exc.path, exc.reason)
                 remove_entry(entry)
@@ -214,7 +202,7 @@ def load_dataset(
         raise ValueError(f"dataset {spec.name!r}: bad data.loader_args {sorted(args)}: {exc}") from None
     ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed, meta_split=meta_split)
     ds.params = params
-    ds.fingerprint = key
+    ds.fingerprint = key  # what the cache entry records and checks on reading
     if entry is not None:
         try:
             write_entry(entry, ds, key)
@@ -222,16 +210,112 @@ def load_dataset(
             log.warning("dataset %r not cached: the cache cannot store %s", spec.name, exc)
         except OSError as exc:
             log.warning("dataset %r not cached: could not write %s (%s)", spec.name, entry, exc)
+    ds.fingerprint = ident.fingerprint
     return ds
 
 
-def dataset_key(name: str, params: dict[str, Any], sources: list[Path]) -> str:
-    """The cache key and fingerprint: a hash of the source files' contents, ``params`` and the
-    cache format (not of paths or modification times)."""
-    key_src = json.dumps(
-        {"name": name, "params": params, "cache_format": CACHE_FORMAT}, sort_keys=True, default=str
+@dataclass(frozen=True)
+class DataIdentity:
+    """What a data configuration reads and how: its source, the settings that change the result,
+    the cache key (those, the files' contents, ``PREPROCESS_VERSION`` and the cache format) and
+    the data fingerprint (the files' contents and the settings only: a new cache format or
+    preprocessing version is not new data). ``legacy`` holds the fingerprints runs recorded
+    before the two were separated (they recorded the cache key of the formats of the time)."""
+
+    src: _Source
+    params: dict[str, Any]
+    k_core: int
+    threshold: Any
+    cache_key: str
+    fingerprint: str
+    legacy: tuple[str, ...]
+
+    def matches(self, recorded: str | None) -> bool:
+        """Whether a run that recorded ``recorded`` trained on this data (unknown: assumed so)."""
+        return not recorded or recorded == self.fingerprint or recorded in self.legacy
+
+
+#: (cache format, preprocessing version) of the cache keys that runs recorded as their data
+#: fingerprint before it was separated from the cache key (every committed run up to the v3 grid)
+LEGACY_KEY_FORMATS: tuple[tuple[int, int], ...] = ((2, 1),)
+
+
+def _identity(
+    name: str,
+    data_dir_: str | Path | None,
+    k_core: int | None,
+    rating_threshold: float | None,
+    split_seed: int,
+    loader_args: dict[str, Any] | None,
+    path: str | Path | None,
+    fields: Any,
+    tasks: Any,
+    meta_split: bool,
+) -> DataIdentity:
+    src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
+    spec = src.spec
+    k = src.k_core if k_core is None else int(k_core)
+    if k < 1:
+        raise ValueError(f"k_core must be >= 1, got {k}")
+    threshold = spec.rating_threshold if rating_threshold is None else rating_threshold
+    settings = {
+        "k_core": k,
+        "rating_threshold": threshold,
+        "split_seed": split_seed,
+        "loader_args": {k_: v for k_, v in src.args.items() if k_ not in src.key_params.get("atomic", {})},
+        **src.key_params,
+    }
+    if meta_split:  # enters only when on, so every dataset without it keeps its fingerprint
+        settings["meta_split"] = True
+    params = {**settings, "version": PREPROCESS_VERSION}  # the cache key's (sorted when hashed)
+    digest = _file_digest(src.sources)
+    fingerprint = hashlib.sha256(
+        (json.dumps({"name": spec.name, "settings": settings}, sort_keys=True, default=str) + digest).encode()
+    ).hexdigest()[:20]
+    legacy = tuple(
+        dataset_key(spec.name, {**params, "version": version}, src.sources, cache_format=fmt, digest=digest)
+        for fmt, version in LEGACY_KEY_FORMATS
     )
-    return hashlib.sha256((key_src + _file_digest(sources)).encode()).hexdigest()[:20]
+    return DataIdentity(
+        src=src,
+        params=params,
+        k_core=k,
+        threshold=threshold,
+        cache_key=dataset_key(spec.name, params, src.sources, digest=digest),
+        fingerprint=fingerprint,
+        legacy=legacy,
+    )
+
+
+def identity_for_config(data: DataConfig) -> DataIdentity:
+    """The identity of a run configuration's data, from its files, without preprocessing them."""
+    return _identity(
+        data.name,
+        data.data_dir,
+        data.k_core,
+        data.rating_threshold,
+        data.split_seed,
+        data.loader_args,
+        data.path,
+        data.fields,
+        data.tasks,
+        data.meta_split,
+    )
+
+
+def dataset_key(
+    name: str,
+    params: dict[str, Any],
+    sources: list[Path],
+    cache_format: int = CACHE_FORMAT,
+    digest: str | None = None,
+) -> str:
+    """The cache key: a hash of the source files' contents (``digest``, computed when not given),
+    ``params`` and the cache format (not of paths or modification times)."""
+    key_src = json.dumps(
+        {"name": name, "params": params, "cache_format": cache_format}, sort_keys=True, default=str
+    )
+    return hashlib.sha256((key_src + (digest or _file_digest(sources))).encode()).hexdigest()[:20]
 
 
 def preprocessed_dir() -> Path:

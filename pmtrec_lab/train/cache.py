@@ -38,7 +38,13 @@ def config_key(cfg: RunConfig) -> str:
 
 
 def run_dir_for(cfg: RunConfig, root: str | os.PathLike | None = None) -> Path:
-    return runs_root(root) / f"{cfg.data.name}-{cfg.method.name}-{config_key(cfg)}"
+    """The cached run's folder: named by the configuration and by the data's fingerprint, so a
+    changed data file (or a data folder's new task declarations) never brings back a run trained
+    on the old data."""
+    from pmtrec_lab.data.loading import identity_for_config
+
+    data = identity_for_config(cfg.data).fingerprint[:8]
+    return runs_root(root) / f"{cfg.data.name}-{cfg.method.name}-{config_key(cfg)}-{data}"
 
 
 def cached_run(cfg: RunConfig, root: str | os.PathLike | None = None, **train_kwargs) -> Run:

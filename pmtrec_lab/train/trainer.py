@@ -33,7 +33,7 @@ from pmtrec_lab.config import RunConfig, load_config
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
-from pmtrec_lab.errors import ConfigError, PmtrecError
+from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
@@ -355,8 +355,36 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
             "or --restart to replace it"
         )
     if state == "finished":
+        recorded = status.get("data_fingerprint") if isinstance(status, dict) else None
+        if not _same_data(cfg, recorded):
+            raise PmtrecError(
+                f"{out}: this run finished on other data (data fingerprint {recorded}; the files now "
+                f"give {_current_fingerprint(cfg)}), so its results are not this data's: rerun with "
+                "--restart to train it on the current data, or use another --out"
+            )
         return "finished"
     return "resume" if (out / "last.pt").is_file() else "fresh"
+
+
+def _current_fingerprint(cfg: RunConfig) -> str:
+    from pmtrec_lab.data.loading import identity_for_config
+
+    return identity_for_config(cfg.data).fingerprint
+
+
+def _same_data(cfg: RunConfig, recorded: str | None) -> bool:
+    """Whether a run that recorded data fingerprint ``recorded`` trained on the data ``cfg`` reads
+    now (its files' contents and the settings that change the split; a fingerprint of the older
+    kind, the cache key, is recognised). Unknown (none recorded, or the files are missing so
+    nothing can be compared) counts as the same: the run is returned as it is."""
+    from pmtrec_lab.data.loading import identity_for_config
+
+    if not recorded:
+        return True
+    try:
+        return identity_for_config(cfg.data).matches(recorded)
+    except (MissingDataError, FileNotFoundError):
+        return True
 
 
 class _StatusWriter:
@@ -431,7 +459,7 @@ def _resume(s: _Session) -> None:
         return
     st = load_checkpoint(s.out / "last.pt")
     before = st.get("data_fingerprint") or ""
-    if before and s.fingerprint and before != s.fingerprint:
+    if before and s.fingerprint and before != s.fingerprint and not _same_data(s.cfg, before):
         raise PmtrecError(
             f"{s.out}: the data changed since this run started (it trained on data fingerprint "
             f"{before}, the files now give {s.fingerprint}); rerun with --restart to train on the "
@@ -615,10 +643,21 @@ def _finish(s: _Session, stop_reason: str) -> None:
     s.status.write("finished", epoch=len(history), **s.best_fields())
 
 
-def evaluate_run(run_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """Re-evaluate a run's best checkpoint on test; returns the metric means."""
+def evaluate_run(
+    run_dir: str | Path, device: str = "cpu", allow_changed_data: bool = False
+) -> dict[str, Any]:
+    """Re-evaluate a run's best checkpoint on test; returns the metric means. Refused when the data
+    changed since the run trained (its test pairs may overlap what it trained on), naming both
+    fingerprints, unless ``allow_changed_data``."""
     run = load_run(run_dir)
     cfg = run.config
+    recorded = run.status.get("data_fingerprint") if isinstance(run.status, dict) else None
+    if not allow_changed_data and not _same_data(cfg, recorded):
+        raise PmtrecError(
+            f"{run_dir}: the data changed since this run trained (data fingerprint {recorded}; the "
+            f"files now give {_current_fingerprint(cfg)}): its test metrics on the new split would "
+            "not be a test; retrain it, or pass --allow-changed-data to evaluate anyway"
+        )
     ds = dataset_for_config(cfg.data)
     model = build_model(cfg, ds)
     ckpt = Path(run_dir) / "best.pt"
