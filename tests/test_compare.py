@@ -163,47 +163,42 @@ def test_tables_rebuild_from_the_committed_per_user_file(grid, tmp_path):
     assert (untested["n"] == 0).all() and untested["p_value"].isna().all() and len(untested) == 1
 
 
+def _one_seed_runs(scores: list[tuple[str, float]]) -> pd.DataFrame:
+    """One run per method on dataset ``d``, every metric equal to its score."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "method": m,
+                "seed": 0,
+                "valid_ndcg@20": v,
+                "test_recall@20": v,
+                "test_ndcg@20": v,
+                "epochs_run": 1,
+                "run_dir": "/nonexistent",
+            }
+            for m, v in scores
+        ]
+    )
+
+
 def test_grid_variant_labels_are_never_the_strongest_baseline():
-    """The comparison picks its strongest baseline among the registered baselines only, as before
-    the package split: a grid variant's label (here one better on validation) is not a candidate."""
-    rows = [
-        {
-            "dataset": "d",
-            "method": m,
-            "seed": 0,
-            "valid_ndcg@20": v,
-            "test_recall@20": v,
-            "test_ndcg@20": v,
-            "epochs_run": 1,
-            "run_dir": "/nonexistent",
-        }
-        for m, v in [("ew", 0.10), ("ew-lr-sweep", 0.20), ("pmtrec", 0.15)]
-    ]
-    strongest = tables_from_runs(pd.DataFrame(rows))["strongest_baseline"]
+    """A label that is no registered baseline and no grid variant of one (here one better on
+    validation, with no ``variants`` entry) is not a candidate for the strongest baseline."""
+    rows = _one_seed_runs([("ew", 0.10), ("ew-lr-sweep", 0.20), ("pmtrec", 0.15)])
+    strongest = tables_from_runs(rows)["strongest_baseline"]
     assert strongest["baseline"].tolist() == ["ew"]
 
 
 def test_variants_of_a_baseline_compete_for_the_strongest_baseline():
     """static-lambda's grid points (``static0.1`` ...) are a baseline's configurations and compete
     by validation; a variant of a PMTRec-family method (``ew-gmb``) does not, even when it is best."""
-    rows = [
-        {
-            "dataset": "d",
-            "method": m,
-            "seed": 0,
-            "valid_ndcg@20": v,
-            "test_recall@20": v,
-            "test_ndcg@20": v,
-            "epochs_run": 1,
-            "run_dir": "/nonexistent",
-        }
-        for m, v in [("ew", 0.10), ("static0.1", 0.20), ("gmb-variant", 0.30), ("pmtrec", 0.15)]
-    ]
+    rows = _one_seed_runs([("ew", 0.10), ("static0.1", 0.20), ("gmb-variant", 0.30), ("pmtrec", 0.15)])
     variants = {
         "static0.1": {"name": "static-lambda", "params": {"weight": 0.1}},
         "gmb-variant": {"name": "ew-gmb", "params": {}},
     }
     assert grid_baselines(variants) >= {"ew", "static0.1", "static-lambda", "gcs"}
     assert "gmb-variant" not in grid_baselines(variants)
-    strongest = tables_from_runs(pd.DataFrame(rows), variants=variants)["strongest_baseline"]
+    strongest = tables_from_runs(rows, variants=variants)["strongest_baseline"]
     assert strongest["baseline"].tolist() == ["static0.1"]
