@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pmtrec_lab.lazy import lazy_exports
 
+# ``record`` is both a function and its submodule's name: importing the submodule would set the
+# package attribute to the module, so the (light) function is bound here, after that import.
+from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, record  # noqa: E402
+
 _EXPORTS = {
-    "RECORD_PATH_ENV": "record",
-    "load_recorded": "record",
-    "record": "record",
     "ReportEntry": "runner",
     "ReportResult": "runner",
     "export_html": "runner",
