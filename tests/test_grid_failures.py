@@ -84,3 +84,23 @@ def test_a_diverging_run_is_recorded_and_the_rest_of_the_grid_finishes(tmp_path,
     rc, stdout, _ = _compare([*args, "--retry-failed"], capfd)
     assert rc == 2 and "failed before" not in stdout
     assert _status(out, "ew", "lr1e+30-seed0")["state"] == "failed"
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "unfinished-run-only"])
+def test_tables_only_without_finished_runs_says_so_and_creates_nothing(tmp_path, capfd, layout):
+    """``compare --tables-only`` on a folder with no finished run exits 2 saying so, and writes
+    nothing (it used to exit 0 silently and create the folder)."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(GRID))
+    out = tmp_path / "out"
+    if layout != "missing":
+        out.mkdir()
+    if layout == "unfinished-run-only":
+        run = out / "runs" / "synthetic" / "ew" / "lr0.01-seed0-00000000"
+        run.mkdir(parents=True)
+        (run / "status.json").write_text('{"state": "running"}')
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    rc = main(["compare", "--grid", str(grid), "--out", str(out), "--tables-only"])
+    err = capfd.readouterr().err
+    assert rc == 2 and "no finished run" in err and str(out) in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -4,6 +4,7 @@ run's artefacts travel as bytes and land in the driver's run folder, failed runs
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_package_and_non_ray_commands_never_import_ray(tmp_path):
+    # one committed unit, so that --tables-only has finished runs to tabulate
+    unit = Path("runs") / "lastfm" / "single-task"
+    shutil.copytree(REPO / "results" / "grid" / unit, tmp_path / "g" / unit)
     code = (
         "import sys\n"
         "import pmtrec_lab, pmtrec_lab.compare, pmtrec_lab.tune, pmtrec_lab.viz\n"
         "from pmtrec_lab.cli import main\n"
         "assert main(['methods', '--names']) == 0\n"
         f"assert main(['compare', '--grid', {str(REPO / 'results' / 'grid.yaml')!r}, '--out', "
-        f"{str(tmp_path / 'g')!r}, '--tables-only']) == 0\n"
+        f"{str(tmp_path / 'g')!r}, '--tables-only', '--set', 'datasets=[lastfm]', "
+        "'--set', 'methods=[single-task]']) == 0\n"
         "for bad in (['compare', '--resources-per-run', 'cpu=x', '--out', 'x'], ['tune', '--help']):\n"
         "    try:\n"
         "        main(bad)\n"

@@ -22,6 +22,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pmtrec_lab.compare.grid import run_grid
     from pmtrec_lab.compare.spec import load_grid
     from pmtrec_lab.compare.tables import markdown_tables, summarize
+    from pmtrec_lab.errors import ConfigError
     from pmtrec_lab.paths import write_text_atomic
 
     spec = load_grid(args.grid, args.set)  # validated whole before anything is written
@@ -32,6 +33,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     failure: Exception | None = None
     if args.tables_only:  # the grid the tables describe
+        if not any(out.glob("runs/*/*/*/metrics.json")):
+            raise ConfigError(
+                f"compare --tables-only: {out} holds no finished run of a grid (no "
+                "runs/<dataset>/<method>/<run>/metrics.json); nothing was written. Point --out at a "
+                "grid's folder, or run the grid first (without --tables-only)"
+            )
         write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
     else:
         executor = make_executor(
