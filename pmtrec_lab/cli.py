@@ -129,7 +129,10 @@ def _cmd_datasets_export(args: argparse.Namespace) -> int:
 def _load_cfg(args: argparse.Namespace):
     from pmtrec_lab.config import load_config
 
-    return load_config(args.config, args.set)
+    sets = list(args.set)
+    if getattr(args, "data_dir", None) is not None:  # as every other command reads datasets
+        sets.append(f"data.data_dir={args.data_dir}")
+    return load_config(args.config, sets)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -209,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, repeatable")
     tr.add_argument("--out", required=True, help="run directory (resumed if it holds an unfinished run)")
     tr.add_argument("--restart", action="store_true", help="ignore last.pt and start over")
+    tr.add_argument("--data-dir", default=None, help="the datasets folder (as --set data.data_dir=...)")
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on test")

@@ -123,3 +123,21 @@ def test_every_committed_v3_grid_run_is_recognised_from_the_shared_datasets(shar
         identity = identity_for_config(cfg.data)
         stale = [str(run) for run, recorded in runs if not (recorded and identity.matches(recorded))]
         assert not stale, stale[:3]
+
+
+@pytest.mark.parametrize("form", ["flag", "set", "flag-after-set"])
+def test_train_takes_data_dir_as_every_other_command(tmp_path, monkeypatch, capsys, form):
+    """``train --data-dir`` (issue "Results you can trust": every command that reads a dataset takes
+    it) is the same as ``--set data.data_dir=...``; given both, the flag wins. A folder without
+    the dataset is named in the error, so the flag is seen to reach the loader."""
+    monkeypatch.setenv("PMTREC_CACHE_DIR", str(tmp_path / "cache"))
+    empty = tmp_path / "no-datasets-here"
+    empty.mkdir()
+    args = {
+        "flag": ["--data-dir", str(empty)],
+        "set": ["--set", f"data.data_dir={empty}"],
+        "flag-after-set": ["--set", "data.data_dir=/elsewhere", "--data-dir", str(empty)],
+    }[form]
+    rc = main(["train", "--set", "data.name=lastfm", *args, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(empty) in err and "/elsewhere" not in err
