@@ -10,6 +10,7 @@ then, and only then.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,16 +28,10 @@ def lazy_exports(
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{package}.{module}"), name)
-        globals_of(package)[name] = value  # cache: the next lookup is a plain attribute
+        vars(sys.modules[package])[name] = value  # cache: the next lookup is a plain attribute
         return value
 
     def __dir__() -> list[str]:
-        return sorted({*globals_of(package), *exports})
+        return sorted({*vars(sys.modules[package]), *exports})
 
     return __getattr__, __dir__
-
-
-def globals_of(package: str) -> dict[str, Any]:
-    import sys
-
-    return vars(sys.modules[package])

@@ -32,13 +32,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         spec = with_tuned(spec, Path(args.tuned))
     out = Path(args.out)
     failure: Exception | None = None
-    if args.tables_only:  # the grid the tables describe
-        if not any(out.glob("runs/*/*/*/metrics.json")):
+    if args.tables_only:
+        tables = summarize(out, spec)  # writes nothing when no run of the grid has finished
+        if not tables:
             raise ConfigError(
-                f"compare --tables-only: {out} holds no finished run of a grid (no "
-                "runs/<dataset>/<method>/<run>/metrics.json); nothing was written. Point --out at a "
+                f"compare --tables-only: {out} holds no finished run of this grid (no "
+                "runs/<dataset>/<method>/<run>/metrics.json); nothing was written. Point --out at the "
                 "grid's folder, or run the grid first (without --tables-only)"
             )
+        # the grid the tables describe
         write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
     else:
         executor = make_executor(
@@ -60,7 +62,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             )
         except RunsFailedError as exc:  # the tables of what finished first, then the error
             failure = exc
-    tables = summarize(out, spec)
+        tables = summarize(out, spec)
     if "summary" in tables:
         print(markdown_tables(tables))
     if failure is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pmtrec_lab.compare.artefacts import RunArtefacts, write_failed_run, write_run
 from pmtrec_lab.compare.executors import Executor
-from pmtrec_lab.compare.layout import choose_lr, failed_reason, gave_up, run_path, run_prefix, warn_renamed
+from pmtrec_lab.compare.layout import choose_lr, give_up_reason, run_label, run_path, warn_renamed
 from pmtrec_lab.compare.remote import CRASH_ONCE_ENV, RunJob, remote_config, train_remote
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs
 from pmtrec_lab.errors import PmtrecError
@@ -109,14 +109,14 @@ def run_grid_remote(
         rd = run_path(out, spec, dataset, method, lr, seed)
         if _finished(rd):
             return
-        if gave_up(rd) and not retry_failed:
-            key = f"{dataset}/{method}/{run_prefix(lr, seed)}"
-            state.failed.append((key, str(failed_reason(rd))))
-            print(f"[compare] {key}: failed before; --retry-failed retries it", flush=True)
+        label = run_label(dataset, method, lr, seed)
+        before = None if retry_failed else give_up_reason(rd)
+        if before is not None:
+            state.failed.append((label, before))
+            print(f"[compare] {label}: failed before ({before}); --retry-failed retries it", flush=True)
             return
         warn_renamed(out, spec, dataset, method, lr, seed)
         cfg = run_config(spec, dataset, method, lr, seed, data_dir)
-        label = f"{dataset}/{method}/{run_prefix(lr, seed)}"
         job = RunJob(remote_config(cfg), label, f"{dataset}/{method}/{rd.name}", threads, method in crash)
         run = _Run(dataset, method, lr, seed, job, time.perf_counter())
         state.running[executor.submit(train_remote, job)] = run

@@ -14,7 +14,14 @@ from pathlib import Path
 import yaml
 
 from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
-from pmtrec_lab.compare.layout import choose_lr, failed_reason, gave_up, run_path, run_prefix, warn_renamed
+from pmtrec_lab.compare.layout import (
+    choose_lr,
+    failed_reason,
+    give_up_reason,
+    run_label,
+    run_path,
+    warn_renamed,
+)
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
@@ -132,11 +139,12 @@ def run_unit(
             rd = run_path(out, spec, dataset, method, lr, seed)
             if (rd / "status.json").is_file() and load_run(rd).finished:
                 continue
-            label = f"{dataset}/{method}/{run_prefix(lr, seed)}"
-            if gave_up(rd) and not retry_failed:
-                print(f"[compare] {label}: failed before ({failed_reason(rd)}); --retry-failed retries it")
+            label = run_label(dataset, method, lr, seed)
+            before = None if retry_failed else give_up_reason(rd)
+            if before is not None:
+                print(f"[compare] {label}: failed before ({before}); --retry-failed retries it")
                 if failed is not None:
-                    failed.append((label, str(failed_reason(rd))))
+                    failed.append((label, before))
                 continue
             if max_runs is not None and trained >= max_runs:
                 return trained

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from pmtrec_lab.compare.spec import METRIC, GridSpec, lr_label, resolved_method, tuned_choice, unit_lrs
-from pmtrec_lab.train.run import load_run
+from pmtrec_lab.train.run import INTERRUPTED, load_run
 
 __all__ = [
     "PER_USER_FILE",
@@ -42,7 +42,7 @@ __all__ = [
     "choose_lr",
     "collect",
     "failed_reason",
-    "gave_up",
+    "give_up_reason",
     "gather_per_user",
     "grid_progress",
     "load_results",
@@ -50,6 +50,7 @@ __all__ = [
     "run_name",
     "run_path",
     "renamed_runs",
+    "run_label",
     "run_prefix",
     "warn_renamed",
 ]
@@ -166,13 +167,13 @@ def _valid(run_dir: Path) -> float:
 
 def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | None:
     """The learning rate with the best seed-0 validation NDCG@20. None until every seed-0 run has
-    finished or given up (:func:`gave_up`: it failed, say its loss diverged at that rate, which
+    finished or given up (:func:`give_up_reason`: it failed, say its loss diverged at that rate, which
     makes the rate no candidate), and when every one gave up."""
     best, best_v = None, -math.inf
     for lr in unit_lrs(spec, dataset, method):
         rd = run_path(out, spec, dataset, method, lr, spec.seeds[0])
         if not (rd / "metrics.json").is_file():
-            if gave_up(rd):
+            if give_up_reason(rd) is not None:
                 continue
             return None
         v = _valid(rd)
@@ -181,13 +182,17 @@ def choose_lr(out: Path, dataset: str, method: str, spec: GridSpec) -> float | N
     return best
 
 
-def gave_up(run_dir: Path) -> bool:
-    """The run's last attempt failed for a reason of its own (not an interruption): a grid does
-    not train it again unless asked to (``compare --retry-failed``)."""
+def give_up_reason(run_dir: Path) -> str | None:
+    """Why the run's last attempt failed, when it failed for a reason of its own (None when it did
+    not fail, or was interrupted): a grid does not train it again unless asked to
+    (``compare --retry-failed``)."""
     reason = failed_reason(run_dir)
-    from pmtrec_lab.train.trainer import INTERRUPTED
+    return None if reason == INTERRUPTED else reason
 
-    return reason is not None and reason != INTERRUPTED
+
+def run_label(dataset: str, method: str, lr: float, seed: int) -> str:
+    """``dataset/method/lr<lr>-seed<seed>``: how messages and failure lists name a run."""
+    return f"{dataset}/{method}/{run_prefix(lr, seed)}"
 
 
 def failed_reason(run_dir: Path) -> str | None:

@@ -11,7 +11,7 @@ from pmtrec_lab.lazy import lazy_exports
 
 # ``record`` is both a function and its submodule's name: importing the submodule would set the
 # package attribute to the module, so the (light) function is bound here, after that import.
-from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, record  # noqa: E402
+from pmtrec_lab.reports.record import RECORD_PATH_ENV, load_recorded, record
 
 _EXPORTS = {
     "ReportEntry": "runner",

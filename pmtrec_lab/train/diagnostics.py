@@ -129,10 +129,14 @@ def default_weight_epochs(epochs: int) -> list[int]:
     return out
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine of [..., E, D] with [E, D]; nan where either row is zero."""
+def _cos(
+    a: torch.Tensor, b: torch.Tensor, na: torch.Tensor | None = None, nb: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Row-wise cosine of [..., E, D] with [E, D]; nan where either row is zero. ``na``, ``nb``:
+    the rows' norms when the caller has them already."""
     dots = (a * b).sum(-1)
-    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    na = a.norm(dim=-1) if na is None else na
+    nb = b.norm(dim=-1) if nb is None else nb
     den = na * nb
     return torch.where(den > 0, dots / den.clamp_min(1e-30), torch.full_like(dots, float("nan")))
 
@@ -200,19 +204,21 @@ class DiagnosticsRecorder:
         return pos, inside
 
     def _histograms(self, cos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[2, K, bins] counts of ``cos`` [E, K] where ``mask`` [2, E, K] holds, per side and task."""
+        """[2, C, bins] counts of ``cos`` [E, C] where ``mask`` [2, E, C] holds, per side and
+        column (the tasks, or the one combined gradient)."""
+        columns = cos.shape[1]
         pos, inside = self._bin_index(cos)
         keep = mask & inside[None]
-        s_idx, e_idx, k_idx = keep.nonzero(as_tuple=True)
-        flat = (s_idx * self.k + k_idx) * self.bins + pos[e_idx, k_idx]
-        counts = torch.bincount(flat, minlength=2 * self.k * self.bins)
-        return counts.view(2, self.k, self.bins).double()
+        s_idx, e_idx, c_idx = keep.nonzero(as_tuple=True)
+        flat = (s_idx * columns + c_idx) * self.bins + pos[e_idx, c_idx]
+        counts = torch.bincount(flat, minlength=2 * columns * self.bins)
+        return counts.view(2, columns, self.bins).double()
 
     def _accumulate_sides(self, norms, cos_raw, cos_comb, cos_after, active, side) -> None:
         """The per-(side, task) sums of one step, all (side, task) pairs at once: gradient norms,
         conflicts with the main task (cosine < 0) and cosine histograms, raw and after the
         method's alignment, and those of the combined gradient. The counts equal the per-pair
-        loop's exactly (``tests/test_v3_diagnostics.py`` keeps that loop as the reference); the
+        loop's exactly (``tests/test_diagnostics_vectorized.py`` keeps that loop as the reference); the
         norm sums differ from it by float64 rounding only."""
         on_side = torch.stack([side == 0, side == 1])  # [2, E]
         m = on_side[:, :, None] & active[None]  # [2, E, K]
@@ -230,12 +236,7 @@ class DiagnosticsRecorder:
         mc = on_side & active[None, :, 0] & ~torch.isnan(cos_comb)[None]  # [2, E]
         self.conf_comb += (mc & (cos_comb < 0)[None]).sum(1).double()
         self.conf_comb_cnt += mc.sum(1).double()
-        pos, inside = self._bin_index(cos_comb)
-        keep = mc & inside[None]
-        s_idx, e_idx = keep.nonzero(as_tuple=True)
-        self.hist_comb += torch.bincount(s_idx * self.bins + pos[e_idx], minlength=2 * self.bins).view(
-            2, self.bins
-        ).double()
+        self.hist_comb += self._histograms(cos_comb[:, None], mc[:, :, None])[:, 0]
 
     @torch.no_grad()
     def update(self, step, epoch: int) -> None:
@@ -244,7 +245,8 @@ class DiagnosticsRecorder:
         self.loss_sum += step.losses.detach().double().cpu()
         active = lay.active
         side = lay.side
-        norms = grads.norm(dim=-1).T  # [E, K]
+        task_norms = grads.norm(dim=-1)  # [K, E]
+        norms = task_norms.T  # [E, K]
         self.probe.update(self.steps, lay, res.diagnostics.get("magnitude_signal", norms))
         self.steps += 1
         for key in TASK_MEANS:
@@ -261,8 +263,9 @@ class DiagnosticsRecorder:
                 ok = ~torch.isnan(v)
                 self.side_mean_sum[key] = self.side_mean_sum.get(key, 0) + torch.where(ok, v, 0.0)
                 self.side_mean_n[key] = self.side_mean_n.get(key, 0) + ok.double()
-        cos_raw = _cos(grads, grads[0].unsqueeze(0)).T  # [E, K]
-        cos_comb = _cos(res.combined.detach(), grads[0])  # [E]
+        main_norms = task_norms[:1]  # [1, E]: the main task's rows, computed once for both cosines
+        cos_raw = _cos(grads, grads[0].unsqueeze(0), task_norms, main_norms).T  # [E, K]
+        cos_comb = _cos(res.combined.detach(), grads[0], nb=main_norms[0])  # [E]
         cos_after = res.diagnostics.get("cos_main_after")
         self._accumulate_sides(norms, cos_raw, cos_comb, cos_after, active, side)
         for key in ("norm_ratio_before", "norm_ratio_after"):

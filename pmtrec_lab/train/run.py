@@ -53,6 +53,9 @@ RUN_SCHEMA = 2
 LEGACY_SCHEMA = 1
 #: the checkpoint container's ``format`` key
 CHECKPOINT_FORMAT = "pmtrec-lab-checkpoint/2"
+#: ``status.json``'s ``error`` of a run stopped by Ctrl-C: it resumes on the next call, it did not
+#: give up
+INTERRUPTED = "interrupted"
 
 
 def _clean(obj: Any) -> Any:

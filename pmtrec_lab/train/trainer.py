@@ -44,6 +44,7 @@ from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epo
 from pmtrec_lab.train.lock import RunLock
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer, uses_sparse_tables
 from pmtrec_lab.train.run import (
+    INTERRUPTED,
     RUN_SCHEMA,
     Run,
     is_run_folder,
@@ -185,10 +186,6 @@ class _Session:
         """``status.json``'s view of the best validation so far."""
         value = self.best["value"]
         return {"best_epoch": self.best["epoch"], "best_value": value if value != -float("inf") else None}
-
-
-#: the failure reason of a run stopped by Ctrl-C: it resumes on the next call, it did not give up
-INTERRUPTED = "interrupted"
 
 
 def train(
@@ -356,35 +353,32 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
         )
     if state == "finished":
         recorded = status.get("data_fingerprint") if isinstance(status, dict) else None
-        if not _same_data(cfg, recorded):
+        now = _changed_data(cfg, recorded)
+        if now is not None:
             raise PmtrecError(
                 f"{out}: this run finished on other data (data fingerprint {recorded}; the files now "
-                f"give {_current_fingerprint(cfg)}), so its results are not this data's: rerun with "
+                f"give {now}), so its results are not this data's: rerun with "
                 "--restart to train it on the current data, or use another --out"
             )
         return "finished"
     return "resume" if (out / "last.pt").is_file() else "fresh"
 
 
-def _current_fingerprint(cfg: RunConfig) -> str:
-    from pmtrec_lab.data.loading import identity_for_config
-
-    return identity_for_config(cfg.data).fingerprint
-
-
-def _same_data(cfg: RunConfig, recorded: str | None) -> bool:
-    """Whether a run that recorded data fingerprint ``recorded`` trained on the data ``cfg`` reads
-    now (its files' contents and the settings that change the split; a fingerprint of the older
-    kind, the cache key, is recognised). Unknown (none recorded, or the files are missing so
-    nothing can be compared) counts as the same: the run is returned as it is."""
+def _changed_data(cfg: RunConfig, recorded: str | None) -> str | None:
+    """The data fingerprint ``cfg``'s files give now when a run that recorded ``recorded`` trained
+    on other data, else None (the fingerprint covers the files' contents and the settings that
+    change the split; one of the older kind, the cache key, is recognised). Unknown (none
+    recorded, or the files are missing so nothing can be compared) counts as the same data: the
+    run is returned as it is."""
     from pmtrec_lab.data.loading import identity_for_config
 
     if not recorded:
-        return True
+        return None
     try:
-        return identity_for_config(cfg.data).matches(recorded)
+        identity = identity_for_config(cfg.data)
     except (MissingDataError, FileNotFoundError):
-        return True
+        return None
+    return None if identity.matches(recorded) else identity.fingerprint
 
 
 class _StatusWriter:
@@ -459,7 +453,7 @@ def _resume(s: _Session) -> None:
         return
     st = load_checkpoint(s.out / "last.pt")
     before = st.get("data_fingerprint") or ""
-    if before and s.fingerprint and before != s.fingerprint and not _same_data(s.cfg, before):
+    if before and s.fingerprint and before != s.fingerprint and _changed_data(s.cfg, before) is not None:
         raise PmtrecError(
             f"{s.out}: the data changed since this run started (it trained on data fingerprint "
             f"{before}, the files now give {s.fingerprint}); rerun with --restart to train on the "
@@ -652,10 +646,11 @@ def evaluate_run(
     run = load_run(run_dir)
     cfg = run.config
     recorded = run.status.get("data_fingerprint") if isinstance(run.status, dict) else None
-    if not allow_changed_data and not _same_data(cfg, recorded):
+    now = None if allow_changed_data else _changed_data(cfg, recorded)
+    if now is not None:
         raise PmtrecError(
             f"{run_dir}: the data changed since this run trained (data fingerprint {recorded}; the "
-            f"files now give {_current_fingerprint(cfg)}): its test metrics on the new split would "
+            f"files now give {now}): its test metrics on the new split would "
             "not be a test; retrain it, or pass --allow-changed-data to evaluate anyway"
         )
     ds = dataset_for_config(cfg.data)
