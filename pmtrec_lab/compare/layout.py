@@ -33,7 +33,15 @@ from typing import Any
 
 import pandas as pd
 
-from pmtrec_lab.compare.spec import METRIC, GridSpec, lr_label, resolved_method, tuned_choice, unit_lrs
+from pmtrec_lab.compare.spec import (
+    METRIC,
+    GridSpec,
+    leave_out_of,
+    lr_label,
+    resolved_method,
+    tuned_choice,
+    unit_lrs,
+)
 from pmtrec_lab.train.run import INTERRUPTED, load_run
 
 __all__ = [
@@ -90,7 +98,8 @@ def run_key(spec: GridSpec, method: str, lr: float, seed: int, dataset: str | No
     with (``resolve_params``; on a ``dataset`` where the grid is tuned, the tuned ones) except
     those at their ``name_neutral`` value (parameters added later, at the value that behaves as
     before they existed), the exact learning rate and the seed, and for a tuned run its weight
-    decay (untuned names unchanged)."""
+    decay (untuned names unchanged), and for a variant that leaves tasks out, their names (other
+    names unchanged)."""
     method_params = resolved_method(spec, method, dataset)
     from pmtrec_lab.mtl import get_entry
 
@@ -105,6 +114,9 @@ def run_key(spec: GridSpec, method: str, lr: float, seed: int, dataset: str | No
     choice = tuned_choice(spec, dataset, method)
     if choice is not None:
         key["weight_decay"] = float(choice.get("weight_decay", 0.0))
+    left_out = leave_out_of(spec, method)
+    if left_out:
+        key["leave_out"] = left_out
     return key
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "baseline_methods",
     "is_baseline",
     "load_grid",
+    "leave_out_of",
     "lr_label",
     "method_of",
     "pmtrec_family",
@@ -59,8 +60,9 @@ METRIC = "ndcg@20"
 #: the order user groups are listed in (activity thirds, then social)
 GROUP_ORDER = {level: i for i, level in enumerate((*ACTIVITY_LEVELS, *SOCIAL_LEVELS))}
 
-#: the keys a variant under ``variants`` may have
-VARIANT_KEYS = ("name", "params")
+#: the keys a variant under ``variants`` may have (``leave_out``: auxiliary tasks the variant's runs
+#: train without, by name, e.g. ``[social:trust]``; the benefit map's leave-one-task-out runs)
+VARIANT_KEYS = ("name", "params", "leave_out")
 #: the keys of a tuned configuration under ``tuned.<dataset>.<method>``
 TUNED_KEYS = ("lr", "weight_decay", "params", "source")
 
@@ -195,7 +197,7 @@ class GridSpec(BaseModel):
             unknown = [k for k in variant if k not in VARIANT_KEYS]
             if unknown:
                 listed = ", ".join(map(repr, unknown))
-                raise ConfigError(f"{key}: unknown key(s) {listed}; expected {' and '.join(VARIANT_KEYS)}")
+                raise ConfigError(f"{key}: unknown key(s) {listed}; expected {', '.join(VARIANT_KEYS)}")
             if "name" not in variant:
                 raise ConfigError(f"{key}.name: missing; expected the registered method the variant runs")
             try:
@@ -208,6 +210,8 @@ class GridSpec(BaseModel):
             if not isinstance(params, Mapping):
                 raise ConfigError(f"{key}.params: expected a mapping, got {type(params).__name__}")
             validate_params(variant["name"], params, prefix=f"{key}.params")
+            if "leave_out" in variant:
+                _check_leave_out(variant["leave_out"], f"{key}.leave_out")
         return v
 
     @model_validator(mode="after")
@@ -231,6 +235,12 @@ class GridSpec(BaseModel):
                 run_config(self, dataset, self.methods[0], self.lrs[0], self.seeds[0], None)
             except ConfigError as exc:
                 raise ConfigError(f"base (on dataset {dataset!r}): {exc}") from None
+            for method in self.methods:  # tasks left out must be tasks of every dataset
+                if leave_out_of(self, method):
+                    try:
+                        run_config(self, dataset, method, self.lrs[0], self.seeds[0], None)
+                    except ConfigError as exc:
+                        raise ConfigError(f"{exc} (on dataset {dataset!r})") from None
         self._check_tuned()
         return self
 
@@ -383,6 +393,38 @@ def resolved_method(spec: GridSpec, method: str, dataset: str | None = None) -> 
     return {"name": name, "params": resolve_params(name, params)}
 
 
+def _check_leave_out(names: Any, key: str) -> None:
+    """A variant's ``leave_out``: a non-empty list of distinct task names."""
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{key}: expected a non-empty list of auxiliary task names (e.g. [social:trust]), "
+                          f"got {names!r}")
+    _no_repeats(key, names, "task names", "a task is left out once")
+
+
+def leave_out_of(spec: GridSpec, method: str) -> list[str]:
+    """The auxiliary tasks a grid label's runs leave out (``variants.<label>.leave_out``), else []."""
+    variant = spec.variants.get(method)
+    return list(variant.get("leave_out") or []) if variant is not None else []
+
+
+def _without_tasks(cfg: RunConfig, names: list[str], where: str) -> RunConfig:
+    """``cfg`` with the named auxiliary tasks left out of the tasks it would train (``tasks.include``
+    if given, else the dataset's enabled defaults, in their order)."""
+    from pmtrec_lab.data.registry import spec_for_data
+
+    if cfg.tasks.include is not None:
+        current = list(cfg.tasks.include)
+    else:
+        current = [t.name for t in spec_for_data(cfg.data).tasks if t.enabled]
+    missing = [n for n in names if n not in current]
+    if missing:
+        raise ConfigError(
+            f"{where}: {', '.join(map(repr, missing))} is not an auxiliary task this run trains on dataset "
+            f"{cfg.data.name!r}; expected one of: {', '.join(current) or '(none)'}"
+        )
+    return cfg.updated({"tasks": {"include": [n for n in current if n not in names]}})
+
+
 def _merged(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """``b`` over ``a``, nested mappings merged key by key."""
     out = dict(a)
@@ -411,4 +453,6 @@ def run_config(
         "optim": optim,
         "seed": seed,
     }
-    return load_config(base=_merged(spec.base, changes))
+    cfg = load_config(base=_merged(spec.base, changes))
+    leave_out = leave_out_of(spec, method)
+    return _without_tasks(cfg, leave_out, f"variants.{method}.leave_out") if leave_out else cfg

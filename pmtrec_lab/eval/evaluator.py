@@ -34,13 +34,18 @@ class EvalResult:
     ``users`` holds the evaluated user ids (users with at least one relevant item, ascending),
     ``per_user[name]`` the float64 value of each metric for those users (aligned with ``users``),
     and ``num_users_without_relevant`` the users of the embedding table that had no relevant item
-    (counted, not averaged).
+    (counted, not averaged). With ``evaluate_embeddings(..., with_hits=True)``, ``hits`` holds every
+    retrieved relevant pair (its user, item and 1-based rank within the largest K) and
+    ``num_relevant`` each evaluated user's count of distinct relevant items (aligned with
+    ``users``): what per-item metrics are computed from (:mod:`pmtrec_lab.eval.items`).
     """
 
     users: np.ndarray
     per_user: dict[str, np.ndarray]
     num_users_without_relevant: int
     ks: tuple[int, ...] = field(default=(10, 20, 50))
+    hits: RetrievedPairs | None = None
+    num_relevant: np.ndarray | None = None
 
     @property
     def num_users_evaluated(self) -> int:
@@ -59,6 +64,15 @@ class EvalResult:
         data: dict[str, np.ndarray] = {"user": self.users}
         data.update(self.per_user)
         return pd.DataFrame(data)
+
+
+@dataclass(frozen=True)
+class RetrievedPairs:
+    """The relevant (user, item) pairs found in the top ``max(ks)``, with their 1-based ranks."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ranks: np.ndarray
 
 
 class _PairIndex:
@@ -135,6 +149,7 @@ def evaluate_embeddings(
     ks: Sequence[int] = (10, 20, 50),
     chunk_users: int | None = None,
     device: torch.device | str | None = None,
+    with_hits: bool = False,
 ) -> EvalResult:
     """Rank all items for every user with a relevant item and compute RecBole metrics per user.
 
@@ -148,6 +163,8 @@ def evaluate_embeddings(
         chunk_users: users scored at once; by default as many as keep one float32 score block
             under 256 MiB. The result does not depend on it.
         device: where to score (defaults to ``user_emb``'s device).
+        with_hits: also return the retrieved relevant pairs and each user's relevant count
+            (``EvalResult.hits``, ``EvalResult.num_relevant``); the metrics do not change.
 
     Returns:
         :class:`EvalResult` over the users of ``relevant_pairs`` (ascending ids).
@@ -177,6 +194,8 @@ def evaluate_embeddings(
     dtype = user_emb.dtype if user_emb.dtype in (torch.float32, torch.float64) else torch.float32
     names = metric_keys(ks)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    hit_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    relevant_counts: list[np.ndarray] = []
     with torch.inference_mode():
         items_t = item_emb.detach().to(device=device, dtype=dtype).t()
         users_t = user_emb.detach()
@@ -204,11 +223,23 @@ def evaluate_embeddings(
             values = metrics_from_hits_np(hits, num_rel, ks)
             for name in names:
                 parts[name].append(values[name])
+            if with_hits:
+                row, pos = np.nonzero(hits)
+                hit_parts.append((chunk[row], idx.cpu().numpy()[row, pos], pos + 1))
+                relevant_counts.append(num_rel)
     empty = np.zeros(0, dtype=np.float64)
     per_user = {name: (np.concatenate(parts[name]) if parts[name] else empty.copy()) for name in names}
+    retrieved = counts = None
+    if with_hits:
+        columns = [np.concatenate([p[j] for p in hit_parts]) if hit_parts else np.zeros(0) for j in range(3)]
+        retrieved = RetrievedPairs(*(c.astype(np.int64) for c in columns))
+        counts = np.concatenate(relevant_counts) if relevant_counts else np.zeros(0, np.int64)
+        counts = counts.astype(np.int64)
     return EvalResult(
         users=eval_users.astype(np.int64),
         per_user=per_user,
         num_users_without_relevant=num_users - int(eval_users.shape[0]),
         ks=ks,
+        hits=retrieved,
+        num_relevant=counts,
     )

@@ -111,9 +111,12 @@ def social_relation(ds: RecDataset) -> tuple[np.ndarray, np.ndarray] | tuple[Non
 
 
 @torch.no_grad()
-def evaluate_split(model: Model, ds: RecDataset, cfg: RunConfig, which: str, device: torch.device):
+def evaluate_split(
+    model: Model, ds: RecDataset, cfg: RunConfig, which: str, device: torch.device, with_hits: bool = False
+):
     """Full-ranking evaluation on ``valid`` (training and meta items masked) or ``test``
-    (training, meta and validation items masked)."""
+    (training, meta and validation items masked); ``with_hits`` keeps the retrieved pairs for
+    per-item metrics (the metrics do not change)."""
     model.eval()
     users, items = model.encoder()
     model.train()
@@ -128,6 +131,7 @@ def evaluate_split(model: Model, ds: RecDataset, cfg: RunConfig, which: str, dev
         ks=tuple(cfg.eval.ks),
         chunk_users=cfg.eval.chunk_users,
         device=device,
+        with_hits=with_hits,
     )
 
 
@@ -308,6 +312,9 @@ _RUN_FILES = (
     "history.json",
     "status.json",
     "per_user_test.parquet",
+    "per_user_valid.parquet",
+    "per_item_test.parquet",
+    "per_item_valid.parquet",
     "groups.json",
 )
 
@@ -611,11 +618,14 @@ def _finish(s: _Session, stop_reason: str) -> None:
     out, history, best = s.out, s.history, s.best
     if (out / "best.pt").is_file():
         s.model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
-    tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device)
+    tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device, with_hits=True)
+    vres = evaluate_split(s.model, s.ds, s.cfg, "valid", s.device, with_hits=True)
     src, dst = social_relation(s.ds)
     groups = user_groups(s.ds.split.train, s.ds.num_users, src, dst)
-    frame = tres.to_frame().merge(groups, left_on="user", right_index=True, how="left")
-    write_parquet(out / "per_user_test.parquet", frame)
+    for split, result, relevant in (("test", tres, s.ds.split.test), ("valid", vres, s.ds.split.valid)):
+        frame = result.to_frame().merge(groups, left_on="user", right_index=True, how="left")
+        write_parquet(out / f"per_user_{split}.parquet", frame)
+        write_parquet(out / f"per_item_{split}.parquet", _per_item_frame(result, relevant, s.cfg.eval.ks))
     write_json(out / "groups.json", group_metrics(tres, groups))
     beta = None
     if history:
@@ -635,6 +645,16 @@ def _finish(s: _Session, stop_reason: str) -> None:
     }
     write_json(out / "metrics.json", metrics)
     s.status.write("finished", epoch=len(history), **s.best_fields())
+
+
+def _per_item_frame(result, relevant: np.ndarray, ks):
+    """Per-item recall and NDCG at every cutoff (``eval.items``), one row per held-out item."""
+    import pandas as pd
+
+    from pmtrec_lab.eval.items import per_item_metrics
+
+    frames = [per_item_metrics(result, relevant, int(k)).set_index(["item", "pairs"]) for k in ks]
+    return pd.concat(frames, axis=1).reset_index()
 
 
 def evaluate_run(
