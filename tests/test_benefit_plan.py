@@ -47,8 +47,13 @@ def test_a_variant_trains_without_the_tasks_it_leaves_out(left_out, trained):
     ],
 )
 def test_a_bad_leave_out_is_refused_when_the_grid_loads(leave_out, message, tmp_path):
-    grid = {"datasets": ["ciao"], "methods": ["ew", "drop"], "seeds": [0], "lrs": [1e-3],
-            "variants": {"drop": {"name": "ew", "leave_out": leave_out}}}
+    grid = {
+        "datasets": ["ciao"],
+        "methods": ["ew", "drop"],
+        "seeds": [0],
+        "lrs": [1e-3],
+        "variants": {"drop": {"name": "ew", "leave_out": leave_out}},
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))
     with pytest.raises(ConfigError, match=rf"{path}: variants\.drop\.leave_out: .*{message}"):

@@ -1,3 +1,3 @@
 """The benefit map: who benefits from which auxiliary task, measured per user and per item
 (issue "PMTRec v4", part 1). ``plan`` builds its grids; ``measure`` gathers the runs' per-entity
-validation metrics; ``map`` computes benefit, its noise and structure, and scores weightings."""
+validation metrics; ``analysis`` computes benefit, its noise and structure, and scores weightings."""

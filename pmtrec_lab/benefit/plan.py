@@ -39,8 +39,9 @@ def benefit_grid(dataset: str, lr: float | None = None, seeds: tuple[int, ...] =
     EW without each enabled default auxiliary task, at ``lr`` (default: EW's grid-v3 choice)."""
     if lr is None:
         if dataset not in EW_LR:
-            raise ValueError(f"dataset {dataset!r}: no grid-v3 EW learning rate known; pass lr "
-                             f"(known: {', '.join(EW_LR)})")
+            raise ValueError(
+                f"dataset {dataset!r}: no grid-v3 EW learning rate known; pass lr (known: {', '.join(EW_LR)})"
+            )
         lr = EW_LR[dataset]
     tasks = [t.name for t in get_spec(dataset).tasks if t.enabled]
     variants = {variant_label(t): {"name": "ew", "leave_out": [t]} for t in tasks}

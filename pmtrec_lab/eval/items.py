@@ -35,8 +35,14 @@ def per_item_metrics(result: EvalResult, relevant_pairs: np.ndarray, k: int = 20
         raise ValueError(f"k={k} exceeds the evaluation's largest cutoff {max(result.ks)}")
     pairs = np.unique(np.asarray(relevant_pairs, dtype=np.int64).reshape(-1, 2), axis=0)
     if pairs.size == 0:
-        return pd.DataFrame({"item": np.zeros(0, np.int64), "pairs": np.zeros(0, np.int64),
-                             f"recall@{k}": np.zeros(0), f"ndcg@{k}": np.zeros(0)})
+        return pd.DataFrame(
+            {
+                "item": np.zeros(0, np.int64),
+                "pairs": np.zeros(0, np.int64),
+                f"recall@{k}": np.zeros(0),
+                f"ndcg@{k}": np.zeros(0),
+            }
+        )
     # IDCG@k of each pair's user, from that user's relevant count (users are ascending ids)
     discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
     ideal = np.cumsum(discount)
@@ -56,9 +62,11 @@ def per_item_metrics(result: EvalResult, relevant_pairs: np.ndarray, k: int = 20
     within = (rank >= 1) & (rank <= k)
     gain = np.where(within, discount[np.clip(rank - 1, 0, k - 1)], 0.0) / idcg
     items, inverse, counts = np.unique(pairs[:, 1], return_inverse=True, return_counts=True)
-    return pd.DataFrame({
-        "item": items,
-        "pairs": counts,
-        f"recall@{k}": np.bincount(inverse, weights=within.astype(np.float64)) / counts,
-        f"ndcg@{k}": np.bincount(inverse, weights=gain) / counts,
-    })
+    return pd.DataFrame(
+        {
+            "item": items,
+            "pairs": counts,
+            f"recall@{k}": np.bincount(inverse, weights=within.astype(np.float64)) / counts,
+            f"ndcg@{k}": np.bincount(inverse, weights=gain) / counts,
+        }
+    )

@@ -1,0 +1,3 @@
+from pmtrec_lab.benefit.report import main
+
+raise SystemExit(main())

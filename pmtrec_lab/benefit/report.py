@@ -1,0 +1,160 @@
+"""Build a benefit-map grid folder's tables: ``python -m pmtrec_lab.benefit results/benefit-map/ciao``.
+
+Gathers the finished runs' per-entity validation metrics into ``per_entity_valid.parquet`` (where
+the run files are present; on a fresh clone the committed table is read instead), then writes
+beside it ``benefit_overall.csv`` (mean benefit per task and side with bootstrap intervals),
+``reliability.csv``, ``benefit_bins.csv`` (by bins of each entity feature), ``structure.csv``
+(variance explained by each feature against its permutation floor and the reliability) and
+``benefit.md`` (the same, readable). Nothing is written when no run has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pmtrec_lab.benefit.analysis import (
+    FEATURES,
+    benefit_per_seed,
+    bootstrap_mean_ci,
+    by_bins,
+    reliability,
+    structure,
+    summarize,
+)
+from pmtrec_lab.benefit.measure import ENTITY_FILE, entity_features, gather
+
+__all__ = ["BenefitTables", "build", "main"]
+
+
+def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A frame as a Markdown table, floats with ``digits`` decimals, NaN as ``-``."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if value != value else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+class BenefitTables:
+    """The tables of one benefit-map folder (attributes named as their files)."""
+
+    def __init__(self, entities: pd.DataFrame, features: pd.DataFrame, n_boot: int = 1000):
+        self.entities = entities
+        self.per_seed = benefit_per_seed(entities)
+        self.map = summarize(self.per_seed)
+        self.reliability = reliability(self.per_seed)
+        self.overall = self._overall(n_boot)
+        self.bins = pd.concat(
+            [by_bins(self.map, features, f, n_boot=n_boot) for f in FEATURES], ignore_index=True
+        )
+        self.structure = structure(self.map, features, self.reliability)
+
+    def _overall(self, n_boot: int) -> pd.DataFrame:
+        rows = []
+        for (dataset, task, side), frame in self.map.groupby(["dataset", "task", "side"], sort=True):
+            lo, hi = bootstrap_mean_ci(frame["benefit"].to_numpy(), n_boot)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "task": task,
+                    "side": side,
+                    "entities": len(frame),
+                    "seeds": int(frame["seeds"].min()),
+                    "full": frame["full"].mean(),
+                    "without": frame["without"].mean(),
+                    "benefit": frame["benefit"].mean(),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "share_helped": float((frame["benefit"] > 0).mean()),
+                }
+            )
+        out = pd.DataFrame(rows)
+        return out.merge(self.reliability[["dataset", "task", "side", "pair_r", "reliability"]], how="left")
+
+    def markdown(self) -> str:
+        """The overall table, the reliability and the structure, as Markdown (NDCG@20 x100)."""
+        overall = self.overall.copy()
+        for col in ("full", "without", "benefit", "ci_low", "ci_high"):
+            overall[col] = overall[col] * 100
+        structure = self.structure.copy()
+        parts = [
+            "# Benefit map (validation NDCG@20 x100; benefit = EW minus EW without the task)",
+            "",
+            _markdown(overall),
+            "",
+            "## Structure: variance of the seed-mean benefit explained by bins of each feature",
+            "",
+            _markdown(structure) if len(structure) else "(no feature varies)",
+            "",
+        ]
+        return "\n".join(parts)
+
+    def write(self, out: Path) -> list[Path]:
+        written = []
+        for name, frame in (
+            ("benefit_overall.csv", self.overall),
+            ("reliability.csv", self.reliability),
+            ("benefit_bins.csv", self.bins),
+            ("structure.csv", self.structure),
+        ):
+            frame.to_csv(out / name, index=False)
+            written.append(out / name)
+        (out / "benefit.md").write_text(self.markdown())
+        written.append(out / "benefit.md")
+        return written
+
+
+def _dataset(out: Path, data_dir: str | None):
+    """The dataset of the grid (one dataset per benefit-map grid), loaded as its runs trained it."""
+    from pmtrec_lab.compare.spec import load_grid, run_config
+    from pmtrec_lab.data import dataset_for_config
+
+    spec = load_grid(out / "grid.resolved.yaml")
+    if len(spec.datasets) != 1:
+        raise ValueError(f"{out}: a benefit-map grid has one dataset, this one has {spec.datasets}")
+    cfg = run_config(spec, spec.datasets[0], spec.methods[0], spec.lrs[0], spec.seeds[0], data_dir)
+    return dataset_for_config(cfg.data)
+
+
+def build(out: str | Path, data_dir: str | None = None, n_boot: int = 1000) -> BenefitTables | None:
+    """Gather (where run files exist), then compute and write the tables; None when no run finished."""
+    out = Path(out)
+    entities = gather(out)
+    committed = out / ENTITY_FILE
+    if len(entities):
+        tmp = committed.with_suffix(".tmp")
+        entities.to_parquet(tmp, index=False)
+        tmp.replace(committed)
+    elif committed.is_file():
+        entities = pd.read_parquet(committed)
+    else:
+        return None
+    tables = BenefitTables(entities, entity_features(_dataset(out, data_dir)), n_boot=n_boot)
+    tables.write(out)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pmtrec_lab.benefit", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "out", help="a benefit-map grid folder (compare --out of results/benefit-map/<dataset>.yaml)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="where the datasets live (default: the configured one)"
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    args = parser.parse_args(argv)
+    tables = build(args.out, args.data_dir, args.bootstrap)
+    if tables is None:
+        print(f"{args.out}: no finished run and no {ENTITY_FILE}; nothing written", file=sys.stderr)
+        return 2
+    print(tables.markdown())
+    return 0
