@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pmtrec_lab.benefit.plan import EW_LR, benefit_grid, variant_label
+from pmtrec_lab.benefit.plan import EW_LR, WEIGHTINGS, benefit_grid, variant_label, weights_grid
 from pmtrec_lab.compare.layout import run_name
 from pmtrec_lab.compare.spec import GridSpec, load_grid, run_config
 from pmtrec_lab.errors import ConfigError
@@ -77,6 +77,10 @@ def test_committed_benefit_grids_are_what_the_plan_writes(dataset):
     assert spec.base == grid_v3["base"]  # the v3 grid's protocol
     for label, variant in spec.variants.items():
         assert label == variant_label(variant["leave_out"][0])
+    weights = REPO / "results" / "benefit-map" / f"{dataset}-weights.yaml"
+    assert yaml.safe_load(weights.read_text()) == weights_grid(dataset)
+    scored = load_grid(weights)
+    assert scored.methods == list(WEIGHTINGS) and scored.lrs == spec.lrs and scored.base == spec.base
 
 
 def test_ew_in_a_benefit_grid_is_the_v3_grids_ew_run():

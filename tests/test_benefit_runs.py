@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pmtrec_lab.benefit.measure import ENTITY_FILE, gather
+from pmtrec_lab.benefit.measure import ENTITY_FILE, WEIGHTS_FILE, gather, gather_weights
 from pmtrec_lab.benefit.report import build, main
 from pmtrec_lab.compare import GridSpec, run_grid, run_path
+from pmtrec_lab.train import load_run
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +26,7 @@ def grid(tmp_path_factory):
     spec = GridSpec(
         datasets=["synthetic"],
         methods=["ew", "single-task", "ew-no-social"],
-        seeds=[0, 1],
+        seeds=[0, 1, 2],
         lrs=[0.01],
         pmtrec="ew",
         variants={"ew-no-social": {"name": "ew", "leave_out": ["social:friends"]}},
@@ -36,8 +37,19 @@ def grid(tmp_path_factory):
             "progress": "none",
         },
     )
-    assert run_grid(spec, out) == 6
+    assert run_grid(spec, out) == 9
     return spec, out
+
+
+@pytest.fixture(scope="module")
+def weights(grid, tmp_path_factory):
+    spec, _ = grid
+    out = tmp_path_factory.mktemp("weights")
+    scored = spec.model_copy(
+        update={"methods": ["pmtrec", "gcs"], "seeds": [0], "pmtrec": "pmtrec", "variants": {}}
+    )
+    assert run_grid(scored, out) == 2
+    return scored, out
 
 
 def test_gathered_rows_are_the_runs_per_entity_files(grid):
@@ -51,8 +63,6 @@ def test_gathered_rows_are_the_runs_per_entity_files(grid):
     assert np.array_equal(mine[mine["side"] == "user"]["value"].to_numpy(), users["ndcg@20"].to_numpy())
     assert np.array_equal(mine[mine["side"] == "item"]["pairs"].to_numpy(), items["pairs"].to_numpy())
     # per-user validation at the selected epoch is what metrics.json recorded for that epoch
-    from pmtrec_lab.train import load_run
-
     assert users["ndcg@20"].mean() == pytest.approx(load_run(run).metrics["valid"]["ndcg@20"], abs=1e-12)
 
 
@@ -83,3 +93,34 @@ def test_an_empty_folder_writes_nothing_and_exits_2(grid, tmp_path, capsys):
     assert main([str(empty)]) == 2
     assert "nothing written" in capsys.readouterr().err
     assert sorted(p.name for p in empty.iterdir()) == ["grid.resolved.yaml"]
+
+
+def test_weightings_are_scored_against_the_map_of_the_seeds_that_did_not_train_them(grid, weights):
+    _, out = grid
+    spec, wout = weights
+    learned = gather_weights(wout)
+    assert set(learned["method"]) == {"pmtrec", "gcs"} and set(learned["seed"]) == {0}
+    run = run_path(wout, spec, "synthetic", "gcs", 0.01, 0)
+    stored = pd.read_parquet(run / "diagnostics" / "entity_weights.parquet")
+    best = load_run(run).metrics["best_epoch"]
+    expected_epoch = max(e for e in stored["epoch"].unique() if e <= best)
+    assert set(learned[learned["method"] == "gcs"]["epoch"]) == {expected_epoch}
+    tables = build(out, n_boot=100, weights=wout)
+    scores = tables.scores
+    assert set(scores["map_seeds"]) == {"1,2"}
+    row = scores[
+        (scores["method"] == "gcs") & (scores["task"] == "social:friends") & (scores["side"] == "user")
+    ]
+    assert len(row) == 1 and row["entities"].iloc[0] == USERS
+    assert (out / "weight_scores.csv").is_file() and (wout / WEIGHTS_FILE).is_file()
+    assert "Weightings scored against the map" in (out / "benefit.md").read_text()
+
+
+def test_a_finished_weighting_run_without_stored_weights_is_named(weights, tmp_path):
+    spec, wout = weights
+    clone = tmp_path / "w"
+    shutil.copytree(wout, clone)
+    run = run_path(clone, spec, "synthetic", "pmtrec", 0.01, 0)
+    (run / "diagnostics" / "entity_weights.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"entity_weights\.parquet: missing; .*diagnostics off"):
+        gather_weights(clone)

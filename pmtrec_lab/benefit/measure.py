@@ -18,11 +18,23 @@ import pandas as pd
 from pmtrec_lab.compare.layout import run_path
 from pmtrec_lab.compare.spec import GridSpec, leave_out_of, load_grid, unit_lrs
 from pmtrec_lab.data.types import RecDataset
+from pmtrec_lab.train.run import load_run
 
-__all__ = ["ENTITY_FILE", "FULL", "NONE_LEFT", "entity_features", "gather", "run_roles"]
+__all__ = [
+    "ENTITY_FILE",
+    "FULL",
+    "NONE_LEFT",
+    "WEIGHTS_FILE",
+    "entity_features",
+    "gather",
+    "gather_weights",
+    "run_roles",
+]
 
 #: the committed table of a benefit-map grid's folder
 ENTITY_FILE = "per_entity_valid.parquet"
+#: the committed table of a weightings grid's folder (``plan.weights_grid``)
+WEIGHTS_FILE = "entity_weights.parquet"
 #: the role of the run with every task, and the task name of "every auxiliary task" (single-task)
 FULL, NONE_LEFT = "full", "all"
 
@@ -89,6 +101,50 @@ def gather(out: str | Path, metric: str = "ndcg@20") -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "role", "seed", "side", "entity", "value", "pairs"])
     return pd.concat(frames, ignore_index=True)
+
+
+def gather_weights(out: str | Path) -> pd.DataFrame:
+    """The per-entity task weights each finished run of a weightings grid learned, at the last epoch
+    its diagnostics stored at or before its selected epoch (they store epochs 1, 2, 3, 5, 9, 17,
+    ...): ``dataset``, ``method``, ``seed``, ``epoch``, ``side``, ``entity``, ``task``, ``weight``.
+    Raises ``FileNotFoundError`` naming the file when a finished run has no stored weights."""
+    out = Path(out)
+    spec = load_grid(out / "grid.resolved.yaml")
+    frames = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            for lr in unit_lrs(spec, dataset, method):
+                for seed in spec.seeds:
+                    run = run_path(out, spec, dataset, method, lr, seed)
+                    if not (run / "metrics.json").is_file():
+                        continue
+                    path = run / "diagnostics" / "entity_weights.parquet"
+                    if not path.is_file():
+                        raise FileNotFoundError(
+                            f"{path}: missing; the run recorded no per-entity weights "
+                            "(diagnostics off?), so retrain it with diagnostics on"
+                        )
+                    weights = pd.read_parquet(path)
+                    best = int(load_run(run).metrics.get("best_epoch") or 0)
+                    stored = sorted(int(e) for e in weights["epoch"].unique())
+                    epoch = max([e for e in stored if e <= best], default=stored[0])
+                    chosen = weights[weights["epoch"] == epoch]
+                    frames.append(
+                        pd.DataFrame(
+                            {
+                                "dataset": dataset,
+                                "method": method,
+                                "seed": seed,
+                                "epoch": epoch,
+                                "side": chosen["side"].astype(str).to_numpy(),
+                                "entity": chosen["entity"].to_numpy(np.int64),
+                                "task": chosen["task"].astype(str).to_numpy(),
+                                "weight": chosen["weight"].to_numpy(np.float64),
+                            }
+                        )
+                    )
+    columns = ["dataset", "method", "seed", "epoch", "side", "entity", "task", "weight"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def _degree(ids: np.ndarray, size: int) -> np.ndarray:

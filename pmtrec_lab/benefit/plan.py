@@ -14,7 +14,7 @@ from typing import Any
 
 from pmtrec_lab.data.registry import get_spec
 
-__all__ = ["BASE", "EW_LR", "benefit_grid", "variant_label"]
+__all__ = ["BASE", "EW_LR", "WEIGHTINGS", "benefit_grid", "variant_label", "weights_grid"]
 
 #: the v3 grid's run settings (``results/grid-v3.yaml``'s ``base``)
 BASE: dict[str, Any] = {
@@ -24,6 +24,10 @@ BASE: dict[str, Any] = {
     "eval": {"patience": 5},
     "progress": "log",
 }
+
+#: the methods that learn per-entity task weights, scored against the map: PMTRec v3 (the
+#: default), v2, GCS and v3 with learned per-entity deviations
+WEIGHTINGS = ("pmtrec", "pmtrec-v2", "gcs", "pmtrec-delta")
 
 #: the learning rate EW chose on seed 0's validation in ``results/grid-v3`` (``lr_choice.csv``)
 EW_LR = {"lastfm": 1e-3, "ciao": 1e-3, "amazon": 3e-3, "ml-100k": 3e-3}
@@ -54,3 +58,11 @@ def benefit_grid(dataset: str, lr: float | None = None, seeds: tuple[int, ...] =
         "base": BASE,
         "variants": variants,
     }
+
+
+def weights_grid(dataset: str, lr: float | None = None, seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """The grid of the weightings scored against a dataset's map (``WEIGHTINGS``), at the map's
+    learning rate, seed 0: scored against the benefit of the map's other seeds (1 and 2), which
+    did not train them. Their per-entity weights are the runs' ``diagnostics/entity_weights.parquet``."""
+    grid = benefit_grid(dataset, lr)
+    return {**grid, "methods": list(WEIGHTINGS), "seeds": list(seeds), "pmtrec": "pmtrec", "variants": {}}

@@ -22,10 +22,11 @@ from pmtrec_lab.benefit.analysis import (
     bootstrap_mean_ci,
     by_bins,
     reliability,
+    score_weighting,
     structure,
     summarize,
 )
-from pmtrec_lab.benefit.measure import ENTITY_FILE, entity_features, gather
+from pmtrec_lab.benefit.measure import ENTITY_FILE, WEIGHTS_FILE, entity_features, gather, gather_weights
 
 __all__ = ["BenefitTables", "build", "main"]
 
@@ -46,7 +47,13 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 class BenefitTables:
     """The tables of one benefit-map folder (attributes named as their files)."""
 
-    def __init__(self, entities: pd.DataFrame, features: pd.DataFrame, n_boot: int = 1000):
+    def __init__(
+        self,
+        entities: pd.DataFrame,
+        features: pd.DataFrame,
+        n_boot: int = 1000,
+        weights: pd.DataFrame | None = None,
+    ):
         self.entities = entities
         self.per_seed = benefit_per_seed(entities)
         self.map = summarize(self.per_seed)
@@ -56,6 +63,27 @@ class BenefitTables:
             [by_bins(self.map, features, f, n_boot=n_boot) for f in FEATURES], ignore_index=True
         )
         self.structure = structure(self.map, features, self.reliability)
+        self.scores = self._scores(weights, features) if weights is not None and len(weights) else None
+
+    def _scores(self, weights: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+        """Each weighting run scored against the map of the seeds that did not train it."""
+        frames = []
+        seeds = sorted(self.per_seed["seed"].unique())
+        for (method, seed, epoch), frame in weights.groupby(["method", "seed", "epoch"], sort=True):
+            others = [s for s in seeds if s != seed]
+            per_seed = self.per_seed[self.per_seed["seed"].isin(others)]
+            scored = score_weighting(
+                frame[["dataset", "task", "side", "entity", "weight"]],
+                summarize(per_seed),
+                features,
+                reliability(per_seed),
+            )
+            scored.insert(0, "method", method)
+            scored.insert(1, "seed", seed)
+            scored.insert(2, "epoch", epoch)
+            scored.insert(3, "map_seeds", ",".join(map(str, others)))
+            frames.append(scored)
+        return pd.concat(frames, ignore_index=True)
 
     def _overall(self, n_boot: int) -> pd.DataFrame:
         rows = []
@@ -95,6 +123,13 @@ class BenefitTables:
             _markdown(structure) if len(structure) else "(no feature varies)",
             "",
         ]
+        if self.scores is not None:
+            parts += [
+                "## Weightings scored against the map (within bins of training degree, over sqrt(reliability))",
+                "",
+                _markdown(self.scores),
+                "",
+            ]
         return "\n".join(parts)
 
     def write(self, out: Path) -> list[Path]:
@@ -104,6 +139,7 @@ class BenefitTables:
             ("reliability.csv", self.reliability),
             ("benefit_bins.csv", self.bins),
             ("structure.csv", self.structure),
+            *((("weight_scores.csv", self.scores),) if self.scores is not None else ()),
         ):
             frame.to_csv(out / name, index=False)
             written.append(out / name)
@@ -124,20 +160,30 @@ def _dataset(out: Path, data_dir: str | None):
     return dataset_for_config(cfg.data)
 
 
-def build(out: str | Path, data_dir: str | None = None, n_boot: int = 1000) -> BenefitTables | None:
-    """Gather (where run files exist), then compute and write the tables; None when no run finished."""
-    out = Path(out)
-    entities = gather(out)
-    committed = out / ENTITY_FILE
-    if len(entities):
+def _gathered(folder: Path, gather_fn, name: str) -> pd.DataFrame | None:
+    """``gather_fn(folder)`` written to ``folder/name`` when any run finished; else the committed
+    ``folder/name``; None when neither exists."""
+    frame = gather_fn(folder)
+    committed = folder / name
+    if len(frame):
         tmp = committed.with_suffix(".tmp")
-        entities.to_parquet(tmp, index=False)
+        frame.to_parquet(tmp, index=False)
         tmp.replace(committed)
-    elif committed.is_file():
-        entities = pd.read_parquet(committed)
-    else:
+        return frame
+    return pd.read_parquet(committed) if committed.is_file() else None
+
+
+def build(
+    out: str | Path, data_dir: str | None = None, n_boot: int = 1000, weights: str | Path | None = None
+) -> BenefitTables | None:
+    """Gather (where run files exist), then compute and write the tables; None when no run finished.
+    ``weights``: a weightings grid folder (``plan.weights_grid``) whose runs are scored."""
+    out = Path(out)
+    entities = _gathered(out, gather, ENTITY_FILE)
+    if entities is None:
         return None
-    tables = BenefitTables(entities, entity_features(_dataset(out, data_dir)), n_boot=n_boot)
+    learned = _gathered(Path(weights), gather_weights, WEIGHTS_FILE) if weights is not None else None
+    tables = BenefitTables(entities, entity_features(_dataset(out, data_dir)), n_boot=n_boot, weights=learned)
     tables.write(out)
     return tables
 
@@ -151,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", default=None, help="where the datasets live (default: the configured one)"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--weights", default=None, help="a weightings grid folder to score against the map")
     args = parser.parse_args(argv)
-    tables = build(args.out, args.data_dir, args.bootstrap)
+    tables = build(args.out, args.data_dir, args.bootstrap, args.weights)
     if tables is None:
         print(f"{args.out}: no finished run and no {ENTITY_FILE}; nothing written", file=sys.stderr)
         return 2
