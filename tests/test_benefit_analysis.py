@@ -199,3 +199,65 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_entities():
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5
     assert np.isnan(bootstrap_mean_ci(np.zeros(0))[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"num_users": 150, "num_items": 90}, {"seed": 3, "homophily": 0.5, "num_users": 500}],
+)
+def test_synthetic_release_is_unchanged_by_the_activity_settings_at_their_defaults(kwargs):
+    """Digests of the release before ``activity_spread`` and ``mislabel_active`` existed."""
+    import hashlib
+
+    from pmtrec_lab.data.sources.synthetic import load_raw
+
+    expected = {0: "7a1371aea60d0825", 1: "303651611e5ca6a2", 2: "fc4dcd6a3b934805"}
+    cases = [{}, {"num_users": 150, "num_items": 90}, {"seed": 3, "homophily": 0.5, "num_users": 500}]
+    raw = load_raw(**kwargs)
+    h = hashlib.sha256()
+    arrays = (
+        raw.users,
+        raw.items,
+        *raw.user_relations["friends"],
+        raw.labels["category"].label,
+        raw.labels["community"].label,
+    )
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    assert h.hexdigest()[:16] == expected[cases.index(kwargs)]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"activity_spread": -0.1}, "activity_spread must be >= 0"),
+        ({"mislabel_active": 1.0}, r"mislabel_active must lie in \[0, 1\)"),
+        ({"mislabel_active": -0.2}, r"mislabel_active must lie in \[0, 1\)"),
+    ],
+)
+def test_synthetic_activity_settings_are_checked(kwargs, message):
+    from pmtrec_lab.data.sources.synthetic import load_raw
+
+    with pytest.raises(ValueError, match=message):
+        load_raw(num_users=50, num_items=30, **kwargs)
+
+
+def test_activity_spread_makes_cold_and_active_users_and_mislabels_only_the_active():
+    from pmtrec_lab.data.sources.synthetic import load_raw
+
+    plain = load_raw(num_users=900, num_items=200, interactions_per_user=12, num_communities=6)
+    raw = load_raw(
+        num_users=900,
+        num_items=200,
+        interactions_per_user=12,
+        num_communities=6,
+        activity_spread=1.0,
+        mislabel_active=0.33,
+    )
+    rows = np.bincount(raw.users, minlength=900)
+    assert rows.min() == 3 and rows.max() > 60 and abs(rows.mean() - 12) < 1.5
+    changed = raw.labels["community"].label != plain.labels["community"].label
+    # communities are drawn before activity, so the plain release holds the true ones
+    active = np.argsort(rows, kind="stable")[-297:]
+    assert not changed[np.setdiff1d(np.arange(900), active)].any()  # the cold two thirds keep theirs
+    assert 0.6 < changed[active].mean() < 0.95  # random among 6: about 5/6 differ

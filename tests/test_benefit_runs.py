@@ -124,3 +124,54 @@ def test_a_finished_weighting_run_without_stored_weights_is_named(weights, tmp_p
     (run / "diagnostics" / "entity_weights.parquet").unlink()
     with pytest.raises(FileNotFoundError, match=r"entity_weights\.parquet: missing; .*diagnostics off"):
         gather_weights(clone)
+
+
+def test_the_map_shows_a_task_that_helps_cold_users_and_hurts_active_ones(tmp_path):
+    """Planted: a community label that is right for the cold two thirds of users and random for the
+    active third (``synthetic``'s ``mislabel_active``), with activity spread out. EW with the label
+    task against EW without it, 3 seeds: the coldest bin of training degree must gain (its bootstrap
+    interval above 0), the most active bin must lose, and training degree must explain far more of
+    the benefit's variance than permuted bins."""
+    spec = GridSpec(
+        datasets=["synthetic"],
+        methods=["ew", "ew-no-community"],
+        seeds=[0, 1, 2],
+        lrs=[0.01],
+        pmtrec="ew",
+        variants={"ew-no-community": {"name": "ew", "leave_out": ["user_label:community"]}},
+        base={
+            "data": {
+                "loader_args": {
+                    "num_users": 1500,
+                    "num_items": 300,
+                    "interactions_per_user": 12,
+                    "activity_spread": 1.0,
+                    "num_communities": 10,
+                    "mislabel_active": 0.33,
+                }
+            },
+            "tasks": {"include": ["user_label:community"]},
+            "encoder": {"name": "mf", "dim": 16},
+            "optim": {"epochs": 20, "batch_size": 1024},
+            "eval": {"patience": 3},
+            "progress": "none",
+        },
+    )
+    run_grid(spec, tmp_path)
+    tables = build(tmp_path, n_boot=500)
+    bins = tables.bins[
+        (tables.bins["task"] == "user_label:community")
+        & (tables.bins["side"] == "user")
+        & (tables.bins["feature"] == "train_degree")
+    ].sort_values("bin")
+    coldest, most_active = bins.iloc[0], bins.iloc[-1]
+    assert coldest["ci_low"] > 0, bins
+    assert most_active["benefit"] < 0, bins
+    assert coldest["benefit"] - most_active["benefit"] > 0.03, bins
+    structure = tables.structure.set_index(["task", "side", "feature"])
+    row = structure.loc[("user_label:community", "user", "train_degree")]
+    assert row["r2"] > 3 * row["r2_null_95"], row
+    assert (
+        tables.reliability.set_index(["task", "side"]).loc[("user_label:community", "user"), "reliability"]
+        > 0.3
+    )

@@ -125,7 +125,7 @@ class BenefitTables:
         ]
         if self.scores is not None:
             parts += [
-                "## Weightings scored against the map (within bins of training degree, over sqrt(reliability))",
+                "## Weightings scored against the map (within training-degree bins, over sqrt(reliability))",
                 "",
                 _markdown(self.scores),
                 "",

@@ -38,6 +38,20 @@ def _pick_members(
     return members_sorted[start[group] + offset]
 
 
+def _mislabelled(
+    community: np.ndarray, per_user: np.ndarray, share: float, groups: int, seed: int
+) -> np.ndarray:
+    """The community labels with the most active ``share`` of users (by rows, then id) given a
+    uniformly random community (a generator of their own, so no other draw changes)."""
+    if share <= 0:
+        return community
+    order = np.lexsort((np.arange(len(per_user)), per_user))  # least active first
+    active = order[len(order) - int(round(share * len(order))) :]
+    out = community.copy()
+    out[active] = np.random.default_rng([seed, 1]).integers(groups, size=len(active))
+    return out
+
+
 def load_raw(
     root: Path | None = None,
     num_users: int = 2000,
@@ -51,6 +65,8 @@ def load_raw(
     preferred_per_community: int = 2,
     preference_strength: float = 0.85,
     popularity_exponent: float = 1.5,
+    activity_spread: float = 0.0,
+    mislabel_active: float = 0.0,
 ) -> RawDataset:
     """Generate a dataset; ``root`` is ignored (nothing is read or written).
 
@@ -60,7 +76,17 @@ def load_raw(
       ``preferred_per_community`` categories; otherwise from a uniformly random category.
     - ``popularity_exponent`` (>= 1): within a category, item position ``floor(size * u**e)``
       makes low positions popular (1 = uniform).
+    - ``activity_spread`` (>= 0): 0 gives every user ``interactions_per_user`` rows; above 0 a
+      user's rows are ``interactions_per_user * exp(s z - s^2 / 2)`` (``z`` standard normal, so the
+      mean stays about the same), at least 3: cold and active users.
+    - ``mislabel_active`` (in [0, 1)): this share of the users, the most active ones (by rows, then
+      id), carry a random community as their ``community`` label (drawn from a generator of its
+      own): a user-label task that informs the cold and is noise for the active (the benefit
+      map's planted test: with ``activity_spread`` 1 and a third mislabelled, EW's community task
+      helps the cold third and hurts the active one).
     Interaction rows may repeat a (user, item) pair; ``raw_counts["interactions"]`` counts unique pairs.
+    With ``activity_spread`` and ``mislabel_active`` at their defaults the release is what it was
+    before they existed.
     """
     if min(num_users, num_items, num_communities, num_categories) < 1 or interactions_per_user < 0:
         raise ValueError("num_users, num_items, num_communities, num_categories must be >= 1")
@@ -70,6 +96,10 @@ def load_raw(
         raise ValueError("homophily and preference_strength must lie in [0, 1]")
     if popularity_exponent <= 0:
         raise ValueError("popularity_exponent must be > 0")
+    if not 0.0 <= mislabel_active < 1.0:
+        raise ValueError(f"mislabel_active must lie in [0, 1), got {mislabel_active}")
+    if activity_spread < 0:
+        raise ValueError(f"activity_spread must be >= 0, got {activity_spread}")
     num_categories = min(num_categories, num_items)
     preferred_per_community = max(1, min(preferred_per_community, num_categories))
     rng = np.random.default_rng(seed)
@@ -85,7 +115,12 @@ def load_raw(
     cat_start = np.concatenate([[0], np.cumsum(cat_size)[:-1]])
 
     # Interactions.
-    users = np.repeat(np.arange(num_users, dtype=np.int64), interactions_per_user)
+    per_user = np.full(num_users, interactions_per_user, dtype=np.int64)
+    if activity_spread > 0:
+        z = rng.standard_normal(num_users)
+        spread = interactions_per_user * np.exp(activity_spread * z - activity_spread**2 / 2)
+        per_user = np.maximum(np.rint(spread), 3).astype(np.int64)
+    users = np.repeat(np.arange(num_users, dtype=np.int64), per_user)
     n = len(users)
     from_pref = rng.random(n) < preference_strength
     pref_choice = preferred[community[users], rng.integers(preferred_per_community, size=n)]
@@ -135,7 +170,7 @@ def load_raw(
             "community": RawLabels(
                 side="user",
                 entity=np.arange(num_users, dtype=np.int64),
-                label=community,
+                label=_mislabelled(community, per_user, mislabel_active, num_communities, seed),
                 names=[f"community_{k}" for k in range(num_communities)],
                 multi=False,
             ),
@@ -155,6 +190,8 @@ def load_raw(
                 "preferred_per_community": preferred_per_community,
                 "preference_strength": preference_strength,
                 "popularity_exponent": popularity_exponent,
+                **({"activity_spread": activity_spread} if activity_spread else {}),
+                **({"mislabel_active": mislabel_active} if mislabel_active else {}),
             },
         },
     )
