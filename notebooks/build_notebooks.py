@@ -510,7 +510,92 @@ for label, folder, other in others:
     return b
 
 
-BUILDERS = (nb01, nb02, nb03, nb04, nb05, nb06)
+def nb07() -> _Builder:
+    b = _Builder("07_benefit_map")
+    b.md(
+        """
+# 07 · Benefit map: who gains from which auxiliary task
+
+For auxiliary task k and entity x, **benefit** = validation NDCG@20 under EW with every task minus
+the same under EW with task k left out (task `all`: EW minus single-task), per user and per item
+(items through the users whose held-out items they are), the mean over 3 seeds, at EW's learning
+rate of the v3 grid and under its protocol (`results/benefit-map/<dataset>.yaml`). Its **reliability**
+(Spearman-Brown over seeds) says how much of its spread across entities is not seed noise; the
+**structure** says how much of that spread bins of training degree, link degree or label count
+explain, against the same with the bins permuted. The per-entity weightings (PMTRec v3, v2, GCS,
+learned delta) are **scored** by how well their weights follow benefit within degree bins, on
+benefit from seeds that did not train them. Tables: `python -m pmtrec_lab.benefit
+results/benefit-map/<dataset> --weights results/benefit-map/<dataset>-weights`. Nothing is
+trained here. Definitions: `docs/pmtrec-method.md`, "PMTRec v4".
+"""
+    )
+    b.params(
+        {
+            "results_dir": (None, "None: results/benefit-map, the committed benefit maps"),
+            "datasets": (None, "None: every dataset with a committed map"),
+            "features": (["train_degree", "link_degree"], "entity features the figures bin by"),
+        },
+        common=False,
+    )
+    b.code(
+        "from IPython.display import Markdown, display\n\n"
+        "import pandas as pd\n\n"
+        "from pmtrec_lab import viz\n"
+        "from pmtrec_lab.benefit.report import find_maps, headlines\n"
+        "from pmtrec_lab.paths import PROJECT_ROOT\n"
+        "from pmtrec_lab.reports import record\n\n"
+        """source = str(results_dir or PROJECT_ROOT / "results" / "benefit-map")
+maps = find_maps(source, datasets)
+pd.set_option("display.max_rows", None)
+pd.set_option("display.max_columns", None)
+if not maps:
+    display(Markdown(f"**No benefit-map tables in `{source}` yet** (train the maps' grids with "
+                     "`pmtrec-lab compare`, then build them): the panels below are empty."))
+else:
+    display(Markdown(f"Maps from `{source}`: {', '.join(maps)}"))"""
+    )
+    b.md("## Mean benefit per task and side (NDCG@20 x100, bootstrap 95% interval) and its reliability")
+    b.code(
+        """
+for name, tables in maps.items():
+    overall = tables["benefit_overall"].copy()
+    for col in ("full", "without", "benefit", "ci_low", "ci_high"):
+        overall[col] = overall[col] * 100
+    display(Markdown(f"### {name}"), overall.round(3))"""
+    )
+    b.md("## Benefit by bins of each entity feature")
+    b.code(
+        """
+figures = []
+for name, tables in maps.items():
+    for feature in features:
+        bins = tables.get("benefit_bins")
+        figures.append(viz.benefit_by_bins(bins, feature, title=f"{name}: by {feature}"))
+if not figures:
+    figures.append(viz.benefit_by_bins(None))
+for fig in figures:
+    fig.show()"""
+    )
+    b.md("## Structure: variance of benefit the bins explain, against permuted bins and the reliability")
+    b.code(
+        """
+for name, tables in maps.items():
+    if "structure" in tables:
+        display(Markdown(f"### {name}"), tables["structure"].round(4))"""
+    )
+    b.md("## Weightings scored against the map (within training-degree bins, over sqrt(reliability))")
+    b.code(
+        """
+for name, tables in maps.items():
+    scores = tables.get("weight_scores")
+    display(Markdown(f"### {name}"), scores.round(3) if scores is not None else
+            Markdown("not scored yet (`results/benefit-map/<dataset>-weights`)"))"""
+    )
+    b.code("values = headlines(maps)\n_ = record(values)\nvalues")
+    return b
+
+
+BUILDERS = (nb01, nb02, nb03, nb04, nb05, nb06, nb07)
 
 
 def build() -> dict[Path, str]:

@@ -211,3 +211,64 @@ def test_06_by_default_shows_the_v3_grid_whole_with_the_v2_grid_labelled(tmp_pat
     assert any(label.startswith("PMTRec v2 grid") for label in v["other_grids"])
     page = (result.out_dir / result.entry("06_method_comparison").html).read_text()
     assert not re.search(r"\d+ rows . \d+ columns", page)
+
+
+def test_07_shows_each_committed_map_and_records_its_overall_benefit(tmp_path):
+    """Notebook 07 on a map folder built here from planted per-entity values (one dataset whose
+    social task helps the cold users): the recorded benefit and reliability are the overall
+    table's; an empty folder says so and goes on."""
+    import numpy as np
+    import pandas as pd
+
+    from pmtrec_lab.benefit.report import BenefitTables
+
+    rng = np.random.default_rng(0)
+    users, degree = 600, rng.zipf(1.8, 600).clip(max=300)
+    signal = np.where(degree <= 2, 0.05, -0.02)
+    rows = []
+    for seed in range(3):
+        base = rng.uniform(0, 0.3, users)
+        for role, value in (("full", base + signal + rng.normal(0, 0.02, users)), ("social:trust", base)):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "dataset": "toy",
+                        "method": role,
+                        "role": role,
+                        "seed": seed,
+                        "side": "user",
+                        "entity": np.arange(users),
+                        "value": value,
+                        "pairs": 1,
+                    }
+                )
+            )
+    features = pd.DataFrame(
+        {
+            "side": "user",
+            "entity": np.arange(users),
+            "train_degree": degree,
+            "link_degree": rng.integers(0, 9, users),
+            "label_count": 0,
+        }
+    )
+    tables = BenefitTables(pd.concat(rows, ignore_index=True), features, n_boot=100)
+    (tmp_path / "maps" / "toy").mkdir(parents=True)
+    tables.write(tmp_path / "maps" / "toy")
+    (tmp_path / "empty").mkdir()
+    for source, name in ((tmp_path / "maps", "toy"), (tmp_path / "empty", None)):
+        per = {"07_benefit_map": {"results_dir": str(source)}}
+        result = run_report([notebook_path("07_benefit_map")], per, tmp_path / f"out-{source.name}")
+        assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
+        v = _values(result, "07_benefit_map")
+        page = (result.out_dir / result.entry("07_benefit_map").html).read_text()
+        if name is None:
+            assert v["datasets"] == [] and "No benefit-map tables" in page
+            continue
+        assert v["datasets"] == ["toy"]
+        overall = tables.overall.set_index(["task", "side"]).loc[("social:trust", "user")]
+        assert v["toy"]["social:trust/user"]["benefit_x100"] == pytest.approx(
+            overall["benefit"] * 100, abs=1e-4
+        )
+        assert v["toy"]["social:trust/user"]["reliability"] == pytest.approx(overall["reliability"], abs=1e-4)
+        assert "Plotly.newPlot" in page and "toy: by train_degree" in page

@@ -28,7 +28,10 @@ from pmtrec_lab.benefit.analysis import (
 )
 from pmtrec_lab.benefit.measure import ENTITY_FILE, WEIGHTS_FILE, entity_features, gather, gather_weights
 
-__all__ = ["BenefitTables", "build", "main"]
+__all__ = ["TABLES", "BenefitTables", "build", "find_maps", "headlines", "load_tables", "main"]
+
+#: the tables a benefit-map folder holds (file stems; ``weight_scores`` only where scored)
+TABLES = ("benefit_overall", "reliability", "benefit_bins", "structure", "weight_scores")
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -186,6 +189,55 @@ def build(
     tables = BenefitTables(entities, entity_features(_dataset(out, data_dir)), n_boot=n_boot, weights=learned)
     tables.write(out)
     return tables
+
+
+def load_tables(folder: str | Path) -> dict[str, pd.DataFrame]:
+    """The committed tables of one benefit-map folder (empty when it has none)."""
+    folder = Path(folder)
+    return {
+        name: pd.read_csv(folder / f"{name}.csv") for name in TABLES if (folder / f"{name}.csv").is_file()
+    }
+
+
+def find_maps(root: str | Path, datasets: list[str] | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+    """Dataset -> tables of every benefit-map folder under ``root`` (``results/benefit-map``) that
+    has its overall table, in ``datasets`` order when given (else sorted)."""
+    root = Path(root)
+    if datasets is not None:
+        names = list(datasets)
+    else:
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    out = {}
+    for name in names:
+        tables = load_tables(root / name)
+        if "benefit_overall" in tables:
+            out[name] = tables
+    return out
+
+
+def headlines(maps: dict[str, dict[str, pd.DataFrame]]) -> dict:
+    """The values a report records: per dataset, ``task/side`` -> mean benefit (NDCG@20 x100) and
+    its reliability, and the best weighting score where scored."""
+    values: dict = {"datasets": list(maps)}
+    for dataset, tables in maps.items():
+        overall = tables["benefit_overall"]
+        values[dataset] = {
+            f"{r.task}/{r.side}": {
+                "benefit_x100": round(float(r.benefit) * 100, 4),
+                "reliability": round(float(r.reliability), 4),
+            }
+            for r in overall.itertuples(index=False)
+        }
+        scores = tables.get("weight_scores")
+        if scores is not None and scores["score"].notna().any():
+            best = scores.loc[scores["score"].idxmax()]
+            values[dataset]["best_weighting_score"] = {
+                "method": best["method"],
+                "task": best["task"],
+                "side": best["side"],
+                "score": float(best["score"]),
+            }
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:

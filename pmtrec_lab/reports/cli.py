@@ -6,7 +6,7 @@
 
     common:                     # every notebook (e.g. dataset, epochs, loader_args)
       epochs: 20
-    03_gradient_conflicts:      # one notebook (its stem or its 01..06 prefix)
+    03_gradient_conflicts:      # one notebook (its stem or its 01..07 prefix)
       compare_align_off: true
 
 ``--set KEY=VALUE`` (repeatable; VALUE parsed as YAML) sets a common parameter, or one notebook's

@@ -31,6 +31,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "04_magnitude_balance",
     "05_ablation_explorer",
     "06_method_comparison",
+    "07_benefit_map",
 )
 
 #: Parameters every training notebook accepts, with their defaults (the ``parameters`` cells
@@ -65,7 +66,7 @@ def resolve_notebook(name: str) -> str:
     key = Path(name).stem
     matches = [n for n in NOTEBOOKS if n == key or n.split("_", 1)[0] == key]
     if len(matches) != 1:
-        raise ValueError(f"unknown notebook {name!r}; known: {', '.join(NOTEBOOKS)} (or their 01..06 prefix)")
+        raise ValueError(f"unknown notebook {name!r}; known: {', '.join(NOTEBOOKS)} (or their 01..07 prefix)")
     return matches[0]
 
 

@@ -1,13 +1,15 @@
 """Plotly figure builders: pure functions from run artifacts (tables) to ``go.Figure``.
 
 Modules: ``training`` (learning curves, metrics, groups), ``weights`` (per-entity task weights),
-``gradients`` (conflicts and magnitude ratios), ``comparison`` (methods side by side), ``data``
+``gradients`` (conflicts and magnitude ratios), ``comparison`` (methods side by side), ``benefit``
+(the benefit map by entity bins), ``data``
 (per-entity activity and social degree from a dataset, the weights figures' x axes).
 A figure whose data the run or dataset lacks is a placeholder that says why
 (:func:`missing_figure`, :func:`is_missing`), so a notebook panel explains itself and goes on.
 """
 
 from pmtrec_lab.viz._common import MissingSourceError, is_missing, missing_figure, missing_reason, task_colors
+from pmtrec_lab.viz.benefit import benefit_by_bins
 from pmtrec_lab.viz.comparison import ablation_deltas, ablation_figure, method_comparison, tuning_curve
 from pmtrec_lab.viz.data import dataset_for_config, entity_activity, has_social_links, social_degree
 from pmtrec_lab.viz.gradients import (
@@ -45,6 +47,7 @@ __all__ = [
     "ablation_deltas",
     "ablation_figure",
     "applicable_weights",
+    "benefit_by_bins",
     "conflict_fraction_over_epochs",
     "conflict_summary",
     "cosine_before_after",
