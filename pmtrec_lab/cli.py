@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     me = sub.add_parser("methods", help="the registered weighting methods, their family and parameters")
     me.add_argument("--family", choices=("baseline", "pmtrec"), default=None)
-    me.add_argument("--markdown", action="store_true", help="the README's method table")
+    me.add_argument("--markdown", action="store_true", help="the method table of docs/reference.md")
     me.add_argument("--names", action="store_true", help="names only, one a line")
     me.add_argument("--params", metavar="METHOD", default=None, help="METHOD's parameters, a Markdown table")
     me.set_defaults(func=_cmd_methods)
@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("PMTREC_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader closed the pipe (``pmtrec-lab methods | head``): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush fails nowhere
+        return 141  # 128 + SIGPIPE, as a shell reports a tool stopped by the closed pipe
     except Exception as exc:
         if debug:
             raise

@@ -202,12 +202,12 @@ def _block(text: str, name: str) -> str:
     return text[text.index(start) + len(start) : text.index(end)]
 
 
-def test_readme_method_tables_are_the_registry_s():
-    """The README's method and PMTRec parameter tables are generated (``pmtrec-lab methods
+def test_reference_method_tables_are_the_registry_s():
+    """docs/reference.md's method and PMTRec parameter tables are generated (``pmtrec-lab methods
     --markdown`` / ``--params pmtrec``); regenerate them when a method or default changes."""
     from pmtrec_lab.mtl.registry import params_table_markdown
 
-    readme = (PACKAGE.parent / "README.md").read_text()
+    readme = (PACKAGE.parent / "docs" / "reference.md").read_text()
     assert _block(readme, "methods") == method_table_markdown(builtin_only=True)
     assert _block(readme, "pmtrec-params") == params_table_markdown("pmtrec")
 

@@ -25,7 +25,7 @@ Layout under ``<out>/`` (commit everything but checkpoints and per-user files):
 (run directories; the hash is over the run's resolved parameters, and committed runs in the older
 ``lr<lr>-seed<seed>/`` folders are still read: ``layout``), ``summary.csv``, ``lr_choice.csv``,
 ``strongest_baseline.csv``, ``significance.csv``, ``significance_groups.csv``, ``ablation.csv``,
-``summary.md`` (the tables as Markdown, for the README).
+``summary.md`` (the tables as Markdown).
 """
 
 from __future__ import annotations

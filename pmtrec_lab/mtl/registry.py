@@ -259,7 +259,7 @@ def method_table(builtin_only: bool = False) -> list[dict[str, str]]:
 
 
 def method_table_markdown(builtin_only: bool = False) -> str:
-    """``method_table`` as a Markdown table (the README's: ``builtin_only=True``)."""
+    """``method_table`` as a Markdown table (docs/reference.md's: ``builtin_only=True``)."""
     lines = ["| method | family | what | parameters (defaults) |", "| --- | --- | --- | --- |"]
     for r in method_table(builtin_only):
         lines.append(f"| `{r['name']}` | {r['family']} | {r['summary']} | {r['parameters']} |")
@@ -268,7 +268,7 @@ def method_table_markdown(builtin_only: bool = False) -> str:
 
 def params_table_markdown(name: str) -> str:
     """The parameters of method ``name`` as a Markdown table: name, default, meaning (from its
-    ``Params`` class: the README's PMTRec table is this, checked by a test)."""
+    ``Params`` class: docs/reference.md's PMTRec table is this, checked by a test)."""
     entry = get_entry(name)
     defaults = validate_params(name, {}).as_dict()
     docs = entry.params_class.field_docs()
