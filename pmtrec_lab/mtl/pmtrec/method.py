@@ -46,9 +46,6 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from pmtrec_lab.mtl._entity_deviation import EntityDeviation
-from pmtrec_lab.mtl._entity_memory import MainGradientMemory
-from pmtrec_lab.mtl._frequency import FrequencyExponent, frequency_free
 from pmtrec_lab.mtl._gram import (
     combine_rows,
     conflict_projection,
@@ -58,10 +55,13 @@ from pmtrec_lab.mtl._gram import (
     task_major_stats,
 )
 from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
-from pmtrec_lab.mtl._meta_spsa import MetaLossSPSA
-from pmtrec_lab.mtl._task_moments import TaskMoments
 from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
+from pmtrec_lab.mtl.pmtrec.deviations import EntityDeviation
+from pmtrec_lab.mtl.pmtrec.memory import MainGradientMemory
+from pmtrec_lab.mtl.pmtrec.meta_spsa import MetaLossSPSA
+from pmtrec_lab.mtl.pmtrec.moments import TaskMoments
+from pmtrec_lab.mtl.pmtrec.signal import FrequencyExponent, frequency_free
 
 __all__ = ["PMTRec", "PMTRecParams", "schedule_beta"]
 
