@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pmtrec_lab.mtl import StepContext, make_method, method_names
+from pmtrec_lab.mtl import StepContext, get_entry, make_method, method_names
 
 DATA = Path(__file__).resolve().parent / "data"
 REFERENCE = DATA / "pmtrec_stages_identity.json"
@@ -68,8 +68,10 @@ EXTRA: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def configurations() -> dict[str, tuple[str, dict[str, Any]]]:
-    """Every registered PMTRec-family method at its preset, then ``EXTRA``."""
-    out = {name: (name, {}) for name in method_names("pmtrec")}
+    """Every built-in PMTRec-family method at its preset, then ``EXTRA`` (a method a test
+    registers, as the contributor guide's example, is not one)."""
+    builtin = [n for n in method_names("pmtrec") if get_entry(n).cls.__module__.startswith("pmtrec_lab.")]
+    out = {name: (name, {}) for name in builtin}
     out.update({f"extra/{k}": v for k, v in EXTRA.items()})
     return out
 

@@ -193,7 +193,7 @@ def test_pmtrec_defaults_are_written_once():
             if needle in text:
                 offenders.append(f"{path.relative_to(PACKAGE)}: {needle}")
     assert not offenders, offenders
-    src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec" / "method.py").read_text())
+    src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec" / "params.py").read_text())
     assert "beta_max: float = Field(2.0," in src and "horizon: float = Field(10.0," in src
 
 

@@ -1,4 +1,5 @@
-"""PMTRec v3's per-entity deviations delta_x^k (docs/pmtrec-method.md, "The v3 step").
+"""Per-entity deviations delta_x^k (``docs/pmtrec-method.md``, "The v3 step", "Per-entity
+deviations" and "The permuted control"; ``delta``).
 
 An [N, K] table over every user and item (rows: user id, then num_users + item id), initial 0.
 Where an entity has both a task's gradient and the meta loss's gradient in a step, its entry
@@ -14,6 +15,9 @@ stays 0.
 but the combination reads it through a permutation of the entities within each side, drawn
 afresh every epoch from the method's generator; the values keep their distribution and lose
 their owners. If per-entity weights carry information, ``learned`` beats ``permuted``.
+
+The stage (``Deviations``) contributes exp(delta_x^k) as a factor of the combination's
+coefficients (step 6), which alignment then acts on.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from typing import Any, Literal
 
 import torch
 
-from pmtrec_lab.mtl.params import MAIN_TASK
+from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
+from pmtrec_lab.mtl.pmtrec.step import MAIN_TASK, PMTRecStep, Stage
+
+__all__ = ["Deviations", "EntityDeviation"]
 
 
 class EntityDeviation:
@@ -86,3 +93,51 @@ class EntityDeviation:
             self.table = self.table.to(device)
         if self.perm is not None:
             self.perm = self.perm.to(device)
+
+
+class Deviations(Stage):
+    """exp(delta_x^k) for the step's rows, after updating the table from the meta cosines.
+
+    Diagnostics: ``delta_mean`` and ``delta_abs`` [2, K] (the applied deviations and their
+    absolute values, averaged over the rows each task touched per side; NaN where none).
+    """
+
+    step = "delta"
+    reads = ("delta", "delta_lr", "delta_decay", "delta_max")
+    switches = ("delta",)
+    state_keys = ("entity_deviation",)
+    state_name = "per-entity deviations"
+    needs_meta = True
+
+    def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
+        super().__init__(p, num_tasks)
+        mode = "permuted" if p.delta == "permuted" else "learned"
+        self.deviation = EntityDeviation(mode, p.delta_lr, p.delta_decay, p.delta_max)
+
+    @classmethod
+    def used(cls, p: PMTRecParams) -> bool:
+        return p.delta != "off"
+
+    def run(self, s: PMTRecStep) -> None:
+        what = f"delta={self.p.delta!r}"
+        rows, num_rows = s.rows(what)
+        cos, both = s.meta_cosines(what)
+        self.deviation.update(rows, cos, both > 0, num_rows)
+        ctx = s.ctx
+        assert ctx.num_entities is not None  # s.rows checked it
+        used = self.deviation.applied(rows, ctx.num_entities, ctx.epoch, ctx.generator).to(s.dtype)
+        s.factors.append(used.exp())
+        n_side = s.act @ s.onehot  # [K, 2]
+        undefined = torch.full_like(n_side, float("nan"))
+        for key, values in (("delta_mean", used), ("delta_abs", used.abs())):
+            mean = (values * s.act) @ s.onehot / n_side.clamp_min(1)
+            s.diagnostics[key] = torch.where(n_side > 0, mean, undefined).T
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"entity_deviation": self.deviation.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.deviation.load_state_dict(state["entity_deviation"])
+
+    def to(self, device: torch.device | str) -> None:
+        self.deviation.to(device)

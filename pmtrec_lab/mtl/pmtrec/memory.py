@@ -1,4 +1,5 @@
-"""Per-entity memory of the main task's gradient (PMTRec v3: focusing everywhere, reduce-only GMB).
+"""The per-entity memory of the main task's gradient (``docs/pmtrec-method.md``, "The v3 step",
+its notation: ref_x, mag_x and A'_x), read by the reduce-only GMB (3') and focusing everywhere (5').
 
 In a step, most auxiliary row-updates fall on entities the main task did not touch (70% on
 ciao), where PMTRec v2 can neither align nor damp them. The memory keeps, for every user and
@@ -15,6 +16,10 @@ and dtype; updates are index operations on the step's rows (unique within a step
 ``keep_ref=False`` keeps only ``mag`` and ``known``: the reduce-only GMB reads nothing else, and
 the [N, D] table's gathers and scatters were most of its cost (H4 in ``docs/pmtrec-method.md``).
 The magnitudes are computed exactly as with the table, so results do not change.
+
+The stage (``EntityMemory``) runs after the magnitudes (2) and before the GMB (3, 3'), the first
+step that reads it; it also marks A'_x, the rows where the main task enters the weights through
+its memory (focusing everywhere: a memory, an auxiliary gradient and no main gradient).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from typing import Any
 import torch
 
 from pmtrec_lab.mtl._checks import check_state_keys
+from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
+from pmtrec_lab.mtl.pmtrec.step import MAIN_TASK, PMTRecStep, Stage
 
-__all__ = ["MainGradientMemory"]
+__all__ = ["EntityMemory", "MainGradientMemory"]
 
 
 class MainGradientMemory:
@@ -119,3 +126,48 @@ class MainGradientMemory:
         if self.ref is not None:
             self.ref = self.ref.to(device)
         return self
+
+
+class EntityMemory(Stage):
+    """ref_x, mag_x and whether x has a memory, for the step's rows (updated before use), and
+    the rows of A'_x outside A_x (``virtual``) with ``focus_everywhere``.
+
+    Runs with focusing everywhere or a reduce-only GMB that is on (with rho = 0 nothing would
+    read it); the GMB alone keeps only the magnitudes (``keep_ref=False``).
+    """
+
+    step = "v3 notation"
+    reads = ("focus_everywhere", "gmb_mode", "rho", "memory_decay")
+    switches = ("focus_everywhere", "gmb_mode", "rho")
+    state_keys = ("main_memory",)
+    state_name = "the per-entity main-gradient memory"
+
+    def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
+        super().__init__(p, num_tasks)
+        # the reference gradients are read by focusing everywhere only (the GMB reads magnitudes)
+        self.memory = MainGradientMemory(p.memory_decay, owner="pmtrec", keep_ref=p.focus_everywhere)
+
+    @classmethod
+    def used(cls, p: PMTRecParams) -> bool:
+        return p.focus_everywhere or (p.gmb_mode == "entity_reduce" and p.rho > 0)
+
+    @classmethod
+    def drops_saved(cls, p: PMTRecParams) -> bool:
+        # saved before rho = 0 stopped keeping the (unread) memory: nothing to restore
+        return p.gmb_mode == "entity_reduce" and p.rho == 0
+
+    def run(self, s: PMTRecStep) -> None:
+        rows, num_rows = s.rows("focus_everywhere / gmb_mode='entity_reduce'")
+        has_main = s.has_main
+        s.ref, s.ref_mag, s.known = self.memory.update(rows, s.grads[MAIN_TASK], has_main, num_rows)
+        if self.p.focus_everywhere:  # rows with auxiliary gradients, a reference, no main gradient
+            s.virtual = s.known & ~has_main & s.active_t.any(dim=0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"main_memory": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict(state["main_memory"])
+
+    def to(self, device: torch.device | str) -> None:
+        self.memory.to(device)

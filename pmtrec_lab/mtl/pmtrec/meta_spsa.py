@@ -1,6 +1,7 @@
-"""PMTRec v3 usefulness candidate (c): the usefulness scales learned from the meta loss's *value*
-over windows of steps, by simultaneous perturbation (SPSA; Spall, "Multivariate stochastic
-approximation using a simultaneous perturbation gradient approximation", IEEE TAC 1992).
+"""PMTRec v3 usefulness candidate (c), its estimator (the stage is ``usefulness.SPSAUsefulness``):
+the usefulness scales learned from the meta loss's *value* over windows of steps, by
+simultaneous perturbation (SPSA; Spall, "Multivariate stochastic approximation using a
+simultaneous perturbation gradient approximation", IEEE TAC 1992).
 
 Why: the first-order signal of candidate (a), cos(g_meta, g^k), measures directions only, and the
 issue's measurements show it drifts up on datasets where the auxiliary tasks hurt: what hurts

@@ -1,5 +1,6 @@
-"""PMTRec v3 candidate (d): per-task second moments, so that an auxiliary task's size cannot
-shrink the main task's Adam steps on shared rows (docs/pmtrec-method.md, "The mechanism of harm").
+"""Step 3'' (d), per-task second moments (``docs/pmtrec-method.md``, "The v3 step", 3'' (d), and
+"The mechanism of harm"; ``moment_balance``): an auxiliary task's size cannot shrink the main
+task's Adam steps on shared rows.
 
 Adam divides a row's step by the root of the moving average of its squared *total* gradient.
 Where an auxiliary gradient is 27-79x the main task's (``benchmarks/adam_pressure.py``: amazon
@@ -17,6 +18,11 @@ to the main task's root mean square on that row:
 so every task reaches Adam at the main task's scale per coordinate, and the combination's
 weights and scales (lambda, delta, w) then set the tasks' relative step sizes. A row the main
 task has never touched keeps its auxiliary gradients unchanged (there is no main scale to match).
+
+The stage (``MomentBalance``) runs first, before the Gramian, out of the document's order: the
+document lists it among the usefulness candidates (3''), but it transforms the task gradients
+"before the rest of the step", so every later stage (norms, magnitudes, GMB, weights, alignment,
+the combination) reads the balanced gradients, as before the stages were split.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from typing import Any
 
 import torch
 
-from pmtrec_lab.mtl.params import MAIN_TASK
+from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
+from pmtrec_lab.mtl.pmtrec.step import MAIN_TASK, PMTRecStep, Stage
+
+__all__ = ["EPS", "MomentBalance", "TaskMoments"]
 
 EPS = 1e-12
 
@@ -92,3 +101,34 @@ class TaskMoments:
         if self.v is not None:
             assert self.n is not None
             self.v, self.n = self.v.to(device), self.n.to(device)
+
+
+class MomentBalance(Stage):
+    """Replaces the step's task gradients by their balanced form (``TaskMoments.balance``)."""
+
+    step = "3'' (d)"
+    reads = ("moment_balance", "moment_decay")
+    switches = ("moment_balance",)
+    state_keys = ("task_moments",)
+    state_name = "per-task second moments"
+
+    def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
+        super().__init__(p, num_tasks)
+        self.moments = TaskMoments(p.moment_decay)
+
+    @classmethod
+    def used(cls, p: PMTRecParams) -> bool:
+        return p.moment_balance
+
+    def run(self, s: PMTRecStep) -> None:
+        rows, num_rows = s.rows("moment_balance")
+        s.grads = self.moments.balance(s.grads, s.active_t, rows, num_rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task_moments": self.moments.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.moments.load_state_dict(state["task_moments"])
+
+    def to(self, device: torch.device | str) -> None:
+        self.moments.to(device)

@@ -1,4 +1,4 @@
-"""Gradient norms free of batch frequency (PMTRec v3, ``docs/pmtrec-method.md``, "v3 step 2'").
+"""Step 2', frequency-free magnitudes (``docs/pmtrec-method.md``, "The v3 step", 2'; ``norm_mode``).
 
 Task losses are batch means, so entity x's row gradient g_x^k is a sum over its c_x^k
 occurrences in task k's batch, and n_x^k = ||g_x^k|| grows with c_x^k: at initialization like
@@ -10,7 +10,8 @@ Ranked by n, entities are ranked by sampling luck. The frequency-free signal is
 with ``a`` fixed (``sqrt_count``: 1/2, ``count``: 1) or fitted (``fitted``): a^{k,s} is a moving
 average of the batch's least-squares slope of log n_x^k on log c_x^k over the entities of side
 s that task k touched, clipped to [0, 2] (``MAX_EXPONENT``: late in training the norm can grow
-faster than the count). ``benchmarks/norm_frequency.py`` measures all of them.
+faster than the count). ``benchmarks/norm_frequency.py`` measures all of them. The stage
+(``FrequencyFree``) replaces the magnitude signal of step 2 (``PMTRecStep.signal``) by s.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ import torch
 
 from pmtrec_lab.mtl._gram import side_table
 from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
+from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
+from pmtrec_lab.mtl.pmtrec.step import NUM_SIDES, PMTRecStep, Stage
 
-__all__ = ["MAX_EXPONENT", "NORM_MODES", "FrequencyExponent", "batch_log_slope", "frequency_free"]
+__all__ = [
+    "MAX_EXPONENT",
+    "NORM_MODES",
+    "FrequencyExponent",
+    "FrequencyFree",
+    "batch_log_slope",
+    "frequency_free",
+]
 
 NORM_MODES = ("raw", "sqrt_count", "count", "fitted")
 #: upper bound of the fitted exponent
@@ -108,3 +118,52 @@ def frequency_free(
             raise ValueError("norm_mode='fitted' needs the fitted exponent")
         return norms / c.pow(side_table(exponent.to(norms.dtype), is_item))
     raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {mode!r}")
+
+
+class FrequencyFree(Stage):
+    """s_x^k = n_x^k / (c_x^k)^a, from the trainer's occurrence counts (``ctx.counts``).
+
+    State: the fitted exponent a^{k,s} (``norm_mode="fitted"`` only). Diagnostics:
+    ``norm_exponent`` [2, K] (fitted only).
+    """
+
+    step = "2'"
+    reads = ("norm_mode", "ema_decay")
+    switches = ("norm_mode",)
+    state_keys = ("norm_exponent",)
+    state_name = "the fitted norm exponent"
+
+    def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
+        super().__init__(p, num_tasks)
+        self.exponent = FrequencyExponent(NUM_SIDES, num_tasks, p.ema_decay)
+
+    @classmethod
+    def used(cls, p: PMTRecParams) -> bool:
+        return p.norm_mode != "raw"
+
+    @classmethod
+    def keeps_state(cls, p: PMTRecParams) -> bool:
+        return p.norm_mode == "fitted"
+
+    def run(self, s: PMTRecStep) -> None:
+        mode = self.p.norm_mode
+        if s.ctx.counts is None:
+            raise ValueError(
+                f"method {s.method!r}: norm_mode={mode!r} needs ctx.counts (the entities' occurrences "
+                "per task, set by train_step)"
+            )
+        counts = s.ctx.counts.T.to(s.dtype)  # [K, E]
+        exponent = None
+        if mode == "fitted":
+            exponent = self.exponent.update(s.norms, counts, s.act, s.onehot)
+            s.diagnostics["norm_exponent"] = exponent.clone()
+        s.signal = frequency_free(s.norms, counts, mode, s.is_item, exponent)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"norm_exponent": self.exponent.state_dict()} if self.p.norm_mode == "fitted" else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.exponent.load_state_dict(state["norm_exponent"])
+
+    def to(self, device: torch.device | str) -> None:
+        self.exponent.to(device)
