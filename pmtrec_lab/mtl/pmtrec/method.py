@@ -94,6 +94,13 @@ class PMTRec(WeightingMethod):
         Combination,  # 6: G_x and the head weights
     )
 
+    @classmethod
+    def stages_with(cls, stage: type[Stage], before: type[Stage]) -> tuple[type[Stage], ...]:
+        """``STAGES`` with ``stage`` inserted before ``before``: the stages of a subclass that adds
+        one (from another package, say; ``docs/contributing.md``, "Add a PMTRec stage")."""
+        i = cls.STAGES.index(before)
+        return (*cls.STAGES[:i], stage, *cls.STAGES[i:])
+
     def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
         super().__init__(num_tasks, params, **kwargs)
         p = self.hparams
