@@ -140,8 +140,8 @@ class PMTRec(WeightingMethod):
         ctx: StepContext,
     ) -> CombineResult:
         """One step of ``docs/pmtrec-method.md``: the configuration's stages in ``STAGES``' order
-        (1, 2', 2, the memory, 3, 3', 3'', delta, 5b, 4, 5a/5', 6), each reading the tables the
-        earlier ones wrote into ``step`` and writing its own, diagnostics included."""
+        (3'' (d), 1, 2', 2, the memory, 3, 3', 3'' (a, c), delta, 5b, 4, 5a/5', 6), each reading
+        the tables the earlier ones wrote into ``step`` and writing its own, diagnostics included."""
         self.check_num_tasks(grads)
         step = PMTRecStep.start(self.name, grads, active, side, ctx)
         for stage in self.stages:
