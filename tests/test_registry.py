@@ -193,7 +193,7 @@ def test_pmtrec_defaults_are_written_once():
             if needle in text:
                 offenders.append(f"{path.relative_to(PACKAGE)}: {needle}")
     assert not offenders, offenders
-    src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec.py").read_text())
+    src = textwrap.dedent((PACKAGE / "mtl" / "pmtrec" / "params.py").read_text())
     assert "beta_max: float = Field(2.0," in src and "horizon: float = Field(10.0," in src
 
 
@@ -233,3 +233,41 @@ def test_contributor_guide_method_example_runs():
     active, side = torch.ones(4, 3, dtype=torch.bool), torch.zeros(4, dtype=torch.long)
     out = m.combine(grads, active, side, torch.ones(3), ctx)
     torch.testing.assert_close(out.combined, torch.full((4, 2), 2.0))
+
+
+def test_contributor_guide_stage_example_runs():
+    """The "Add a PMTRec stage" example of docs/contributing.md, executed as written: at its
+    neutral value the stage does not run (pmtrec's numbers, bit for bit); on, it scales the
+    auxiliary coefficients of step 6 and nothing else."""
+    import re
+
+    import torch
+
+    from pmtrec_lab.mtl import registry
+    from pmtrec_lab.mtl._gram import combine_rows
+    from tests.pmtrec_identity import problem, run_steps
+
+    guide = (PACKAGE.parent / "docs" / "contributing.md").read_text()
+    code = re.search(r"## Add a PMTRec stage.*?```python\n(.*?)```", guide, re.S).group(1)
+    code = code.replace('"pmtrec-aux-scale"', '"test-guide-stage"')
+    namespace: dict = {"__name__": "guide_stage_example"}
+    exec(compile(code, "docs/contributing.md", "exec"), namespace)
+    try:
+        assert "test-guide-stage" in method_names("pmtrec")  # a PMTRec configuration, not a baseline
+        off = make_method("test-guide-stage", 3)
+        assert [type(s) for s in off.stages] == [type(s) for s in make_method("pmtrec", 3).stages]
+        same = run_steps(off, range(3)), run_steps(make_method("pmtrec", 3), range(3))
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(*same))
+        plain = {"rho": 0.0, "gmb_mode": "side", "align": False}
+        on = make_method("test-guide-stage", 3, aux_scale=0.5, **plain)
+        assert on.params["aux_scale"] == 0.5 and "AuxScale" in [type(s).__name__ for s in on.stages]
+        combined, _, diagnostics = run_steps(on, range(1))[0]
+        grads, active = problem(0)[:2]  # step 0's inputs
+        w = diagnostics["entity_weights"].T
+        scale = torch.tensor([1.0, 0.5, 0.5], dtype=torch.float64).unsqueeze(1)
+        expected = combine_rows(w * active.T.double().sum(0) * scale, grads)
+        torch.testing.assert_close(combined, expected, rtol=0, atol=0)
+        torch.testing.assert_close(diagnostics["aux_scale"], scale.squeeze(1))
+        assert on.state_dict().keys() == make_method("pmtrec", 3, **plain).state_dict().keys()  # no state
+    finally:
+        registry._REGISTRY.pop("test-guide-stage", None)
