@@ -261,3 +261,25 @@ def test_activity_spread_makes_cold_and_active_users_and_mislabels_only_the_acti
     active = np.argsort(rows, kind="stable")[-297:]
     assert not changed[np.setdiff1d(np.arange(900), active)].any()  # the cold two thirds keep theirs
     assert 0.6 < changed[active].mean() < 0.95  # random among 6: about 5/6 differ
+
+
+@pytest.mark.parametrize("item_noise,expected", [(0.0, 1.0), (1.0, 0.5), (3.0, 0.1)])
+def test_transfer_is_the_correlation_of_validation_and_test_benefit(item_noise, expected):
+    """Benefit = an entity's own part (variance 1) + a part of its held-out items (variance
+    item_noise^2, drawn anew for test): the correlation across splits is 1 / (1 + item_noise^2)."""
+    from pmtrec_lab.benefit.analysis import transfer
+
+    rng = np.random.default_rng(int(item_noise * 10))
+    n = 20000
+    own = rng.normal(size=n)
+
+    def split_map(noise):
+        return pd.DataFrame(
+            {"dataset": "toy", "task": "t", "side": "user", "entity": np.arange(n), "benefit": own + noise}
+        )
+
+    valid = split_map(rng.normal(scale=item_noise, size=n))
+    test = split_map(rng.normal(scale=item_noise, size=n))
+    row = transfer(valid, test).iloc[0]
+    assert row["entities"] == n
+    assert row["pearson"] == pytest.approx(expected, abs=0.03)

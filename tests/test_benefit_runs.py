@@ -70,11 +70,13 @@ def test_tables_rebuild_from_the_committed_table_alone(grid, tmp_path):
     spec, out = grid
     first = build(out, n_boot=200)
     assert first is not None and (out / ENTITY_FILE).is_file()
+    assert (out / "per_entity_test.parquet").is_file() and (out / "transfer.csv").is_file()
+    assert set(first.transfer["task"]) == {"all", "social:friends"}
     assert set(first.overall["task"]) == {"all", "social:friends"}
     assert set(first.overall["side"]) == {"user", "item"}
     clone = tmp_path / "clone"
     shutil.copytree(out, clone)
-    for f in clone.rglob("runs/**/per_*_valid.parquet"):
+    for f in clone.rglob("runs/**/per_*_*.parquet"):
         f.unlink()
     # finished runs without per-entity files: the build names the file instead of skipping the run
     with pytest.raises(FileNotFoundError, match=r"per_user_valid\.parquet: missing; .* retrain it"):
@@ -82,6 +84,7 @@ def test_tables_rebuild_from_the_committed_table_alone(grid, tmp_path):
     shutil.rmtree(clone / "runs")
     again = build(clone, n_boot=200)
     pd.testing.assert_frame_equal(again.overall, first.overall)
+    pd.testing.assert_frame_equal(again.transfer, first.transfer)
     assert (clone / "benefit.md").read_text() == (out / "benefit.md").read_text()
 
 

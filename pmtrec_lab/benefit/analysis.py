@@ -42,6 +42,7 @@ __all__ = [
     "score_weighting",
     "structure",
     "summarize",
+    "transfer",
 ]
 
 #: the entity features the structure is examined on (``measure.entity_features``)
@@ -277,6 +278,37 @@ def score_weighting(
                 "within_degree": r_within,
                 "reliability": reliab,
                 "score": r_within / np.sqrt(reliab) if reliab > 0 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def transfer(valid_map: pd.DataFrame, test_map: pd.DataFrame) -> pd.DataFrame:
+    """Does an entity's validation benefit carry over to its other held-out items? Per (dataset,
+    task, side): ``entities`` measured on both splits, and the Pearson and Spearman correlations of
+    the seed-mean benefit on validation with the same on test.
+
+    The seeds share one split, so the reliability says how repeatable benefit is *on the same
+    held-out items*; a weighting learned from training data can only use the part that carries over
+    to new items, which this measures. Test numbers enter no choice (``docs/pmtrec-method.md``)."""
+    key = ["dataset", "task", "side", "entity"]
+    both = valid_map[[*key, "benefit"]].merge(
+        test_map[[*key, "benefit"]], on=key, suffixes=("_valid", "_test")
+    )
+    rows = []
+    for (dataset, task, side), frame in both.groupby(["dataset", "task", "side"], sort=True):
+        v, t = frame["benefit_valid"].to_numpy(), frame["benefit_test"].to_numpy()
+        pearson = (
+            float(np.corrcoef(v, t)[0, 1]) if len(frame) >= 3 and v.std() > 0 and t.std() > 0 else np.nan
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "task": task,
+                "side": side,
+                "entities": len(frame),
+                "pearson": pearson,
+                "spearman": _spearman(v, t),
             }
         )
     return pd.DataFrame(rows)

@@ -24,7 +24,9 @@ __all__ = [
     "ENTITY_FILE",
     "FULL",
     "NONE_LEFT",
+    "TEST_ENTITY_FILE",
     "WEIGHTS_FILE",
+    "entity_file",
     "entity_features",
     "gather",
     "gather_weights",
@@ -33,6 +35,8 @@ __all__ = [
 
 #: the committed table of a benefit-map grid's folder
 ENTITY_FILE = "per_entity_valid.parquet"
+#: the committed per-entity test table (the transfer check only; never used to choose)
+TEST_ENTITY_FILE = "per_entity_test.parquet"
 #: the committed table of a weightings grid's folder (``plan.weights_grid``)
 WEIGHTS_FILE = "entity_weights.parquet"
 #: the role of the run with every task, and the task name of "every auxiliary task" (single-task)
@@ -58,13 +62,21 @@ def run_roles(spec: GridSpec) -> dict[str, str]:
     return roles
 
 
-def gather(out: str | Path, metric: str = "ndcg@20") -> pd.DataFrame:
+def entity_file(split: str) -> str:
+    """The committed per-entity table of ``split`` (``valid``: the map's; ``test``: only for the
+    check of whether validation benefit carries over to other held-out items)."""
+    return f"per_entity_{split}.parquet"
+
+
+def gather(out: str | Path, metric: str = "ndcg@20", split: str = "valid") -> pd.DataFrame:
     """One row per (run, side, entity) of the finished runs under ``out``: ``dataset``, ``method``,
     ``role`` (:func:`run_roles`), ``seed``, ``side`` (``user``/``item``), ``entity``, ``value`` (the
-    validation ``metric``) and ``pairs`` (the entity's held-out validation pairs).
+    ``metric`` on ``split``) and ``pairs`` (the entity's held-out pairs there).
 
     Raises ``FileNotFoundError`` naming the run and file when a finished run has no per-entity
-    validation file (it trained before they were written: retrain it)."""
+    file of the split (it trained before they were written: retrain it)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     out = Path(out)
     spec = load_grid(out / "grid.resolved.yaml")
     frames = []
@@ -76,11 +88,11 @@ def gather(out: str | Path, metric: str = "ndcg@20") -> pd.DataFrame:
                     if not (run / "metrics.json").is_file():
                         continue
                     for side in ("user", "item"):
-                        path = run / f"per_{side}_valid.parquet"
+                        path = run / f"per_{side}_{split}.parquet"
                         if not path.is_file():
                             raise FileNotFoundError(
                                 f"{path}: missing; the run finished before per-entity "
-                                "validation metrics were written, so retrain it"
+                                f"{split} metrics were written, so retrain it"
                             )
                         frame = pd.read_parquet(path)
                         pairs = frame["pairs"] if "pairs" in frame else np.ones(len(frame), np.int64)

@@ -25,13 +25,21 @@ from pmtrec_lab.benefit.analysis import (
     score_weighting,
     structure,
     summarize,
+    transfer,
 )
-from pmtrec_lab.benefit.measure import ENTITY_FILE, WEIGHTS_FILE, entity_features, gather, gather_weights
+from pmtrec_lab.benefit.measure import (
+    ENTITY_FILE,
+    TEST_ENTITY_FILE,
+    WEIGHTS_FILE,
+    entity_features,
+    gather,
+    gather_weights,
+)
 
 __all__ = ["TABLES", "BenefitTables", "build", "find_maps", "headlines", "load_tables", "main"]
 
 #: the tables a benefit-map folder holds (file stems; ``weight_scores`` only where scored)
-TABLES = ("benefit_overall", "reliability", "benefit_bins", "structure", "weight_scores")
+TABLES = ("benefit_overall", "reliability", "benefit_bins", "structure", "transfer", "weight_scores")
 
 
 def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -56,6 +64,7 @@ class BenefitTables:
         features: pd.DataFrame,
         n_boot: int = 1000,
         weights: pd.DataFrame | None = None,
+        test_entities: pd.DataFrame | None = None,
     ):
         self.entities = entities
         self.per_seed = benefit_per_seed(entities)
@@ -67,6 +76,9 @@ class BenefitTables:
         )
         self.structure = structure(self.map, features, self.reliability)
         self.scores = self._scores(weights, features) if weights is not None and len(weights) else None
+        self.transfer = None
+        if test_entities is not None and len(test_entities):
+            self.transfer = transfer(self.map, summarize(benefit_per_seed(test_entities)))
 
     def _scores(self, weights: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         """Each weighting run scored against the map of the seeds that did not train it."""
@@ -126,6 +138,13 @@ class BenefitTables:
             _markdown(structure) if len(structure) else "(no feature varies)",
             "",
         ]
+        if self.transfer is not None:
+            parts += [
+                "## Transfer: validation benefit against test benefit per entity (a check; chooses nothing)",
+                "",
+                _markdown(self.transfer),
+                "",
+            ]
         if self.scores is not None:
             parts += [
                 "## Weightings scored against the map (within training-degree bins, over sqrt(reliability))",
@@ -143,6 +162,7 @@ class BenefitTables:
             ("benefit_bins.csv", self.bins),
             ("structure.csv", self.structure),
             *((("weight_scores.csv", self.scores),) if self.scores is not None else ()),
+            *((("transfer.csv", self.transfer),) if self.transfer is not None else ()),
         ):
             frame.to_csv(out / name, index=False)
             written.append(out / name)
@@ -185,8 +205,10 @@ def build(
     entities = _gathered(out, gather, ENTITY_FILE)
     if entities is None:
         return None
+    test_entities = _gathered(out, lambda folder: gather(folder, split="test"), TEST_ENTITY_FILE)
     learned = _gathered(Path(weights), gather_weights, WEIGHTS_FILE) if weights is not None else None
-    tables = BenefitTables(entities, entity_features(_dataset(out, data_dir)), n_boot=n_boot, weights=learned)
+    features = entity_features(_dataset(out, data_dir))
+    tables = BenefitTables(entities, features, n_boot=n_boot, weights=learned, test_entities=test_entities)
     tables.write(out)
     return tables
 
