@@ -11,12 +11,15 @@ K-backward parameter form (one backward per task through the encoder, aggregatio
 flattened parameter gradients).
 
     .venv/bin/python benchmarks/step_time.py [--dataset ciao] [--steps 20] [--encoders mf,lightgcn,hetero]
-        [--device cuda] [--v3]
+        [--device cuda] [--v3] [--analytic]
 
 ``--v3`` adds PMTRec v3's pieces (``V3_VARIANTS``) on the dataset with its meta split, each with
 its meta work inside the timed step: the meta batch and its gradient rows for ``needs_meta``
 variants, and the meta loss on all meta pairs every ``spsa_every`` steps for ``meta_spsa``
 (PMTRec v3's cost hypothesis H4: at most 1.6x the plain EW step on MF, 1.25x on LightGCN).
+
+``--analytic`` times EW and PMTRec with ``optim.task_gradients: analytic`` (closed-form task
+gradients) beside autograd, alternately on the same batches.
 
 ``--device cuda`` moves the model there (the graph encoders' ``auto`` path is then torch.sparse)
 and synchronizes before every step's clock reads (the phase split inside a step is not
@@ -111,7 +114,9 @@ def fresh_batches(tasks, seed: int, n: int):
     return out
 
 
-def time_method(model, tasks, method_name: str, batches, cpu) -> tuple[float, float, dict[str, float]]:
+def time_method(
+    model, tasks, method_name: str, batches, cpu, analytic: bool = False
+) -> tuple[float, float, dict[str, float]]:
     """Median step time of the method and of the plain EW step, measured alternately on the
     same batches (so load from other processes hits both alike), and the method's phases."""
     method = make_method(method_name, len(tasks))
@@ -122,7 +127,7 @@ def time_method(model, tasks, method_name: str, batches, cpu) -> tuple[float, fl
         ctx = StepContext(i, 0, len(batches), names, torch.Generator().manual_seed(i))
         model.zero_grad(set_to_none=True)
         t0 = clock(cpu)
-        train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, timings=phases)
+        train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, timings=phases, analytic=analytic)
         times.append(clock(cpu) - t0 + sample_s)
         phases["sampling"] = phases.get("sampling", 0.0) + sample_s
         plain.append(time_plain_ew(model, tasks, [(b, sample_s)], cpu))
@@ -181,6 +186,9 @@ def main() -> None:
     ap.add_argument("--propagation", default="auto")
     ap.add_argument("--device", default="cpu", help="where the model and the step run (cpu, cuda)")
     ap.add_argument("--v3", action="store_true", help="also time PMTRec v3's pieces (meta split on)")
+    ap.add_argument(
+        "--analytic", action="store_true", help="also time EW and PMTRec with closed-form task gradients"
+    )
     args = ap.parse_args()
     cpu = torch.device(args.device)  # the step's device (named cpu for the functions' signatures)
     torch.manual_seed(0)
@@ -202,6 +210,15 @@ def main() -> None:
         print("  phases (ms): " + ", ".join(f"{p}={phases.get(p, 0) * 1e3:.1f}" for p in PHASES))
         if cpu.type == "cuda":
             print(f"  peak GPU memory: {torch.cuda.max_memory_allocated(cpu) / 2**20:.0f} MB")
+        if args.analytic:
+            print(f"  {'task gradients':<28}{'step ms':>9}{'/ plain EW':>12}{'task_gradients ms':>20}")
+            for name in ("ew", "pmtrec"):
+                for mode in ("autograd", "analytic"):
+                    med, plain, ph = time_method(
+                        model, tasks, name, batches, cpu, analytic=mode == "analytic"
+                    )
+                    label, grads_ms = f"{name} {mode}", ph["task_gradients"] * 1e3
+                    print(f"  {label:<28}{med * 1e3:>9.1f}{med / plain:>11.2f}x{grads_ms:>20.1f}")
         if args.v3:
             meta = MetaPairs(ds.split.meta, ds.num_users, ds.num_items, getattr(tasks[0], "observed", None))
             print(f"  {'PMTRec v3 piece (on v2)':<28}{'step ms':>9}{'/ plain EW':>12}")

@@ -173,8 +173,18 @@ run.
         "dataset has social links, users with and without links."
     )
     b.code("display(viz.group_metrics_table(run.groups).round(4))\nviz.group_metrics_figure(run.groups)")
+    b.md(
+        "## By item popularity, and beyond accuracy\n"
+        "Items in thirds of their training interactions (tail to head) and the top 20%; an item's value "
+        "is its share of its users' NDCG (`pmtrec_lab/eval/items.py`). Then catalogue coverage, average "
+        "popularity, Gini index and long-tail share of the top-k lists, as RecBole defines them "
+        "(`pmtrec_lab/eval/beyond.py`)."
+    )
+    b.code("items = viz.read_items(run.path)\nviz.item_group_figure(items)")
+    b.code("display(viz.beyond_table(items).round(4))")
     b.code(
-        'values = {**train_headlines(run), "references": reference_headlines(ref_table)}\n'
+        'values = {**train_headlines(run), "references": reference_headlines(ref_table),\n'
+        '          "beyond@20": viz.beyond_at(items, 20)}\n'
         "_ = record(values)\nvalues"
     )
     return b
@@ -476,6 +486,11 @@ if summary is not None:
     display(summary.round(4))
 viz.method_comparison(summary)"""
     )
+    b.md(
+        "## Accuracy against catalogue coverage\n"
+        "Test NDCG@20 against item coverage@20 per method (grids whose runs record `items.json`)."
+    )
+    b.code("viz.accuracy_coverage(summary)")
     b.md("## Ablations: difference to PMTRec")
     b.code("viz.ablation_figure(summary)")
     b.md("## Strongest baseline and significance")

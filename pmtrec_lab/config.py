@@ -371,6 +371,11 @@ class OptimConfig(_Strict):
     #: (``pmtrec_lab.train.lazy_adam``); the task heads keep Adam. An epoch then costs the rows it
     #: touches. Not with ``sparse: true`` (that is SparseAdam, another lazy Adam).
     optimizer: Literal["adam", "lazy_adam"] = "adam"
+    #: ``autograd``: each task's gradient per touched row through autograd (the default; every
+    #: committed result). ``analytic`` (opt-in until the verdict grids are committed): closed-form
+    #: gradients for the BPR link tasks and the label heads (``Task.loss_and_grads``), equal to
+    #: autograd's up to float rounding (not bit for bit), cheaper per step.
+    task_gradients: Literal["autograd", "analytic"] = "autograd"
 
 
 class EvalConfig(_Strict):

@@ -106,6 +106,15 @@ def test_01_records_the_runs_test_metrics(report):
     assert 1 <= v["best_epoch"] <= v["epochs_run"] <= 4  # epochs counted from 1
     assert v["method"] == "pmtrec" and v["dataset"] == "synthetic"
     assert {"activity/cold", "activity/active", "social/with_links"} <= set(v["groups_ndcg@20"])
+    items = json.loads((runs / v["run"] / "items.json").read_text())["test"]
+    assert set(v["beyond@20"]) == {
+        "itemcoverage@20",
+        "averagepopularity@20",
+        "giniindex@20",
+        "tailpercentage@20",
+    }
+    for name, value in v["beyond@20"].items():
+        assert value == pytest.approx(items[name])
 
 
 def test_01_to_03_share_one_run_and_04_trains_gmb_on(report):

@@ -255,6 +255,22 @@ def grid_progress(out: Path, spec: GridSpec) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "method", "done", "planned", "pending", "failed"])
 
 
+#: the beyond-accuracy metrics (``items.json``, ``eval.beyond``) the tables carry, at cutoff 20
+BEYOND_METRICS = ("itemcoverage@20", "averagepopularity@20", "giniindex@20", "tailpercentage@20")
+
+
+def _beyond_columns(run_dir: Path) -> dict[str, float]:
+    """``test_<metric>`` of ``BEYOND_METRICS`` from the run's ``items.json`` (runs trained before it
+    existed have none: no columns, so older grids' tables are unchanged)."""
+    path = Path(run_dir) / "items.json"
+    if not path.is_file():
+        return {}
+    import json
+
+    test = json.loads(path.read_text()).get("test", {})
+    return {f"test_{name}": test[name] for name in BEYOND_METRICS if name in test}
+
+
 def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
     """One row per finished run: dataset, method, lr, seed, valid/test metrics, epochs."""
     rows = []
@@ -278,6 +294,7 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
                             "best_epoch": m.get("best_epoch"),
                             "epochs_run": m.get("epochs_run"),
                             "stopped": m.get("stopped"),
+                            **_beyond_columns(rd),
                         }
                     )
     return pd.DataFrame(rows)

@@ -37,6 +37,24 @@ __all__ = [
 ]
 
 
+#: summary column -> the per-run beyond-accuracy column it averages (``layout.BEYOND_METRICS``)
+BEYOND_SUMMARY = {
+    "coverage20": "test_itemcoverage@20",
+    "avgpop20": "test_averagepopularity@20",
+    "gini20": "test_giniindex@20",
+    "tail20": "test_tailpercentage@20",
+}
+
+
+def _beyond_aggregates(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The summary's beyond-accuracy means, only where runs carry them (older grids: none)."""
+    return {
+        name: (column, "mean")
+        for name, column in BEYOND_SUMMARY.items()
+        if column in runs.columns and runs[column].notna().any()
+    }
+
+
 def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     """Write the result tables (CSV + Markdown) from the finished runs; return them."""
     runs = collect(out, spec)
@@ -101,8 +119,9 @@ def tables_from_runs(
     ablation's switches. Returns:
 
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
-      ndcg20_mean, ndcg20_std, epochs[, capped]`` (std NaN with one seed; ``capped``, when ``runs``
-      has ``stopped``: the share of the runs that stopped at ``max_epochs``);
+      ndcg20_mean, ndcg20_std, epochs[, capped][, coverage20, avgpop20, gini20, tail20]`` (std NaN
+      with one seed; ``capped``, when ``runs`` has ``stopped``: the share of the runs that stopped
+      at ``max_epochs``; the beyond-accuracy means of ``eval.beyond`` at 20, when runs have them);
     - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default:
       :func:`grid_baselines`, a registered baseline or a ``variants`` label that runs one, such as
       ``static0.1`` running static-lambda at weight 0.1) with the best mean validation NDCG@20;
@@ -128,6 +147,7 @@ def tables_from_runs(
             ndcg20_std=("test_ndcg@20", "std"),
             epochs=("epochs_run", "mean"),
             **({"capped": ("stopped", _share_capped)} if "stopped" in runs.columns else {}),
+            **_beyond_aggregates(runs),
         )
         .reset_index()
     )

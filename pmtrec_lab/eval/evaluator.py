@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from pmtrec_lab.eval.beyond import BeyondAccuracy
 from pmtrec_lab.eval.metrics import check_ks, metric_keys, metrics_from_hits_np, rank_masked
 
 #: Default bound on one float32 score block (chunk_users x num_items x 4 bytes).
@@ -150,6 +151,7 @@ def evaluate_embeddings(
     chunk_users: int | None = None,
     device: torch.device | str | None = None,
     with_hits: bool = False,
+    beyond: BeyondAccuracy | None = None,
 ) -> EvalResult:
     """Rank all items for every user with a relevant item and compute RecBole metrics per user.
 
@@ -165,6 +167,8 @@ def evaluate_embeddings(
         device: where to score (defaults to ``user_emb``'s device).
         with_hits: also return the retrieved relevant pairs and each user's relevant count
             (``EvalResult.hits``, ``EvalResult.num_relevant``); the metrics do not change.
+        beyond: an accumulator of beyond-accuracy metrics (``eval.beyond``) fed every chunk's
+            ranked lists, so they need no second pass over the scores; read its ``result()``.
 
     Returns:
         :class:`EvalResult` over the users of ``relevant_pairs`` (ascending ids).
@@ -212,6 +216,8 @@ def evaluate_embeddings(
             scores[rows_t, cols_t] = float("-inf")
             idx, valid = rank_masked(scores, ks[-1], _exclusion_of(rows_t, cols_t, shape[0], num_items))
             del scores
+            if beyond is not None:
+                beyond.add(idx.cpu().numpy(), valid.cpu().numpy())
             # Hits by membership of (row, item) keys in the chunk's relevant pairs (deduplicated), so
             # no dense relevance mask either.
             rel_rows, rel_cols = relevant.chunk(chunk)

@@ -103,3 +103,21 @@ class Task(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())
+
+    #: True when :meth:`loss_and_grads` gives the task's gradients in closed form
+    analytic: bool = False
+
+    def loss_and_grads(
+        self,
+        zu: torch.Tensor,
+        zi: torch.Tensor,
+        local: dict[str, torch.Tensor],
+        batch: TaskBatch,
+        grad_users: torch.Tensor,
+        grad_items: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The loss and its gradients in closed form, without autograd (``optim.task_gradients:
+        analytic``; only where :attr:`analytic`): adds the gradient with respect to every row of
+        ``zu`` and ``zi`` into ``grad_users`` / ``grad_items`` (zero-filled, same shapes) and returns
+        the mean loss and the gradients of ``head_parameters()``, in that order."""
+        raise NotImplementedError(f"task {self.name!r} has no closed-form gradients")

@@ -66,3 +66,26 @@ class LabelTask(Task):
         if self.multi:
             return F.binary_cross_entropy_with_logits(logits, y)
         return F.cross_entropy(logits, y)
+
+    analytic = True
+
+    def loss_and_grads(self, zu, zi, local, batch, grad_users, grad_items):
+        """The linear head's losses in closed form, with ``logits = z W^T + b``: softmax
+        cross-entropy ``dL/dlogits = (softmax - onehot) / B``; binary cross-entropy (mean over the
+        B x C entries) ``(sigmoid - y) / (B C)``; then ``dL/dz = dlogits W``, ``dL/dW = dlogits^T z``,
+        ``dL/db = sum dlogits``, with ``dL/dz`` added into the rows the batch read."""
+        table = zu if self.side == "user" else zi
+        z = table[local["entity"]]
+        logits = self.head(z)
+        y = batch.extra["y"].to(logits.device)
+        if self.multi:
+            loss = F.binary_cross_entropy_with_logits(logits, y)
+            dlogits = (torch.sigmoid(logits) - y) / max(y.numel(), 1)
+        else:
+            loss = F.cross_entropy(logits, y)
+            dlogits = torch.softmax(logits, dim=-1)
+            dlogits[torch.arange(y.shape[0], device=y.device), y] -= 1.0
+            dlogits = dlogits / max(y.shape[0], 1)
+        grad_table = grad_users if self.side == "user" else grad_items
+        grad_table.index_add_(0, local["entity"], dlogits @ self.head.weight)
+        return loss, [dlogits.T @ z, dlogits.sum(0)]

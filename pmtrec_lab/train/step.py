@@ -91,13 +91,19 @@ def task_gradients(
     tasks: list[Task],
     batches: list[TaskBatch],
     layout: StepLayout,
+    analytic: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor | None]]]:
     """Each task's loss and gradient w.r.t. every touched row: (losses [K], grads [K, E, D], head grads).
 
     Every task reads its own detached leaf copy of the representations, so ONE backward call over
     the sum of the losses yields each task's gradient separately (in its leaves) at the cost of a
-    single autograd traversal of the task heads.
+    single autograd traversal of the task heads. With ``analytic`` (``optim.task_gradients:
+    analytic``), tasks with closed-form gradients (``Task.loss_and_grads``: BPR link tasks, label
+    heads) skip autograd; the others are differentiated as before. The two agree to float rounding
+    (``tests/test_analytic_gradients.py``), not bit for bit.
     """
+    if analytic:
+        return _analytic_task_gradients(zu, zi, tasks, batches, layout)
     eu = zu.shape[0]
     leaves_u = [zu.detach().requires_grad_(bool(b.user_roles)) for b in batches]
     leaves_i = [zi.detach().requires_grad_(bool(b.item_roles)) for b in batches]
@@ -129,6 +135,49 @@ def task_gradients(
         rows.append(torch.cat([gu, gi]))
         head_grads.append([g[h] for h in hp])
     return losses.detach(), torch.stack(rows), head_grads
+
+
+def _analytic_task_gradients(
+    zu: torch.Tensor,
+    zi: torch.Tensor,
+    tasks: list[Task],
+    batches: list[TaskBatch],
+    layout: StepLayout,
+) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor | None]]]:
+    """``task_gradients`` with closed-form gradients where a task has them (autograd for the rest),
+    written straight into one [K, E, D] block (no per-task tables to concatenate)."""
+    eu = zu.shape[0]
+    d = zu.shape[1] if zu.dim() == 2 and zu.shape[0] else zi.shape[1]
+    grads = zu.new_zeros(len(tasks), eu + zi.shape[0], d)
+    losses: list[torch.Tensor | None] = [None] * len(tasks)
+    head_grads: list[list[torch.Tensor | None]] = [[] for _ in tasks]
+    with torch.no_grad():
+        for j, (task, batch) in enumerate(zip(tasks, batches)):
+            if task.analytic:
+                loss, heads = task.loss_and_grads(
+                    zu, zi, layout.local[j], batch, grads[j, :eu], grads[j, eu:]
+                )
+                losses[j], head_grads[j] = loss, list(heads)
+    rest = [j for j, task in enumerate(tasks) if not task.analytic]
+    if rest:
+        sub = _sublayout(layout, rest)
+        losses_r, grads_r, heads_r = task_gradients(
+            zu, zi, [tasks[j] for j in rest], [batches[j] for j in rest], sub
+        )
+        for r, j in enumerate(rest):
+            losses[j], head_grads[j] = losses_r[r], heads_r[r]
+            grads[j] = grads_r[r]
+    return torch.stack(losses).detach(), grads, head_grads
+
+
+def _sublayout(layout: StepLayout, keep: list[int]) -> StepLayout:
+    """The layout of a subset of the step's tasks (same rows, those tasks' roles)."""
+    return replace(
+        layout,
+        local=[layout.local[j] for j in keep],
+        active=layout.active[:, keep],
+        counts=layout.counts[:, keep],
+    )
 
 
 def meta_gradients(
@@ -187,6 +236,7 @@ def train_step(
     device: torch.device,
     timings: dict[str, float] | None = None,
     meta: MetaBatch | None = None,
+    analytic: bool = False,
 ) -> StepResult:
     """Forward, per-entity task gradients, combination, one backward. Gradients are accumulated
     into ``.grad``; the caller zeroes them before and steps the optimizer after. ``timings``, if
@@ -194,7 +244,8 @@ def train_step(
     ``meta``: the step's meta triples, for a method with ``needs_meta``; their loss's gradient
     per row reaches the method as ``ctx.meta_grads`` and is never applied. The method sees the
     step's entity ids and occurrence counts, and the table sizes (``ctx.num_entities``; from the
-    encoder's ``num_users`` / ``num_items`` when the caller left them unset)."""
+    encoder's ``num_users`` / ``num_items`` when the caller left them unset). ``analytic``: closed-form
+    task gradients where tasks have them (``task_gradients``)."""
     tick = _ticker(timings)
     layout = layout_step(batches, device)
     if meta is None:
@@ -204,7 +255,7 @@ def train_step(
         zu, zi_all = encoder.encode(layout.users, items)
         zi = zi_all[torch.searchsorted(items, layout.items)]
     tick("forward")
-    losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout)
+    losses, grads, head_grads = task_gradients(zu, zi, tasks, batches, layout, analytic=analytic)
     tick("task_gradients")
     sizes = ctx.num_entities
     if sizes is None and hasattr(encoder, "num_users") and hasattr(encoder, "num_items"):

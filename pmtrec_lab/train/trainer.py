@@ -35,6 +35,12 @@ from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
 from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
+from pmtrec_lab.eval.beyond import (
+    DEFAULT_TAIL_RATIO,
+    BeyondAccuracy,
+    item_group_metrics,
+    item_popularity_groups,
+)
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
@@ -112,7 +118,13 @@ def social_relation(ds: RecDataset) -> tuple[np.ndarray, np.ndarray] | tuple[Non
 
 @torch.no_grad()
 def evaluate_split(
-    model: Model, ds: RecDataset, cfg: RunConfig, which: str, device: torch.device, with_hits: bool = False
+    model: Model,
+    ds: RecDataset,
+    cfg: RunConfig,
+    which: str,
+    device: torch.device,
+    with_hits: bool = False,
+    beyond: BeyondAccuracy | None = None,
 ):
     """Full-ranking evaluation on ``valid`` (training and meta items masked) or ``test``
     (training, meta and validation items masked); ``with_hits`` keeps the retrieved pairs for
@@ -132,6 +144,7 @@ def evaluate_split(
         chunk_users=cfg.eval.chunk_users,
         device=device,
         with_hits=with_hits,
+        beyond=beyond,
     )
 
 
@@ -316,6 +329,7 @@ _RUN_FILES = (
     "per_item_test.parquet",
     "per_item_valid.parquet",
     "groups.json",
+    "items.json",
 )
 
 
@@ -536,7 +550,15 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
         if s.meta is not None and s.method.needs_meta:
             meta = s.meta.for_batches(batches, meta_gen)
         res = train_step(
-            s.model.encoder, s.tasks, batches, s.method, ctx, s.cfg.optim.l2, s.device, meta=meta
+            s.model.encoder,
+            s.tasks,
+            batches,
+            s.method,
+            ctx,
+            s.cfg.optim.l2,
+            s.device,
+            meta=meta,
+            analytic=s.cfg.optim.task_gradients == "analytic",
         )
         s.optimizer.step()
         if s.method.needs_losses_after:
@@ -618,15 +640,29 @@ def _finish(s: _Session, stop_reason: str) -> None:
     out, history, best = s.out, s.history, s.best
     if (out / "best.pt").is_file():
         s.model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
-    tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device, with_hits=True)
+    popularity = np.bincount(s.ds.split.train[:, 1], minlength=s.ds.num_items)
+    beyond = BeyondAccuracy(popularity, s.cfg.eval.ks)
+    tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device, with_hits=True, beyond=beyond)
     vres = evaluate_split(s.model, s.ds, s.cfg, "valid", s.device, with_hits=True)
     src, dst = social_relation(s.ds)
     groups = user_groups(s.ds.split.train, s.ds.num_users, src, dst)
+    per_item_test = None
     for split, result, relevant in (("test", tres, s.ds.split.test), ("valid", vres, s.ds.split.valid)):
         frame = result.to_frame().merge(groups, left_on="user", right_index=True, how="left")
         write_parquet(out / f"per_user_{split}.parquet", frame)
-        write_parquet(out / f"per_item_{split}.parquet", _per_item_frame(result, relevant, s.cfg.eval.ks))
+        per_item = _per_item_frame(result, relevant, s.cfg.eval.ks)
+        write_parquet(out / f"per_item_{split}.parquet", per_item)
+        per_item_test = per_item if split == "test" else per_item_test
     write_json(out / "groups.json", group_metrics(tres, groups))
+    write_json(
+        out / "items.json",
+        {
+            "schema": 1,
+            "test": beyond.result(),
+            "tail_ratio": DEFAULT_TAIL_RATIO,
+            "groups": item_group_metrics(per_item_test, item_popularity_groups(popularity)),
+        },
+    )
     beta = None
     if history:
         best_rec = next((h for h in history if h["epoch"] == best["epoch"]), None)

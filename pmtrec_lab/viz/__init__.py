@@ -22,6 +22,7 @@ from pmtrec_lab.viz.gradients import (
     norm_ratio_over_epochs,
     norm_ratios,
 )
+from pmtrec_lab.viz.items import accuracy_coverage, beyond_at, beyond_table, item_group_figure, read_items
 from pmtrec_lab.viz.training import (
     group_metrics_figure,
     group_metrics_table,
@@ -45,9 +46,12 @@ __all__ = [
     "V3_SIGNALS",
     "MissingSourceError",
     "ablation_deltas",
+    "accuracy_coverage",
     "ablation_figure",
     "applicable_weights",
     "benefit_by_bins",
+    "beyond_at",
+    "beyond_table",
     "conflict_fraction_over_epochs",
     "conflict_summary",
     "cosine_before_after",
@@ -60,6 +64,7 @@ __all__ = [
     "group_metrics_table",
     "has_social_links",
     "is_missing",
+    "item_group_figure",
     "learning_curves",
     "magnitude_summary",
     "mean_task_weights",
@@ -72,6 +77,7 @@ __all__ = [
     "norm_ratio_over_epochs",
     "norm_ratios",
     "pick_entity",
+    "read_items",
     "social_degree",
     "task_colors",
     "weight_activity_correlation",
