@@ -40,21 +40,16 @@ def _data_section(args: argparse.Namespace):
     """The ``data`` section ``datasets info`` / ``export`` read: ``--config``'s, then NAME,
     ``--path``, ``--data-dir``, ``--k-core``, ``--split-seed``, then ``--set`` (keys of the data
     section, with or without a leading ``data.``)."""
-    import yaml
     from pydantic import ValidationError
 
     from pmtrec_lab.config import DataConfig, _format_errors, apply_overrides
     from pmtrec_lab.errors import ConfigError
+    from pmtrec_lab.yaml_files import read_yaml_file
 
     raw: dict = {}
     if getattr(args, "config", None):
         path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+        loaded = read_yaml_file(path, "config file") or {}
         section = loaded.get("data", {}) if isinstance(loaded, dict) else None
         if not isinstance(section, dict):
             raise ConfigError(f"config file {path}: expected a mapping with a data section")

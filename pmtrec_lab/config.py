@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
 
 
 class _Strict(BaseModel):
@@ -521,10 +522,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. method.params.tau=0.5")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    parsed = load_yaml_text(value, f"override {item!r}: the value") if value.strip() else None
     return key.strip().split("."), parsed
 
 
@@ -552,12 +550,7 @@ def load_config(
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+        loaded = read_yaml_file(p, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         raw = _deep_merge(raw, loaded)
