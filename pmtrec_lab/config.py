@@ -9,19 +9,60 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
 
 
+def _bool_where_number(value: Any, annotation: Any) -> bool:
+    """True if ``value`` holds a boolean where ``annotation`` expects a number and no boolean.
+
+    Why: pydantic's lax mode reads ``true`` as 1 for an ``int`` or ``float`` field, so
+    ``optim.epochs=true`` trained one epoch and ``seed=false`` seed 0. Numeric strings (YAML 1.1
+    reads ``1e-3`` as one) stay accepted: only booleans are refused."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _bool_where_number(value, args[0])
+    if origin in (typing.Union, types.UnionType):
+        return bool not in args and any(_bool_where_number(value, a) for a in args)
+    if isinstance(value, bool):
+        return annotation in (int, float)
+    if origin is list and isinstance(value, list) and args:
+        return any(_bool_where_number(v, args[0]) for v in value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_bool_where_number(v, args[1]) for v in value.values())
+    return False
+
+
 class _Strict(BaseModel):
+    """A configuration section: unknown keys and booleans given for numbers are errors."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_where_number(value, field.annotation):
+            raise PydanticCustomError("bool_for_number", "expected a number, not a boolean")
+        return value
 
 
 #: The names a relation or label set may take (DGL edge and node types are built from them).
@@ -355,9 +396,12 @@ SHORT_RUN_LR = 3e-3
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(default=DEFAULT_LR, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    l2: float = Field(default=1e-4, ge=0)  # on the batch's layer-0 rows, outside the combination
+    #: a positive finite number (checked at load, as the grid's ``lrs``: ``inf`` passed ``> 0``
+    #: and the run diverged at its first step, after its folder was written)
+    lr: float = DEFAULT_LR
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    #: on the batch's layer-0 rows, outside the combination
+    l2: float = Field(default=1e-4, ge=0, allow_inf_nan=False)
     batch_size: int = Field(default=2048, ge=1)  # main task
     epochs: int = Field(default=100, ge=1)
     #: MF only: the embedding tables give sparse gradients (just the step's rows) and are updated
@@ -372,6 +416,13 @@ class OptimConfig(_Strict):
     #: (``pmtrec_lab.train.lazy_adam``); the task heads keep Adam. An epoch then costs the rows it
     #: touches. Not with ``sparse: true`` (that is SparseAdam, another lazy Adam).
     optimizer: Literal["adam", "lazy_adam"] = "adam"
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_finite_lr(cls, v: float) -> float:
+        if not (math.isfinite(v) and v > 0):
+            raise PydanticCustomError("learning_rate", "expected a positive finite learning rate")
+        return v
 
 
 class EvalConfig(_Strict):

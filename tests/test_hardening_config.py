@@ -42,6 +42,55 @@ def _one_line(err: str) -> None:
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+# --- booleans are not numbers; numeric strings still are --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("optim.epochs=true", "optim.epochs"),  # trained 1 epoch
+        ("seed=false", "seed"),  # trained seed 0
+        ("encoder.dim=true", "encoder.dim"),  # an embedding of width 1
+        ("optim.lr=true", "optim.lr"),  # a learning rate of 1.0
+        ("eval.ks=[10, true]", "eval.ks"),  # NDCG@1 among the cutoffs
+        ("data.rating_threshold=true", "data.rating_threshold"),
+    ],
+)
+def test_boolean_where_a_number_is_expected_is_refused(capsys, tmp_path, setting, named):
+    rc, err = _train(capsys, tmp_path / "run", [setting])
+    assert rc == 2 and named in err and "boolean" in err, err
+    _one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "key", "value"),
+    [
+        ("optim.lr=1e-3", ("optim", "lr"), 1e-3),  # YAML 1.1 reads 1e-3 as a string
+        ("optim.weight_decay=5e-4", ("optim", "weight_decay"), 5e-4),
+        ("optim.epochs='3'", ("optim", "epochs"), 3),
+        ("data.rating_threshold='3.5'", ("data", "rating_threshold"), 3.5),
+    ],
+)
+def test_numeric_strings_are_still_numbers(setting, key, value):
+    cfg = load_config(overrides=[*FAST, setting])
+    got = getattr(getattr(cfg, key[0]), key[1])
+    assert got == value and type(got) is type(value)
+
+
+# --- learning rates that cannot train --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "lr", ["inf", ".inf", "-.inf", ".nan", "0", "-0.001", "1e309"], ids=lambda v: f"lr={v}"
+)
+def test_non_finite_or_non_positive_learning_rate_is_refused_at_load(capsys, tmp_path, lr):
+    rc, err = _train(capsys, tmp_path / "run", [f"optim.lr={lr}"])
+    assert rc == 2 and "optim.lr" in err and "positive finite" in err, err
+    _one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
 # --- YAML syntax errors: one line with file, line and column ---------------------------------------
 
 UNCLOSED = "optim:\n  lr: [1\n  epochs: 3\n"
