@@ -7,6 +7,8 @@ ill-typed key is an error naming it.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import re
 import types
@@ -232,6 +234,7 @@ class DataConfig(_Strict):
             )
         if self.tasks is not None:
             check_atomic_tasks(self.tasks, "data.tasks")
+        check_loader_args(spec, self.loader_args)
         return self
 
     def folder(self) -> Path:
@@ -274,6 +277,42 @@ class DataConfig(_Strict):
         if k_core is not None and (type(k_core) is not int or k_core < 1):
             raise ConfigError(f"{where}: k_core must be a positive integer, got {k_core!r}")
         return AtomicSettings(folder=folder, fields=fields, tasks=tasks, k_core=k_core, origin=origin)
+
+
+def check_loader_args(spec: Any, args: dict[str, Any]) -> None:
+    """``data.loader_args`` against the keyword arguments of the dataset's loader (``load_raw``),
+    when the configuration loads: a key it does not take (or one pmtrec-lab sets itself: the
+    release folder, a folder dataset's fields and tasks, the registry's own arguments) is a
+    ``ConfigError`` naming it and what the loader takes, and so is a boolean where the loader's
+    default is a number. Why here: the loader is called only once the run folder exists, so a
+    typo was found after ``config.yaml`` and ``status.json`` had been written."""
+    if not args:
+        return
+    try:
+        params = inspect.signature(spec.load_function()).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return  # a plug-in loader that cannot be inspected: it reports bad arguments itself
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    positional = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    set_by_tool = {*positional[:1], *spec.loader_args, *(("fields", "tasks") if spec.folder else ())}
+    takes = [n for n in positional if n not in set_by_tool]
+    unknown = [k for k in args if k not in takes]
+    where = f"data.loader_args: dataset {spec.name!r} ({spec.loader})"
+    if unknown:
+        hints = [repr(m[0]) for k in unknown if (m := difflib.get_close_matches(k, takes, 1))]
+        raise ConfigError(
+            f"{where} takes no argument {', '.join(map(repr, unknown))}"
+            + (f" (did you mean {' or '.join(hints)}?)" if hints else "")
+            + f"; its loader takes {', '.join(takes) if takes else 'none'}"
+        )
+    for key, value in args.items():
+        default = params[key].default
+        number = isinstance(default, int | float) and not isinstance(default, bool)
+        if number and isinstance(value, bool):
+            raise ConfigError(
+                f"data.loader_args.{key}: expected a number (default {default!r}), got a boolean ({value})"
+            )
 
 
 @dataclass(frozen=True)

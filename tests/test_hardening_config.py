@@ -91,6 +91,36 @@ def test_non_finite_or_non_positive_learning_rate_is_refused_at_load(capsys, tmp
     assert not (tmp_path / "run").exists()
 
 
+# --- loader arguments are checked against the loader when the configuration loads ---------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (["data.loader_args={num_users: 120, num_items: 80, bogus: 1}"], ["'bogus'", "num_users"]),
+        (["data.loader_args={num_user: 120}"], ["'num_user'", "num_users"]),  # a typo
+        (["data.name=filmtrust", "data.loader_args={num_users: 120}"], ["'num_users'", "filmtrust", "none"]),
+        (["data.name=lastfm", "data.loader_args={root: /tmp}"], ["'root'"]),  # set by the tool
+        (["data.loader_args={num_users: true}"], ["num_users", "boolean"]),
+    ],
+    ids=["unknown", "typo", "loader-takes-none", "root", "boolean"],
+)
+def test_bad_loader_argument_is_refused_before_the_run_folder_exists(capsys, tmp_path, settings, expected):
+    rc, err = _train(capsys, tmp_path / "run", settings)
+    assert rc == 2 and "data.loader_args" in err, err
+    for fragment in expected:
+        assert fragment in err, err
+    _one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_loader_arguments_the_loader_takes_still_load():
+    args = "data.loader_args={num_users: 50, homophily: 0.5, seed: 3}"
+    cfg = load_config(overrides=["data.name=synthetic", args])
+    assert cfg.data.loader_args == {"num_users": 50, "homophily": 0.5, "seed": 3}
+    assert load_config(overrides=["data.name=epinions"]).data.loader_args == {}
+
+
 # --- YAML syntax errors: one line with file, line and column ---------------------------------------
 
 UNCLOSED = "optim:\n  lr: [1\n  epochs: 3\n"
