@@ -6,7 +6,11 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pmtrec_lab.errors import PmtrecError
@@ -259,25 +263,63 @@ def _register_tune(sub) -> None:
 _EXTRA_COMMANDS = [_register_compare, _register_tune, _register_report]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the command's main thread: a run is stopped and marked as Ctrl-C marks
+    it (``status.json``: ``failed``, ``interrupted``; it resumes when rerun) instead of being
+    killed with ``status.json`` left at ``running``."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in this process's main thread
+    (a KeyboardInterrupt, so every ``except KeyboardInterrupt`` cleanup runs). Left alone where
+    SIGTERM already has a handler, or off the main thread. A child forked meanwhile (a grid's
+    worker processes) keeps the default: it dies as before."""
+    owner = os.getpid()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills, as before
+        if os.getpid() != owner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure a user can meet ends in one line on stderr naming the file
-    or setting and what to do (exit 2; 1 for an unexpected error, 130 when interrupted).
-    ``--debug`` (or ``PMTREC_DEBUG=1``) shows the traceback instead."""
+    or setting and what to do (exit 2; 1 for an unexpected error, 130 when interrupted, 143 on
+    SIGTERM). ``--debug`` (or ``PMTREC_DEBUG=1``) shows the traceback instead."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PMTREC_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except Exception as exc:
         if debug:
             raise
         message, code = describe_error(exc)
         print(f"error: {message}", file=sys.stderr)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("error: interrupted (a run resumes from its last finished epoch when rerun)", file=sys.stderr)
-        return 130
+        how, code = ("interrupted", 130)
+        if isinstance(exc, Terminated):
+            how, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM)
+        print(f"error: {how} (a run resumes from its last finished epoch when rerun)", file=sys.stderr)
+        return code
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:
