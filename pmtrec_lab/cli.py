@@ -148,7 +148,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pmtrec_lab.train import evaluate_run
 
-    result = evaluate_run(args.run_dir, device=args.device, allow_changed_data=args.allow_changed_data)
+    result = evaluate_run(
+        args.run_dir,
+        device=args.device,
+        allow_changed_data=args.allow_changed_data,
+        allow_unfinished=args.allow_unfinished,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -221,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-changed-data",
         action="store_true",
         help="evaluate even when the data's fingerprint differs from the one the run trained on",
+    )
+    ev.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="evaluate the best checkpoint so far of a run that has not finished (paused, failed, "
+        "stopped or still training), with a notice naming its epoch",
     )
     ev.set_defaults(func=_cmd_evaluate)
 
