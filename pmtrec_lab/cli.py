@@ -6,7 +6,11 @@ import argparse
 import errno
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pmtrec_lab.errors import PmtrecError
@@ -40,21 +44,16 @@ def _data_section(args: argparse.Namespace):
     """The ``data`` section ``datasets info`` / ``export`` read: ``--config``'s, then NAME,
     ``--path``, ``--data-dir``, ``--k-core``, ``--split-seed``, then ``--set`` (keys of the data
     section, with or without a leading ``data.``)."""
-    import yaml
     from pydantic import ValidationError
 
     from pmtrec_lab.config import DataConfig, _format_errors, apply_overrides
     from pmtrec_lab.errors import ConfigError
+    from pmtrec_lab.yaml_files import read_yaml_file
 
     raw: dict = {}
     if getattr(args, "config", None):
         path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+        loaded = read_yaml_file(path, "config file") or {}
         section = loaded.get("data", {}) if isinstance(loaded, dict) else None
         if not isinstance(section, dict):
             raise ConfigError(f"config file {path}: expected a mapping with a data section")
@@ -149,7 +148,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pmtrec_lab.train import evaluate_run
 
-    result = evaluate_run(args.run_dir, device=args.device, allow_changed_data=args.allow_changed_data)
+    result = evaluate_run(
+        args.run_dir,
+        device=args.device,
+        allow_changed_data=args.allow_changed_data,
+        allow_unfinished=args.allow_unfinished,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -223,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate even when the data's fingerprint differs from the one the run trained on",
     )
+    ev.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="evaluate the best checkpoint so far of a run that has not finished (paused, failed, "
+        "stopped or still training), with a notice naming its epoch",
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     me = sub.add_parser("methods", help="the registered weighting methods, their family and parameters")
@@ -264,14 +274,49 @@ def _register_tune(sub) -> None:
 _EXTRA_COMMANDS = [_register_compare, _register_tune, _register_report]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the command's main thread: a run is stopped and marked as Ctrl-C marks
+    it (``status.json``: ``failed``, ``interrupted``; it resumes when rerun) instead of being
+    killed with ``status.json`` left at ``running``."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` in this process's main thread
+    (a KeyboardInterrupt, so every ``except KeyboardInterrupt`` cleanup runs). Left alone where
+    SIGTERM already has a handler, or off the main thread. A child forked meanwhile (a grid's
+    worker processes) keeps the default: it dies as before."""
+    owner = os.getpid()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills, as before
+        if os.getpid() != owner:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure a user can meet ends in one line on stderr naming the file
-    or setting and what to do (exit 2; 1 for an unexpected error, 130 when interrupted).
-    ``--debug`` (or ``PMTREC_DEBUG=1``) shows the traceback instead."""
+    or setting and what to do (exit 2; 1 for an unexpected error, 130 when interrupted, 143 on
+    SIGTERM). ``--debug`` (or ``PMTREC_DEBUG=1``) shows the traceback instead."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PMTREC_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader closed the pipe (``pmtrec-lab methods | head``): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush fails nowhere
@@ -282,11 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe_error(exc)
         print(f"error: {message}", file=sys.stderr)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("error: interrupted (a run resumes from its last finished epoch when rerun)", file=sys.stderr)
-        return 130
+        how, code = ("interrupted", 130)
+        if isinstance(exc, Terminated):
+            how, code = ("terminated (SIGTERM)", 128 + signal.SIGTERM)
+        print(f"error: {how} (a run resumes from its last finished epoch when rerun)", file=sys.stderr)
+        return code
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:

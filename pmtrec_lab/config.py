@@ -7,20 +7,64 @@ ill-typed key is an error naming it.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
+
+
+def _bool_where_number(value: Any, annotation: Any) -> bool:
+    """True if ``value`` holds a boolean where ``annotation`` expects a number and no boolean.
+
+    Why: pydantic's lax mode reads ``true`` as 1 for an ``int`` or ``float`` field, so
+    ``optim.epochs=true`` trained one epoch and ``seed=false`` seed 0. Numeric strings (YAML 1.1
+    reads ``1e-3`` as one) stay accepted: only booleans are refused."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _bool_where_number(value, args[0])
+    if origin in (typing.Union, types.UnionType):
+        return bool not in args and any(_bool_where_number(value, a) for a in args)
+    if isinstance(value, bool):
+        return annotation in (int, float)
+    if origin is list and isinstance(value, list) and args:
+        return any(_bool_where_number(v, args[0]) for v in value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return any(_bool_where_number(v, args[1]) for v in value.values())
+    return False
 
 
 class _Strict(BaseModel):
+    """A configuration section: unknown keys and booleans given for numbers are errors."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and _bool_where_number(value, field.annotation):
+            raise PydanticCustomError("bool_for_number", "expected a number, not a boolean")
+        return value
 
 
 #: The names a relation or label set may take (DGL edge and node types are built from them).
@@ -190,6 +234,7 @@ class DataConfig(_Strict):
             )
         if self.tasks is not None:
             check_atomic_tasks(self.tasks, "data.tasks")
+        check_loader_args(spec, self.loader_args)
         return self
 
     def folder(self) -> Path:
@@ -232,6 +277,42 @@ class DataConfig(_Strict):
         if k_core is not None and (type(k_core) is not int or k_core < 1):
             raise ConfigError(f"{where}: k_core must be a positive integer, got {k_core!r}")
         return AtomicSettings(folder=folder, fields=fields, tasks=tasks, k_core=k_core, origin=origin)
+
+
+def check_loader_args(spec: Any, args: dict[str, Any]) -> None:
+    """``data.loader_args`` against the keyword arguments of the dataset's loader (``load_raw``),
+    when the configuration loads: a key it does not take (or one pmtrec-lab sets itself: the
+    release folder, a folder dataset's fields and tasks, the registry's own arguments) is a
+    ``ConfigError`` naming it and what the loader takes, and so is a boolean where the loader's
+    default is a number. Why here: the loader is called only once the run folder exists, so a
+    typo was found after ``config.yaml`` and ``status.json`` had been written."""
+    if not args:
+        return
+    try:
+        params = inspect.signature(spec.load_function()).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return  # a plug-in loader that cannot be inspected: it reports bad arguments itself
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    positional = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    set_by_tool = {*positional[:1], *spec.loader_args, *(("fields", "tasks") if spec.folder else ())}
+    takes = [n for n in positional if n not in set_by_tool]
+    unknown = [k for k in args if k not in takes]
+    where = f"data.loader_args: dataset {spec.name!r} ({spec.loader})"
+    if unknown:
+        hints = [repr(m[0]) for k in unknown if (m := difflib.get_close_matches(k, takes, 1))]
+        raise ConfigError(
+            f"{where} takes no argument {', '.join(map(repr, unknown))}"
+            + (f" (did you mean {' or '.join(hints)}?)" if hints else "")
+            + f"; its loader takes {', '.join(takes) if takes else 'none'}"
+        )
+    for key, value in args.items():
+        default = params[key].default
+        number = isinstance(default, int | float) and not isinstance(default, bool)
+        if number and isinstance(value, bool):
+            raise ConfigError(
+                f"data.loader_args.{key}: expected a number (default {default!r}), got a boolean ({value})"
+            )
 
 
 @dataclass(frozen=True)
@@ -354,9 +435,12 @@ SHORT_RUN_LR = 3e-3
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(default=DEFAULT_LR, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    l2: float = Field(default=1e-4, ge=0)  # on the batch's layer-0 rows, outside the combination
+    #: a positive finite number (checked at load, as the grid's ``lrs``: ``inf`` passed ``> 0``
+    #: and the run diverged at its first step, after its folder was written)
+    lr: float = DEFAULT_LR
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    #: on the batch's layer-0 rows, outside the combination
+    l2: float = Field(default=1e-4, ge=0, allow_inf_nan=False)
     batch_size: int = Field(default=2048, ge=1)  # main task
     epochs: int = Field(default=100, ge=1)
     #: MF only: the embedding tables give sparse gradients (just the step's rows) and are updated
@@ -376,6 +460,13 @@ class OptimConfig(_Strict):
     #: gradients for the BPR link tasks and the label heads (``Task.loss_and_grads``), equal to
     #: autograd's up to float rounding (not bit for bit), cheaper per step.
     task_gradients: Literal["autograd", "analytic"] = "autograd"
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_finite_lr(cls, v: float) -> float:
+        if not (math.isfinite(v) and v > 0):
+            raise PydanticCustomError("learning_rate", "expected a positive finite learning rate")
+        return v
 
 
 class EvalConfig(_Strict):
@@ -526,10 +617,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. method.params.tau=0.5")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    parsed = load_yaml_text(value, f"override {item!r}: the value") if value.strip() else None
     return key.strip().split("."), parsed
 
 
@@ -557,12 +645,7 @@ def load_config(
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p}: not valid YAML ({exc})") from None
+        loaded = read_yaml_file(p, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: expected a mapping at the top level")
         raw = _deep_merge(raw, loaded)

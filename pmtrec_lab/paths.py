@@ -59,6 +59,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     written is lost or left half-written. The file gets the permissions a plain ``open`` would
     give (``0o666`` less the umask), not ``mkstemp``'s 0600, so a shared results folder stays
     readable by the group the umask allows.
+
+    An ``OSError`` that names no file (the kernel's ``ENOSPC`` from a write or a close, pyarrow's
+    write errors) is raised again naming ``target``: "no space left on the device" alone does not
+    say which file could not be written.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,10 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(target)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -77,3 +85,21 @@ def atomic_path(target: str | os.PathLike, suffix: str = ""):
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def overwrite_in_place(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` over the existing file ``target`` in its own blocks, then cut it to length.
+
+    The fallback for a small file that must be updated when ``write_text_atomic`` cannot create
+    its temporary file (a full disk): the blocks a file already holds can be written over without
+    allocating new ones on ext4 and most other file systems. Not atomic: a failure half-way leaves
+    the file damaged, which its readers must (and ``status.json``'s do) say and survive."""
+    data = text.encode()
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], done)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)

@@ -840,3 +840,55 @@ def test_one_splittable_user_is_enough(tmp_path: Path, cache: Path) -> None:
         fh.write("1 1 2\n1 2 2\n1 3 2\n1 4 2\n")  # user 1 now has at least 4 distinct items
     ds = load_dataset("filmtrust", data, k_core=1)
     assert len(ds.split.test) == 1 and len(ds.split.valid) == 1
+
+
+# ====================================== E. FilmTrust trust values (issue 26, Poor, item 3)
+
+#: (trust.txt lines, the 1-based lines holding 0): a row whose value is 0 says "no trust"
+ZERO_TRUST = {
+    "first-line": (["1 2 0", "2 3 1", "3 1 1"], [1]),
+    "middle": (["1 2 1", "2 3 0", "3 1 1", "3 2 1"], [2]),
+    "several-and-0.0": (["1 2 1", "2 3 0.0", "3 1 1", "1 3 0", "2 1 1"], [2, 4]),
+}
+
+
+@pytest.mark.parametrize("case", list(ZERO_TRUST))
+def test_filmtrust_trust_rows_with_value_0_are_dropped_with_a_notice(
+    case: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, every row was read as a trust link whatever its value."""
+    lines, zero_lines = ZERO_TRUST[case]
+    _, root = _release(tmp_path, "filmtrust")
+    (root / "trust.txt").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger=LOG):
+        raw = filmtrust.load_raw(root)
+    kept = [tuple(int(v) for v in ln.split()[:2]) for ln in lines if float(ln.split()[2]) == 1]
+    src, dst = raw.user_relations["trust"]
+    assert list(zip(src.tolist(), dst.tolist())) == kept
+    assert raw.raw_counts["trust"] == len(kept) and raw.raw_counts["trust_value_0"] == len(zero_lines)
+    notice = " ".join(_warnings(caplog))
+    assert "trust.txt" in notice and f"{len(zero_lines)} row" in notice and f"line {zero_lines[0]}" in notice
+
+
+@pytest.mark.parametrize(("value", "line"), [("2", 2), ("-1", 3), ("0.5", 1), ("1e3", 2)])
+def test_filmtrust_trust_value_other_than_0_or_1_names_the_line(
+    value: str, line: int, tmp_path: Path
+) -> None:
+    """A value that is neither trust (1) nor its absence (0) is not guessed at."""
+    _, root = _release(tmp_path, "filmtrust")
+    rows = ["1 2 1", "2 3 1", "3 1 1"]
+    rows[line - 1] = rows[line - 1][:-1] + value
+    (root / "trust.txt").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataFormatError) as info:
+        filmtrust.load_raw(root)
+    msg = _text(info.value)
+    assert info.value.path.name == "trust.txt" and info.value.line == line, msg
+    assert value in msg and "0 or 1" in msg, msg
+
+
+def test_filmtrust_release_without_zeros_reads_as_before(tmp_path: Path) -> None:
+    """No extra count and no notice when no row holds 0 (the real release: 1,853 rows of 1)."""
+    _, root = _release(tmp_path, "filmtrust")
+    rows = (root / "trust.txt").read_text().split()
+    raw = filmtrust.load_raw(root)
+    assert raw.raw_counts["trust"] == len(rows) // 3 and "trust_value_0" not in raw.raw_counts

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from pmtrec_lab.config import RunConfig
 from pmtrec_lab.mtl import resolve_params
 from pmtrec_lab.reports.defaults import notebook_config
 from pmtrec_lab.train import config_key
@@ -132,8 +133,11 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
 
 
 def test_button_click_reports_errors_in_the_panel(base_cfg, tmp_path):
-    # a configuration that loads but fails in training: the dataset's files are not there
-    bad = base_cfg.updated({"data": {"name": "ciao", "data_dir": str(tmp_path / "no-data")}})
+    # a configuration that loads but fails in training: the dataset's files are not there (the
+    # synthetic generator's loader_args are dropped: ciao's loader does not take them)
+    raw = base_cfg.to_dict()
+    raw["data"] = {**raw["data"], "name": "ciao", "data_dir": str(tmp_path / "no-data"), "loader_args": {}}
+    bad = RunConfig.model_validate(raw)
     ex = AblationExplorer(bad, runs_dir=tmp_path, show_figures=False)
     ex.train_button.click()  # the button's handler catches and shows the error
     assert "Training failed" in ex.status.value

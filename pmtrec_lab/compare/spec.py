@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,6 +34,7 @@ from pmtrec_lab.config import DEFAULT_DIM, RunConfig, load_config
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.eval.groups import ACTIVITY_LEVELS, SOCIAL_LEVELS
 from pmtrec_lab.mtl import get_entry, method_names, resolve_params, validate_params
+from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
 
 __all__ = [
     "GROUP_ORDER",
@@ -305,26 +305,7 @@ def _read_grid_file(path: Path) -> dict[str, Any]:
     """The top-level mapping of a grid file; a missing, unreadable, non-YAML or non-mapping file
     is one ``ConfigError`` line naming the file (and, for YAML, the line)."""
     where = f"grid file {path}"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{where}: is a directory; expected a YAML file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not a text file; expected YAML") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and cmark is not None and (mark is None or cmark.line != mark.line):
-            problem += f" ({context} from line {cmark.line + 1})"
-        raise ConfigError(f"{where}{at}: not valid YAML: {problem}") from None
+    loaded = read_yaml_file(path, "grid file")
     if loaded is None:  # an empty file: the default grid
         return {}
     if not isinstance(loaded, dict):
@@ -349,12 +330,7 @@ def load_grid(path: str | Path | None, overrides: Sequence[str] = ()) -> GridSpe
             raise ConfigError(
                 f"--set {key}: unknown grid key; expected one of: {', '.join(GridSpec.model_fields)}"
             )
-        try:
-            raw[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"--set {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})"
-            ) from None
+        raw[key] = load_yaml_text(value, f"--set {item!r}: the value")
     if overrides:
         where += f" (with --set {', '.join(overrides)})"
     return validate_grid(raw, where)

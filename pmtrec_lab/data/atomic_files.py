@@ -21,9 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pmtrec_lab.errors import ConfigError, DataFormatError, MissingDataError
+from pmtrec_lab.yaml_files import read_yaml_file
 
 SUFFIXES = ("inter", "user", "item", "net", "kg", "link")
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -107,10 +106,7 @@ def read_sidecar(folder: Path) -> tuple[dict[str, Any], Path]:
     path = Path(folder) / SIDECAR
     if not path.is_file():
         return {}, path
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    loaded = read_yaml_file(path) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(SIDECAR_KEYS)}")
     unknown = [k for k in loaded if k not in SIDECAR_KEYS]

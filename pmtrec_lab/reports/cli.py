@@ -35,6 +35,7 @@ from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.reports.defaults import NOTEBOOKS, REPORT_NOTEBOOK_PARAMS, notebook_path, resolve_notebook
 from pmtrec_lab.reports.params import check_output_folder, check_report_params
 from pmtrec_lab.reports.runner import report_files
+from pmtrec_lab.yaml_files import read_yaml_file
 
 __all__ = ["add_report_command", "build_report_params", "run_report_command"]
 
@@ -43,12 +44,7 @@ def _load_params_file(path: str | None) -> tuple[dict[str, Any], dict[str, dict[
     if not path:
         return {}, {}
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"params file {p} not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"params file {p}: not valid YAML ({exc})") from None
+    data = read_yaml_file(p, "params file") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"params file {p}: expected a mapping of 'common' and notebook names")
     common = data.pop("common", None) or {}

@@ -59,6 +59,25 @@ class RunLock:
             self._fd = None
 
 
+def lock_holder(folder: str | os.PathLike) -> str | None:
+    """Who holds ``folder``'s lock ("pid N on host H"), or None when no process does. Takes no
+    lock and writes nothing (``evaluate`` asks whether a run marked running still trains)."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> str:
     try:
         text = os.pread(fd, 200, 0).decode(errors="replace").strip()

@@ -31,8 +31,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ import pandas as pd
 import torch
 
 from pmtrec_lab.config import RunConfig, load_config
-from pmtrec_lab.errors import PmtrecError
+from pmtrec_lab.errors import ConfigError, PmtrecError
 from pmtrec_lab.paths import atomic_path, write_text_atomic
 
 #: the name ``status.json`` carries as its mark
@@ -72,8 +74,13 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def json_text(obj: Any) -> str:
+    """The text ``write_json`` writes for ``obj``."""
+    return json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def read_json(path: Path) -> Any:
@@ -163,23 +170,108 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``.
 
     A file that is damaged, crafted to run code, or from an older pmtrec-lab (schema 1 pickled
-    DataFrames) raises a :class:`RunFileError` naming it, instead of running anything."""
+    DataFrames) raises a :class:`RunFileError` naming it, instead of running anything. The
+    message never repeats torch's advice to load the file with ``weights_only=False`` (that
+    would run whatever the file holds), nor its warning about the pickle protocol."""
     path = Path(path)
     try:
         # Any exception is a damaged file: the weights-only unpickler meets arbitrary bytes with
         # UnpicklingError, RuntimeError, EOFError, ... but also IndexError and KeyError from its
         # own stack and memo (about 1 in 15 random files), so no list of types is complete.
-        box = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Detected pickle protocol 4 ...": torch's, not ours
+            box = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RunFileError(path, f"is unreadable or not a pmtrec-lab checkpoint ({first[:200]})") from None
+        raise RunFileError(path, _unloadable(exc)) from None
     if not isinstance(box, dict) or box.get("format") != CHECKPOINT_FORMAT:
-        raise RunFileError(path, f"is not a pmtrec-lab checkpoint of format {CHECKPOINT_FORMAT!r}")
+        mark = f"no format mark {CHECKPOINT_FORMAT!r}"
+        raise RunFileError(path, f"is not a checkpoint pmtrec-lab wrote ({mark})")
     try:
         return _decode(box["state"])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         why = f"{type(exc).__name__}: {exc}"
         raise RunFileError(path, f"holds a damaged pmtrec-lab checkpoint ({why})") from None
+
+
+#: words of torch's weights-only message that advise loading the file unsafely: never shown
+_UNSAFE_ADVICE = ("weights_only", "trust", "safe_globals", "\x1b")
+
+
+def _unloadable(exc: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in our words.
+
+    torch's weights-only message advises rerunning ``torch.load`` with ``weights_only=False``
+    or allow-listing the object: advice that runs the file's code, so only the object it
+    names is kept from it."""
+    text = str(exc)
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        what = f"the Python object {found.group(1)}" if found else "Python objects"
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        if operand and not found:
+            what = f"pickle instructions (operand {operand.group(1)})"
+        return (
+            f"is not a checkpoint pmtrec-lab wrote: it holds {what}, where pmtrec-lab writes only "
+            "tensors and plain containers; it was not loaded, and nothing in it ran"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if any(word in first for word in _UNSAFE_ADVICE):
+        first = type(exc).__name__
+    return f"is unreadable: damaged, or not a checkpoint pmtrec-lab wrote ({first[:200]})"
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out or {prefix.rstrip("."): {}}
+    return {prefix.rstrip("."): obj}
+
+
+def config_differences(theirs: dict[str, Any], ours: dict[str, Any], limit: int = 4) -> list[str]:
+    """The settings two configurations (``RunConfig.to_dict()``) differ in, as
+    ``"encoder.dim is 16 there, 8 here"``; at most ``limit`` of them, then how many more."""
+    a, b = _flat(theirs), _flat(ours)
+    keys = [k for k in dict.fromkeys([*b, *a]) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    shown = [f"{k} is {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} here" for k in keys[:limit]]
+    if len(keys) > limit:
+        shown.append(f"{len(keys) - limit} more")
+    return shown
+
+
+def check_checkpoint_run(path: Path, state: dict[str, Any], run_config: dict[str, Any], hint: str) -> None:
+    """A :class:`RunFileError` naming ``path`` and the settings that differ when the checkpoint
+    ``state`` was written by a run of another configuration (``state["config"]``: checkpoints
+    record their run's configuration, the progress display aside). A checkpoint from before that
+    record passes here; :func:`load_model_state` still compares its shapes."""
+    recorded = state.get("config")
+    if not isinstance(recorded, dict) or recorded == run_config:
+        return
+    diffs = config_differences(recorded, run_config)
+    raise RunFileError(path, f"was written by another run ({'; '.join(diffs)})", hint=hint)
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: Path, hint: str) -> None:
+    """``model.load_state_dict(state)``, or a :class:`RunFileError` naming ``path`` and the
+    tensors that do not fit (torch's own message is many lines of every mismatched key)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [
+        f"{k} is {list(state[k].shape)} there, {list(own[k].shape)} here"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape
+    ]
+    problems = [*shapes[:2], *(f"{k} missing" for k in missing[:2])]
+    problems += [f"{k} not in this model" for k in extra[:2]]
+    if problems:
+        more = len(shapes) + len(missing) + len(extra) - len(problems)
+        what = "; ".join(problems) + (f"; {more} more" if more > 0 else "")
+        raise RunFileError(
+            path, f"does not fit this run's model ({what}): another run's, or for other data", hint=hint
+        )
+    model.load_state_dict(state)
 
 
 def make_status(state: str, **fields: Any) -> dict[str, Any]:
@@ -216,6 +308,39 @@ def is_run_folder(path: str | Path) -> bool:
     if status.get("tool") == TOOL:
         return True
     return "state" in status and (p / "config.yaml").is_file()
+
+
+def status_damage(path: str | Path) -> str | None:
+    """Why the file ``path`` (a run's ``status.json``) cannot be read as a status, or None when it
+    can (or is absent): cut short by a crash, emptied, not text, or JSON that is not an object."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc}"
+    except UnicodeDecodeError:
+        return "not text"
+    if not isinstance(value, dict):
+        return f"holds a JSON {type(value).__name__}, not an object"
+    return None
+
+
+def is_damaged_run_folder(path: str | Path) -> bool:
+    """True if ``path`` holds a run whose ``status.json`` is damaged (:func:`status_damage`) but
+    whose ``config.yaml`` is a pmtrec-lab configuration and which holds ``last.pt``: the run's
+    progress is in ``last.pt``, so it resumes from there (``train`` says so) instead of being
+    refused as "not a run folder". A folder of the user's own files is not mistaken for one:
+    all three are needed, the configuration valid."""
+    p = Path(path)
+    if status_damage(p / "status.json") is None or not (p / "last.pt").is_file():
+        return False
+    try:
+        load_config(p / "config.yaml")
+    except (ConfigError, OSError):
+        return False
+    return True
 
 
 def upgrade_metrics(metrics: dict[str, Any], schema: int) -> dict[str, Any]:

@@ -42,24 +42,30 @@ from pmtrec_lab.eval.beyond import (
     item_popularity_groups,
 )
 from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
-from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.paths import overwrite_in_place, write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
 from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
-from pmtrec_lab.train.lock import RunLock
+from pmtrec_lab.train.lock import RunLock, lock_holder
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer, uses_sparse_tables
 from pmtrec_lab.train.run import (
     INTERRUPTED,
     RUN_SCHEMA,
     Run,
+    RunFileError,
+    check_checkpoint_run,
+    is_damaged_run_folder,
     is_run_folder,
+    json_text,
     load_checkpoint,
+    load_model_state,
     load_run,
     make_status,
     read_json,
     run_schema,
     save_checkpoint,
+    status_damage,
     write_json,
     write_parquet,
 )
@@ -242,7 +248,7 @@ def train(
             return _train_locked(cfg, out, plan == "resume", dataset, max_epochs_this_call, status, on_epoch)
         except BaseException as exc:
             reason = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else _reason(exc)
-            status.write("failed", error=reason)
+            status.write_final("failed", error=reason)
             raise
 
 
@@ -258,6 +264,7 @@ def _train_locked(
     s = _setup(cfg, out, dataset, status)
     if resume:
         _resume(s)
+        log.warning("%s: %s", out, _resume_notice(s))
     status.write("running", epoch=s.start_epoch, **s.best_fields())
     stop_reason = "early_stopping" if s.bad >= cfg.eval.patience else "max_epochs"
     done_this_call = 0
@@ -276,6 +283,23 @@ def _train_locked(
             break
     _finish(s, stop_reason)
     return load_run(out)
+
+
+def _resume_notice(s: _Session) -> str:
+    """What a resumed run says it does: from which epoch it goes on (a resumed run was silent)."""
+    done, total = s.start_epoch, s.cfg.optim.epochs
+    if s.bad >= s.cfg.eval.patience or done >= total:
+        return f"resuming after epoch {done} of {total} (last.pt; training was over): the test evaluation"
+    held = "epoch 1" if done == 1 else f"epochs 1-{done}"
+    return f"resuming from epoch {done + 1} of {total} (last.pt holds {held})"
+
+
+def run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """What a checkpoint records of the run that wrote it: the configuration, the progress display
+    aside (it does not change a result; ``_plan`` compares configurations the same way). A
+    checkpoint copied from another run is then named as such, with the settings that differ,
+    instead of being loaded (same shapes) or blamed on changed data."""
+    return cfg.updated({"progress": "none"}).to_dict()
 
 
 def _reason(exc: BaseException) -> str:
@@ -310,7 +334,7 @@ def prepare_run_folder(out: Path) -> None:
         raise PmtrecError(f"--out {out} is a file, not a folder; choose a folder path")
     out.mkdir(parents=True, exist_ok=True)
     foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    if foreign and not is_run_folder(out):
+    if foreign and not is_run_folder(out) and not is_damaged_run_folder(out):
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise PmtrecError(
             f"--out {out} is not empty and is not a pmtrec-lab run folder (it holds {shown}); "
@@ -344,7 +368,8 @@ def clear_run_files(out: Path) -> None:
 
 
 def _epochs_done(out: Path) -> int:
-    status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
+    path = out / "status.json"
+    status = read_json(path) if path.is_file() and status_damage(path) is None else {}
     epoch = status.get("epoch") if isinstance(status, dict) and run_schema(status) == RUN_SCHEMA else None
     return epoch if isinstance(epoch, int) else 0
 
@@ -357,19 +382,32 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     folder of a failed run works, and a healthy run is never overwritten by a different one."""
     if not resume or not (out / "config.yaml").is_file():
         return "fresh"
-    status = read_json(out / "status.json") if (out / "status.json").is_file() else {}
+    status_path = out / "status.json"
+    damage = status_damage(status_path)
+    status = read_json(status_path) if damage is None and status_path.is_file() else {}
     state = status.get("state") if isinstance(status, dict) else None
+    has_last = (out / "last.pt").is_file()
     # the progress display does not change a run's result
     try:
         previous = load_config(out / "config.yaml").updated({"progress": "none"}).to_yaml()
-    except ConfigError:
-        previous = None
+    except ConfigError as exc:
+        detail = _config_problem(exc, out / "config.yaml")
+        if state == "failed" or not has_last:
+            log.warning("%s is unreadable (%s); starting over", out / "config.yaml", detail)
+            return "fresh"
+        raise RunFileError(
+            out / "config.yaml",
+            f"is unreadable ({detail})",
+            hint="its last.pt cannot be checked against an unreadable configuration: rerun with "
+            "--restart to start over, or use another --out",
+        ) from None
     if previous != cfg.updated({"progress": "none"}).to_yaml():
-        if state == "failed" or not (out / "last.pt").is_file():
+        if state == "failed" or not has_last:
             log.warning("%s: the earlier run there (%s) had another configuration; starting over", out, state)
             return "fresh"
+        known = f"state {state!r}" if damage is None else f"its {status_path.name} is damaged"
         raise PmtrecError(
-            f"{out} holds a run with a different configuration (state {state!r}); use another --out, "
+            f"{out} holds a run with a different configuration ({known}); use another --out, "
             "or --restart to replace it"
         )
     if state == "finished":
@@ -382,7 +420,19 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
                 "--restart to train it on the current data, or use another --out"
             )
         return "finished"
-    return "resume" if (out / "last.pt").is_file() else "fresh"
+    if damage is not None and has_last:
+        log.warning("%s is damaged (%s); the run's progress is in last.pt", status_path, damage)
+    return "resume" if has_last else "fresh"
+
+
+def _config_problem(exc: ConfigError, path: Path) -> str:
+    """``load_config``'s message about ``path`` without the path it starts with."""
+    text = str(exc)
+    for prefix in (f"config file {path}", f"invalid configuration in {path}"):
+        if text.startswith(prefix):
+            rest = text[len(prefix) :].lstrip(",: ")
+            return ("invalid configuration: " if prefix.startswith("invalid") else "") + rest
+    return text
 
 
 def _changed_data(cfg: RunConfig, recorded: str | None) -> str | None:
@@ -415,6 +465,21 @@ class _StatusWriter:
         if state != "failed":
             self.fields.pop("error", None)
         write_json(self.path, make_status(state, metric=self.metric, **self.fields))
+
+    def write_final(self, state: str, **fields: Any) -> None:
+        """``write``, for the last word on a run that stops with an error: it must not be lost
+        to the error itself. On a full disk the atomic write cannot create its temporary file
+        (and ``status.json`` stayed ``running`` with a dead pid): then the file is written over
+        in place (``paths.overwrite_in_place``). If that fails too, a warning says so and the
+        run's own error is the one raised."""
+        try:
+            self.write(state, **fields)
+        except OSError as exc:
+            text = json_text(make_status(state, metric=self.metric, **self.fields))
+            try:
+                overwrite_in_place(self.path, text)
+            except OSError as again:
+                log.warning("%s could not be marked %s (%s; then %s)", self.path, state, exc, again)
 
 
 def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _StatusWriter) -> _Session:
@@ -472,7 +537,9 @@ def _resume(s: _Session) -> None:
     """Restore the model, optimizer, method, diagnostics and progress from ``last.pt``, if any."""
     if not (s.out / "last.pt").is_file():
         return
-    st = load_checkpoint(s.out / "last.pt")
+    path = s.out / "last.pt"
+    st = load_checkpoint(path)
+    check_checkpoint_run(path, st, run_identity(s.cfg), _LAST_HINT)
     before = st.get("data_fingerprint") or ""
     if before and s.fingerprint and before != s.fingerprint and _changed_data(s.cfg, before) is not None:
         raise PmtrecError(
@@ -480,13 +547,19 @@ def _resume(s: _Session) -> None:
             f"{before}, the files now give {s.fingerprint}); rerun with --restart to train on the "
             "new data from the start, or restore the old files to resume"
         )
-    s.model.load_state_dict(st["model"])
+    load_model_state(s.model, st["model"], path, _LAST_HINT)
     s.optimizer.load_state_dict(st["optimizer"])
     s.method.load_state_dict(st["method"])
     s.history, s.best, s.bad = st["history"], st["best"], st["bad_epochs"]
     s.start_epoch, s.global_step = st["epoch"], st["step"]
     if s.recorder is not None and st.get("diagnostics"):
         s.recorder.load_state(st["diagnostics"])
+
+
+#: what to do about a ``last.pt`` that is not this run's
+_LAST_HINT = "rerun with --restart to start this run over, or put back its own last.pt"
+#: what to do about a ``best.pt`` that is not this run's
+_BEST_HINT = "retrain the run (train --restart into its folder), or put back its own best.pt"
 
 
 def _run_epoch(s: _Session, epoch: int) -> bool:
@@ -599,7 +672,8 @@ def _validate(s: _Session, epoch: int) -> dict[str, float]:
     if vm[metric] > s.best["value"]:
         s.best = {"epoch": epoch + 1, "value": vm[metric], "valid": vm}
         s.bad = 0
-        save_checkpoint(s.out / "best.pt", {"model": s.model.state_dict(), "epoch": epoch + 1})
+        best = {"model": s.model.state_dict(), "epoch": epoch + 1, "config": run_identity(s.cfg)}
+        save_checkpoint(s.out / "best.pt", best)
     else:
         s.bad += 1
     return vm
@@ -618,6 +692,7 @@ def _save_progress(s: _Session, epoch: int) -> None:
         "best": s.best,
         "bad_epochs": s.bad,
         "diagnostics": s.recorder.state() if s.recorder is not None else None,
+        "config": run_identity(s.cfg),
     }
     save_checkpoint(s.out / "last.pt", state)
     write_json(s.out / "history.json", s.history)
@@ -639,7 +714,9 @@ def _finish(s: _Session, stop_reason: str) -> None:
     """Test evaluation of the best checkpoint: per-user metrics, groups, ``metrics.json``, finished."""
     out, history, best = s.out, s.history, s.best
     if (out / "best.pt").is_file():
-        s.model.load_state_dict(load_checkpoint(out / "best.pt")["model"])
+        best_state = load_checkpoint(out / "best.pt")
+        check_checkpoint_run(out / "best.pt", best_state, run_identity(s.cfg), _BEST_HINT)
+        load_model_state(s.model, best_state["model"], out / "best.pt", _BEST_HINT)
     popularity = np.bincount(s.ds.split.train[:, 1], minlength=s.ds.num_items)
     beyond = BeyondAccuracy(popularity, s.cfg.eval.ks)
     tres = evaluate_split(s.model, s.ds, s.cfg, "test", s.device, with_hits=True, beyond=beyond)
@@ -694,11 +771,19 @@ def _per_item_frame(result, relevant: np.ndarray, ks):
 
 
 def evaluate_run(
-    run_dir: str | Path, device: str = "cpu", allow_changed_data: bool = False
+    run_dir: str | Path,
+    device: str = "cpu",
+    allow_changed_data: bool = False,
+    allow_unfinished: bool = False,
 ) -> dict[str, Any]:
-    """Re-evaluate a run's best checkpoint on test; returns the metric means. Refused when the data
-    changed since the run trained (its test pairs may overlap what it trained on), naming both
-    fingerprints, unless ``allow_changed_data``."""
+    """Re-evaluate a run's best checkpoint on test; returns the metric means.
+
+    Refused when the data changed since the run trained (its test pairs may overlap what it
+    trained on), naming both fingerprints, unless ``allow_changed_data``. Refused when the run is
+    unfinished (paused, failed, stopped, or still training), naming its state and the epoch of
+    its best checkpoint so far, unless ``allow_unfinished``: early metrics with exit 0 read as
+    the run's result. With it, a notice says whose metrics they are. A ``best.pt`` of another run
+    is named with what does not match."""
     run = load_run(run_dir)
     cfg = run.config
     recorded = run.status.get("data_fingerprint") if isinstance(run.status, dict) else None
@@ -709,11 +794,44 @@ def evaluate_run(
             f"files now give {now}): its test metrics on the new split would "
             "not be a test; retrain it, or pass --allow-changed-data to evaluate anyway"
         )
-    ds = dataset_for_config(cfg.data)
-    model = build_model(cfg, ds)
     ckpt = Path(run_dir) / "best.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt} not found: the run has no evaluated epoch yet")
-    model.load_state_dict(load_checkpoint(ckpt)["model"])
+    state = load_checkpoint(ckpt)
+    check_checkpoint_run(ckpt, state, run_identity(cfg), _BEST_HINT)
+    if not run.finished:
+        what = (
+            f"the run is unfinished ({_unfinished_state(run)}); its best checkpoint is from epoch "
+            f"{state.get('epoch')}"
+        )
+        if not allow_unfinished:
+            raise PmtrecError(
+                f"{run_dir}: {what}, so its test metrics would not be the run's: resume it (train with "
+                "the same configuration and --out) or let it finish, or pass --allow-unfinished to "
+                "evaluate that checkpoint anyway"
+            )
+        log.warning("%s: %s; these are that checkpoint's test metrics", run_dir, what)
+    ds = dataset_for_config(cfg.data)
+    model = build_model(cfg, ds)
+    load_model_state(model, state["model"], ckpt, _BEST_HINT)
     model.to(device)
     return evaluate_split(model, ds, cfg, "test", torch.device(device)).means()
+
+
+def _unfinished_state(run: Run) -> str:
+    """How an unfinished run stands, from its ``status.json`` and lock: paused, failed (why),
+    still training (who holds the lock) or stopped (``running`` but no process holds the lock:
+    killed), with its finished epochs."""
+    status = run.status if isinstance(run.status, dict) else {}
+    state = status.get("state")
+    done = f"{status.get('epoch', '?')} of {run.config.optim.epochs} epochs done"
+    if state == "running":
+        holder = lock_holder(run.path)
+        if holder is not None:
+            return f"still training: {holder}; {done}"
+        return f"stopped while training, {done}: status.json says running but no process holds its lock"
+    if state == "failed":
+        return f"failed, {done}: {status.get('error') or 'no reason recorded'}"
+    if state is None:
+        return "no status.json state"
+    return f"{state}, {done}"

@@ -21,6 +21,7 @@ import yaml
 from pmtrec_lab.compare.spec import GridSpec, validate_grid
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.yaml_files import load_yaml_text
 
 __all__ = [
     "BEST_FILE",
@@ -64,11 +65,10 @@ def write_unit(out: Path, dataset: str, method: str, trials: pd.DataFrame, best:
 def read_best(path: Path) -> dict[str, Any]:
     """A ``best.yaml``; a ``ConfigError`` naming the file when it is missing or malformed."""
     try:
-        best = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except FileNotFoundError:
         raise ConfigError(f"compare --tuned: {path} not found; run 'pmtrec-lab tune' for it first") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"compare --tuned: {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    best = load_yaml_text(text, f"compare --tuned: {path}")
     if not isinstance(best, dict) or "lr" not in best:
         raise ConfigError(f"compare --tuned: {path}: not a best.yaml of 'pmtrec-lab tune' (no lr)")
     return best

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.mtl import get_entry, validate_params
+from pmtrec_lab.yaml_files import read_yaml_file
 
 __all__ = ["OPTIM_KEYS", "Dimension", "SearchSpace", "find_space_file", "load_space", "split_sample"]
 
@@ -178,12 +177,7 @@ def load_space(path: Path, method: str, base_params: Mapping[str, Any] | None = 
     """The search space in ``path`` for ``method`` (registered name; ``base_params``: the grid
     variant's parameters the samples go over), checked whole (module docstring)."""
     where = f"search space {path}"
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_yaml_file(path, "search space")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{where}: expected a mapping of setting -> distribution (e.g. optim.lr: ...)")
     fields = _parameter_fields(method)

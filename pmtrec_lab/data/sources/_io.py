@@ -271,6 +271,16 @@ def _beyond_int64(values: pd.Series) -> np.ndarray:
     return over
 
 
+def data_lines(path: Path, header: bool = False, encoding: str = "utf-8") -> tuple[np.ndarray, list[str]]:
+    """The 1-based line numbers and texts of the rows ``read_table`` returned (blank lines and a
+    header skipped), so that row ``i`` of a table can be named by its line. For the failure and
+    notice paths: it reads the file again."""
+    lines = Path(path).read_text(encoding=encoding).split("\n")
+    start = 1 if header else 0
+    keep = [(n + 1, ln.rstrip("\r")) for n, ln in enumerate(lines) if n >= start and ln.strip()]
+    return np.array([n for n, _ in keep], dtype=np.int64), [ln for _, ln in keep]
+
+
 def to_zero_based(path: Path, ids: np.ndarray, column: str, header: bool = False) -> np.ndarray:
     """Convert 1-based ids to 0-based; an id below 1 is a ``DataFormatError`` naming its line."""
     bad = np.flatnonzero(ids < 1)
