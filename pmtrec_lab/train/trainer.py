@@ -241,7 +241,7 @@ def train(
             return load_run(out)
         if plan == "fresh":
             clear_run_files(out)
-        write_text_atomic(out / "config.yaml", cfg.to_yaml())
+        write_text_atomic(out / "config.yaml", resolved_config(cfg).to_yaml())
         status = _StatusWriter(out, cfg.eval.metric)
         status.write("running", epoch=_epochs_done(out) if plan == "resume" else 0)
         try:
@@ -374,6 +374,17 @@ def _epochs_done(out: Path) -> int:
     return epoch if isinstance(epoch, int) else 0
 
 
+def resolved_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its method's parameters resolved (defaults < preset < given,
+    ``mtl.resolve_params``): what a run folder's ``config.yaml`` records (so it says every
+    parameter the run trained with, not ``params: {}``) and the form two configurations are
+    compared in when deciding whether a folder holds the same run (so folders written before,
+    with only the given parameters, still resume)."""
+    from pmtrec_lab.mtl import resolve_params
+
+    return cfg.updated({"method": {"params": resolve_params(cfg.method.name, cfg.method.params)}})
+
+
 def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     """What to do in ``out``: ``"finished"`` (return the run as it is), ``"resume"`` or ``"fresh"``.
 
@@ -389,7 +400,7 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     has_last = (out / "last.pt").is_file()
     # the progress display does not change a run's result
     try:
-        previous = load_config(out / "config.yaml").updated({"progress": "none"}).to_yaml()
+        previous = resolved_config(load_config(out / "config.yaml")).updated({"progress": "none"}).to_yaml()
     except ConfigError as exc:
         detail = _config_problem(exc, out / "config.yaml")
         if state == "failed" or not has_last:
@@ -401,7 +412,7 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
             hint="its last.pt cannot be checked against an unreadable configuration: rerun with "
             "--restart to start over, or use another --out",
         ) from None
-    if previous != cfg.updated({"progress": "none"}).to_yaml():
+    if previous != resolved_config(cfg).updated({"progress": "none"}).to_yaml():
         if state == "failed" or not has_last:
             log.warning("%s: the earlier run there (%s) had another configuration; starting over", out, state)
             return "fresh"
