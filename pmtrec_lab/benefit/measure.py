@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pmtrec_lab.compare.layout import run_path
-from pmtrec_lab.compare.spec import GridSpec, leave_out_of, load_grid, unit_lrs
+from pmtrec_lab.compare.layout import finished_runs
+from pmtrec_lab.compare.spec import GridSpec, leave_out_of, load_grid
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.train.run import load_run
 
@@ -80,36 +80,31 @@ def gather(out: str | Path, metric: str = "ndcg@20", split: str = "valid") -> pd
     out = Path(out)
     spec = load_grid(out / "grid.resolved.yaml")
     frames = []
-    for method, role in run_roles(spec).items():
-        for dataset in spec.datasets:
-            for lr in unit_lrs(spec, dataset, method):
-                for seed in spec.seeds:
-                    run = run_path(out, spec, dataset, method, lr, seed)
-                    if not (run / "metrics.json").is_file():
-                        continue
-                    for side in ("user", "item"):
-                        path = run / f"per_{side}_{split}.parquet"
-                        if not path.is_file():
-                            raise FileNotFoundError(
-                                f"{path}: missing; the run finished before per-entity "
-                                f"{split} metrics were written, so retrain it"
-                            )
-                        frame = pd.read_parquet(path)
-                        pairs = frame["pairs"] if "pairs" in frame else np.ones(len(frame), np.int64)
-                        frames.append(
-                            pd.DataFrame(
-                                {
-                                    "dataset": dataset,
-                                    "method": method,
-                                    "role": role,
-                                    "seed": seed,
-                                    "side": side,
-                                    "entity": frame[side].to_numpy(np.int64),
-                                    "value": frame[metric].to_numpy(np.float64),
-                                    "pairs": np.asarray(pairs, dtype=np.int64),
-                                }
-                            )
-                        )
+    roles = run_roles(spec)
+    for dataset, method, _, seed, run in finished_runs(out, spec, list(roles)):
+        for side in ("user", "item"):
+            path = run / f"per_{side}_{split}.parquet"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path}: missing; the run finished before per-entity "
+                    f"{split} metrics were written, so retrain it"
+                )
+            frame = pd.read_parquet(path)
+            pairs = frame["pairs"] if "pairs" in frame else np.ones(len(frame), np.int64)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "role": roles[method],
+                        "seed": seed,
+                        "side": side,
+                        "entity": frame[side].to_numpy(np.int64),
+                        "value": frame[metric].to_numpy(np.float64),
+                        "pairs": np.asarray(pairs, dtype=np.int64),
+                    }
+                )
+            )
     if not frames:
         return pd.DataFrame(columns=["dataset", "method", "role", "seed", "side", "entity", "value", "pairs"])
     return pd.concat(frames, ignore_index=True)
@@ -123,38 +118,32 @@ def gather_weights(out: str | Path) -> pd.DataFrame:
     out = Path(out)
     spec = load_grid(out / "grid.resolved.yaml")
     frames = []
-    for dataset in spec.datasets:
-        for method in spec.methods:
-            for lr in unit_lrs(spec, dataset, method):
-                for seed in spec.seeds:
-                    run = run_path(out, spec, dataset, method, lr, seed)
-                    if not (run / "metrics.json").is_file():
-                        continue
-                    path = run / "diagnostics" / "entity_weights.parquet"
-                    if not path.is_file():
-                        raise FileNotFoundError(
-                            f"{path}: missing; the run recorded no per-entity weights "
-                            "(diagnostics off?), so retrain it with diagnostics on"
-                        )
-                    weights = pd.read_parquet(path)
-                    best = int(load_run(run).metrics.get("best_epoch") or 0)
-                    stored = sorted(int(e) for e in weights["epoch"].unique())
-                    epoch = max([e for e in stored if e <= best], default=stored[0])
-                    chosen = weights[weights["epoch"] == epoch]
-                    frames.append(
-                        pd.DataFrame(
-                            {
-                                "dataset": dataset,
-                                "method": method,
-                                "seed": seed,
-                                "epoch": epoch,
-                                "side": chosen["side"].astype(str).to_numpy(),
-                                "entity": chosen["entity"].to_numpy(np.int64),
-                                "task": chosen["task"].astype(str).to_numpy(),
-                                "weight": chosen["weight"].to_numpy(np.float64),
-                            }
-                        )
-                    )
+    for dataset, method, _, seed, run in finished_runs(out, spec):
+        path = run / "diagnostics" / "entity_weights.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: missing; the run recorded no per-entity weights "
+                "(diagnostics off?), so retrain it with diagnostics on"
+            )
+        weights = pd.read_parquet(path)
+        best = int(load_run(run).metrics.get("best_epoch") or 0)
+        stored = sorted(int(e) for e in weights["epoch"].unique())
+        epoch = max([e for e in stored if e <= best], default=stored[0])
+        chosen = weights[weights["epoch"] == epoch]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "seed": seed,
+                    "epoch": epoch,
+                    "side": chosen["side"].astype(str).to_numpy(),
+                    "entity": chosen["entity"].to_numpy(np.int64),
+                    "task": chosen["task"].astype(str).to_numpy(),
+                    "weight": chosen["weight"].to_numpy(np.float64),
+                }
+            )
+        )
     columns = ["dataset", "method", "seed", "epoch", "side", "entity", "task", "weight"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "choose_lr",
     "collect",
     "failed_reason",
+    "finished_runs",
     "give_up_reason",
     "gather_per_user",
     "grid_progress",
@@ -265,38 +266,44 @@ def _beyond_columns(run_dir: Path) -> dict[str, float]:
     path = Path(run_dir) / "items.json"
     if not path.is_file():
         return {}
-    import json
-
     test = json.loads(path.read_text()).get("test", {})
     return {f"test_{name}": test[name] for name in BEYOND_METRICS if name in test}
+
+
+def finished_runs(
+    out: Path, spec: GridSpec, methods: Sequence[str] | None = None
+) -> Iterator[tuple[str, str, float, int, Path]]:
+    """``(dataset, method, lr, seed, run_dir)`` of every finished run (``metrics.json`` written) of
+    the grid under ``out``, datasets first, then ``methods`` (default: the grid's), rates, seeds."""
+    for dataset in spec.datasets:
+        for method in spec.methods if methods is None else methods:
+            for lr in unit_lrs(spec, dataset, method):
+                for seed in spec.seeds:
+                    rd = run_path(out, spec, dataset, method, lr, seed)
+                    if (rd / "metrics.json").is_file():
+                        yield dataset, method, lr, seed, rd
 
 
 def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
     """One row per finished run: dataset, method, lr, seed, valid/test metrics, epochs."""
     rows = []
-    for dataset in spec.datasets:
-        for method in spec.methods:
-            for lr in unit_lrs(spec, dataset, method):
-                for seed in spec.seeds:
-                    rd = run_path(out, spec, dataset, method, lr, seed)
-                    if not (rd / "metrics.json").is_file():
-                        continue
-                    m = load_run(rd).metrics
-                    rows.append(
-                        {
-                            "dataset": dataset,
-                            "method": method,
-                            "lr": lr,
-                            "seed": seed,
-                            "valid_ndcg@20": m["valid"].get("ndcg@20"),
-                            "test_recall@20": m["test"].get("recall@20"),
-                            "test_ndcg@20": m["test"].get("ndcg@20"),
-                            "best_epoch": m.get("best_epoch"),
-                            "epochs_run": m.get("epochs_run"),
-                            "stopped": m.get("stopped"),
-                            **_beyond_columns(rd),
-                        }
-                    )
+    for dataset, method, lr, seed, rd in finished_runs(out, spec):
+        m = load_run(rd).metrics
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "lr": lr,
+                "seed": seed,
+                "valid_ndcg@20": m["valid"].get("ndcg@20"),
+                "test_recall@20": m["test"].get("recall@20"),
+                "test_ndcg@20": m["test"].get("ndcg@20"),
+                "best_epoch": m.get("best_epoch"),
+                "epochs_run": m.get("epochs_run"),
+                "stopped": m.get("stopped"),
+                **_beyond_columns(rd),
+            }
+        )
     return pd.DataFrame(rows)
 
 
