@@ -29,3 +29,21 @@ class ConfigError(PmtrecError, ValueError):
 
 class TrainingDivergedError(PmtrecError):
     """A loss or gradient became NaN or infinite."""
+
+
+class RunsFailedError(PmtrecError):
+    """Some runs of a grid failed (the others finished); ``failed`` lists ``(run, error)``. Raised
+    by both the local grid (``compare.grid``) and the remote driver (``execution.dispatch``)."""
+
+    def __init__(self, failed: list[tuple[str, str]], trained: int):
+        self.failed = failed
+        self.trained = trained
+        first, error = failed[0]
+        others = [run for run, _ in failed[1:]]
+        more = ""
+        if others:
+            more = f"; also failed: {', '.join(others[:5])}" + (" ..." if len(others) > 5 else "")
+        super().__init__(
+            f"compare: {len(failed)} run(s) failed, the others finished: {first}: {error}{more}; see the "
+            "progress table (progress.csv, summary.md); rerun with --retry-failed to retry them"
+        )
