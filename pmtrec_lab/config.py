@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.errors import ConfigError, format_validation_errors
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
 
 
@@ -334,7 +334,7 @@ def _validated(model: type[_Strict], value: Any, where: str) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as err:
-        raise ConfigError(f"{where}: {_format_errors(err)}") from None
+        raise ConfigError(f"{where}: {format_validation_errors(err)}") from None
 
 
 #: The embedding width when ``encoder.dim`` is not given: the one owner of this default (the
@@ -591,25 +591,10 @@ class RunConfig(_Strict):
         try:
             return RunConfig.model_validate(_deep_merge(self.to_dict(), changes))
         except ValidationError as err:
-            raise ConfigError(f"invalid configuration: {_format_errors(err)}") from None
+            raise ConfigError(f"invalid configuration: {format_validation_errors(err)}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _format_errors(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        err_obj = e.get("ctx", {}).get("error")
-        if isinstance(err_obj, ConfigError) or (not loc and err_obj is not None):
-            # a check across sections, or one that names its keys itself
-            parts.append(str(e["ctx"]["error"]))
-        elif e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        else:
-            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(parts)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -654,7 +639,7 @@ def load_config(
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}: {_format_errors(err)}") from None
+        raise ConfigError(f"invalid configuration{where}: {format_validation_errors(err)}") from None
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
