@@ -3,14 +3,14 @@ and ``ray``, and Ray's overhead per run.
 
 The same grid (default ``benchmarks/executor_grid.yaml``: synthetic data, MF dim 16, 3 epochs,
 3 methods x 2 seeds = 6 runs) runs into a fresh temporary folder per executor (nothing resumes),
-in this process. Wall seconds are the grid's (``run_grid`` / ``dispatch.run_grid_remote``), not
+in this process. Wall seconds are the grid's (``run_grid`` / ``remote_grid.run_grid_remote``), not
 the command's (no imports, no summary tables). The driver first runs the grid once, untimed (its
 lazy imports and first calls), so that the sequential row, like the warm Ray rows, times warm
 code; the process executor's spawned workers import everything again in every grid (what
 ``--jobs`` costs).
 
 Ray starts as ``compare --executor ray`` starts it: a local instance through
-``pmtrec_lab.ray_connect.connect`` (loopback only), every run a task of 1 CPU. Rows:
+``pmtrec_lab.execution.ray_connect.connect`` (loopback only), every run a task of 1 CPU. Rows:
 
 - ``ray, fresh instance``: the grid right after ``ray.init`` (its workers still import torch and
   the package: what one ``compare --executor ray`` pays, without the instance's start, printed
@@ -43,10 +43,11 @@ from pathlib import Path
 import torch
 
 from pmtrec_lab.compare import run_grid, run_path
-from pmtrec_lab.compare.dispatch import RunTiming, run_grid_remote
-from pmtrec_lab.compare.executors import ProcessExecutor, SequentialExecutor
-from pmtrec_lab.compare.ray_executor import RayExecutor
+from pmtrec_lab.compare.remote_grid import run_grid_remote
 from pmtrec_lab.compare.spec import GridSpec, load_grid, unit_lrs, validate_grid
+from pmtrec_lab.execution.dispatch import RunTiming
+from pmtrec_lab.execution.executors import ProcessExecutor, SequentialExecutor
+from pmtrec_lab.execution.ray_executor import RayExecutor
 from pmtrec_lab.train import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             wall, _ = timed(run_grid, spec, fresh(label), executor=ProcessExecutor(a.jobs))
             rows.append((label, wall, "", ""))
         if "ray" in names:
-            from pmtrec_lab.ray_connect import connect, disconnect
+            from pmtrec_lab.execution.ray_connect import connect, disconnect
 
             start, ray = timed(connect)
             cpus = int(ray.cluster_resources().get("CPU", 0))

@@ -46,8 +46,8 @@ def _data_section(args: argparse.Namespace):
     section, with or without a leading ``data.``)."""
     from pydantic import ValidationError
 
-    from pmtrec_lab.config import DataConfig, _format_errors, apply_overrides
-    from pmtrec_lab.errors import ConfigError
+    from pmtrec_lab.config import DataConfig, apply_overrides
+    from pmtrec_lab.errors import ConfigError, format_validation_errors
     from pmtrec_lab.yaml_files import read_yaml_file
 
     raw: dict = {}
@@ -70,7 +70,7 @@ def _data_section(args: argparse.Namespace):
     try:
         return DataConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"data settings: {_format_errors(err)}") from None
+        raise ConfigError(f"data settings: {format_validation_errors(err)}") from None
 
 
 def _cmd_datasets_info(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.errors import ConfigError, format_validation_errors
+from pmtrec_lab.registry_checks import checks
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
 
 
@@ -217,9 +217,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _folder_settings(self) -> DataConfig:
         """``path``, ``fields`` and ``tasks`` belong to folder datasets (``atomic``), which need a path."""
-        from pmtrec_lab.data.registry import DATASETS
-
-        spec = DATASETS.get(self.name)
+        spec = checks("dataset").find(self.name)
         if spec is None:
             return self  # RunConfig names the unknown dataset
         if spec.folder and not self.path:
@@ -246,37 +244,11 @@ class DataConfig(_Strict):
         path = Path(self.path).expanduser()
         return path if path.is_absolute() else data_dir(self.data_dir) / path
 
-    def atomic_settings(self) -> AtomicSettings:
-        """The folder's fields, tasks and default k-core: this configuration's, else the folder's
-        ``pmtrec.yaml``'s, else RecBole's default fields and every task the files offer (off).
-
-        ``MissingDataError`` when the folder or its ``<stem>.inter`` is missing; ``ConfigError``
-        naming ``pmtrec.yaml`` and the key when that file is invalid."""
-        from pmtrec_lab.data.atomic_files import offered_tasks, read_sidecar, require_inter
-
-        folder = self.folder()
-        require_inter(folder)
-        sidecar, where = read_sidecar(folder)
-        fields = self.fields
-        if fields is None:
-            fields = _validated(AtomicFields, sidecar.get("fields") or {}, f"{where}: fields")
-        if self.tasks is not None:
-            tasks, origin = list(self.tasks), "data.tasks"
-        elif "tasks" in sidecar:
-            declared = sidecar["tasks"] or []
-            if not isinstance(declared, list):
-                raise ConfigError(f"{where}: tasks must be a list of task declarations")
-            tasks = [_validated(AtomicTask, t, f"{where}: tasks[{i}]") for i, t in enumerate(declared)]
-            check_atomic_tasks(tasks, f"{where}: tasks")
-            origin = str(where)
-        else:
-            offered = offered_tasks(folder, fields.user, fields.item)
-            tasks = [_validated(AtomicTask, t, f"{folder}: offered task") for t in offered]
-            origin = ""  # none declared: what the files offer
-        k_core = sidecar.get("k_core")
-        if k_core is not None and (type(k_core) is not int or k_core < 1):
-            raise ConfigError(f"{where}: k_core must be a positive integer, got {k_core!r}")
-        return AtomicSettings(folder=folder, fields=fields, tasks=tasks, k_core=k_core, origin=origin)
+    def atomic_settings(self) -> Any:
+        """The folder's fields, tasks and default k-core (``data.atomic_settings.AtomicSettings``):
+        this configuration's, else the folder's ``pmtrec.yaml``'s, else RecBole's default fields and
+        every task the files offer (off); read by the dataset registry's check."""
+        return checks("dataset").atomic_settings(self)
 
 
 def check_loader_args(spec: Any, args: dict[str, Any]) -> None:
@@ -315,28 +287,6 @@ def check_loader_args(spec: Any, args: dict[str, Any]) -> None:
             )
 
 
-@dataclass(frozen=True)
-class AtomicSettings:
-    """What an atomic folder is read with (``DataConfig.atomic_settings``); ``origin`` says where the
-    task declarations came from (``data.tasks`` or the folder's ``pmtrec.yaml``; "" when none
-    declares them and the tasks are those the files offer, each off)."""
-
-    folder: Path
-    fields: AtomicFields
-    tasks: list[AtomicTask]
-    k_core: int | None
-    origin: str
-
-
-def _validated(model: type[_Strict], value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-    try:
-        return model.model_validate(value)
-    except ValidationError as err:
-        raise ConfigError(f"{where}: {_format_errors(err)}") from None
-
-
 #: The embedding width when ``encoder.dim`` is not given: the one owner of this default (the
 #: comparison grid, the benchmarks and the report notebooks read it from here). Every committed
 #: result was run at 64 (``results/grid.yaml``, ``results/tuning.yaml``).
@@ -357,9 +307,7 @@ class EncoderConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _registered_encoder(cls, v: str) -> str:
-        from pmtrec_lab.encoders.registry import encoder_names  # here: no import cycle at load
-
-        known = encoder_names()
+        known = checks("encoder").names()
         if v not in known:
             raise ConfigError(f"encoder.name: unknown encoder {v!r}; known encoders: {', '.join(known)}")
         return v
@@ -521,15 +469,15 @@ class RunConfig(_Strict):
         """Checks across sections, at load, so that no setting fails only inside the epoch loop:
         the dataset is registered, ``tasks.include`` names its tasks, ``eval.metric`` is one the
         evaluation computes for ``eval.ks``, ``diagnostics.weight_epochs`` lie in the run."""
-        from pmtrec_lab.data.registry import get_spec, spec_for_data
         from pmtrec_lab.eval.metrics import metric_keys
 
+        datasets = checks("dataset")
         try:
-            spec = get_spec(self.data.name)
+            spec = datasets.get_spec(self.data.name)
         except ValueError as exc:
             raise ConfigError(f"data.name: {exc}") from None
         if spec.folder and self.tasks.include:
-            spec = spec_for_data(self.data)  # a folder dataset's tasks are its declarations
+            spec = datasets.spec_for_data(self.data)  # a folder dataset's tasks are its declarations
         defaults = sorted(t.name for t in spec.tasks)
         unknown = [n for n in self.tasks.include or [] if n not in defaults]
         if unknown:
@@ -559,19 +507,17 @@ class RunConfig(_Strict):
                 "(lazy Adam and SparseAdam); choose one"
             )
         if lazy:
-            from pmtrec_lab.encoders import ENCODERS, encoder_names
-
-            if not ENCODERS[self.encoder.name].supports_sparse:
-                able = "|".join(n for n in encoder_names() if ENCODERS[n].supports_sparse)
+            classes, names = checks("encoder").classes, checks("encoder").names
+            if not classes[self.encoder.name].supports_sparse:
+                able = "|".join(n for n in names() if classes[n].supports_sparse)
                 raise ValueError(
                     f"optim.optimizer=lazy_adam needs encoder.name={able} (got {self.encoder.name!r}): "
                     "graph encoders propagate over the whole tables, so every row has a gradient"
                 )
         if self.optim.sparse:
-            from pmtrec_lab.encoders import ENCODERS, encoder_names
-
-            if not ENCODERS[self.encoder.name].supports_sparse:
-                able = "|".join(n for n in encoder_names() if ENCODERS[n].supports_sparse)
+            classes, names = checks("encoder").classes, checks("encoder").names
+            if not classes[self.encoder.name].supports_sparse:
+                able = "|".join(n for n in names() if classes[n].supports_sparse)
                 raise ValueError(
                     f"optim.sparse=true needs encoder.name={able} (got {self.encoder.name!r}): graph "
                     "encoders propagate over the whole tables, so their gradients are dense"
@@ -591,25 +537,10 @@ class RunConfig(_Strict):
         try:
             return RunConfig.model_validate(_deep_merge(self.to_dict(), changes))
         except ValidationError as err:
-            raise ConfigError(f"invalid configuration: {_format_errors(err)}") from None
+            raise ConfigError(f"invalid configuration: {format_validation_errors(err)}") from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _format_errors(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        err_obj = e.get("ctx", {}).get("error")
-        if isinstance(err_obj, ConfigError) or (not loc and err_obj is not None):
-            # a check across sections, or one that names its keys itself
-            parts.append(str(e["ctx"]["error"]))
-        elif e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
-        else:
-            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(parts)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -654,7 +585,7 @@ def load_config(
         return RunConfig.model_validate(raw)
     except ValidationError as err:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}: {_format_errors(err)}") from None
+        raise ConfigError(f"invalid configuration{where}: {format_validation_errors(err)}") from None
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """``pmtrec-lab compare``: a resumable grid of methods x datasets x seeds, and its result tables.
 
-Modules, one job each: ``spec`` (the grid and each run's configuration), ``executors`` (how
-units run), ``grid`` (running it), ``layout`` (where runs and tables live, reading them),
-``stats`` (paired per-user tests), ``tables`` (the tables and their Markdown), ``cli``.
+Modules, one job each: ``spec`` (the grid and each run's configuration), ``grid`` (running it
+on an executor of ``pmtrec_lab.execution``), ``remote_grid`` (its schedule on Ray), ``layout``
+(where runs and tables live, reading them), ``tuned`` (reading ``pmtrec-lab tune``'s choices),
+``stats`` (paired per-user tests), ``tables`` (the tables and their Markdown), ``cli``. The
+executors live in ``pmtrec_lab.execution`` (below compare and tune); ``executors``,
+``dispatch``, ``remote``, ``artefacts``, ``resources``, ``ray_executor`` here re-export them.
 
 Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
 1. every method gets the same budget (MF, dim 64, at most ``epochs`` epochs, patience 5); the
@@ -14,9 +17,10 @@ Protocol (issue 4; ``../shared/docs/pmtrec-method.md``):
 4. the ablation table: PMTRec against its named configurations and EW.
 Finished runs are never redone (``train`` returns them); unfinished ones resume from ``last.pt``.
 ``--jobs N`` runs the (dataset, method) units in N processes with the same results (an
-``Executor``: ``executors``); ``--executor ray`` runs every run as a Ray task on a local Ray
-instance or a cluster (``--address``), the runs' files returning to the driver (``dispatch``,
-``artefacts``, ``remote``), so the nodes share no filesystem. ``--tuned DIR`` runs every seed
+``Executor``: ``execution.executors``); ``--executor ray`` runs every run as a Ray task on a
+local Ray instance or a cluster (``--address``), the runs' files returning to the driver
+(``remote_grid``; ``execution.dispatch``, ``.artefacts``, ``.remote``), so the nodes share no
+filesystem. ``--tuned DIR`` runs every seed
 from the configurations ``pmtrec-lab tune`` chose (``GridSpec.tuned``).
 Test metrics never choose anything.
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pmtrec_lab.compare.executors import EXECUTORS, make_executor
-from pmtrec_lab.compare.resources import parse_resources
+from pmtrec_lab.execution.executors import EXECUTORS, make_executor
+from pmtrec_lab.execution.resources import parse_resources
 
 __all__ = ["add_compare_command"]
 
@@ -18,16 +18,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     its ``--set`` overrides are validated first: an invalid grid is one ``ConfigError`` line."""
     import yaml
 
-    from pmtrec_lab.compare.dispatch import RunsFailedError
     from pmtrec_lab.compare.grid import run_grid
     from pmtrec_lab.compare.spec import load_grid
     from pmtrec_lab.compare.tables import markdown_tables, summarize
-    from pmtrec_lab.errors import ConfigError
+    from pmtrec_lab.errors import ConfigError, RunsFailedError
     from pmtrec_lab.paths import write_text_atomic
 
     spec = load_grid(args.grid, args.set)  # validated whole before anything is written
     if args.tuned is not None:
-        from pmtrec_lab.tune.output import with_tuned
+        from pmtrec_lab.compare.tuned import with_tuned
 
         spec = with_tuned(spec, Path(args.tuned))
     out = Path(args.out)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import yaml
 
-from pmtrec_lab.compare.executors import Executor, SequentialExecutor, make_executor
 from pmtrec_lab.compare.layout import (
     choose_lr,
     failed_reason,
@@ -25,6 +24,7 @@ from pmtrec_lab.compare.layout import (
 from pmtrec_lab.compare.spec import GridSpec, run_config, unit_lrs, validate_grid
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.execution.executors import Executor, SequentialExecutor, make_executor
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.train.run import load_run
 
@@ -64,7 +64,7 @@ def run_grid(
     ``executor`` (an ``Executor`` or its name; default: ``process`` when ``jobs > 1``, else
     ``sequential``) runs the (dataset, method) units; with ``process`` each of the ``jobs``
     workers has ``torch.get_num_threads() // jobs`` threads (at least one). An executor whose
-    runs return their files (``ray``) is given runs instead (``dispatch.run_grid_remote``).
+    runs return their files (``ray``) is given runs instead (``remote_grid.run_grid_remote``).
     ``max_runs`` stops after that many trained runs and needs the sequential executor (it counts
     one process's runs). The grid is validated first (``validate_grid``): an invalid one writes
     nothing.
@@ -75,7 +75,7 @@ def run_grid(
     (naming the runs) is raised once all have finished. A later call leaves runs that failed
     alone unless ``retry_failed``; interrupted runs always resume.
     """
-    from pmtrec_lab.compare.dispatch import RunsFailedError
+    from pmtrec_lab.errors import RunsFailedError
 
     spec = validate_grid(spec.model_dump(), "grid")
     if not isinstance(executor, Executor):
@@ -88,7 +88,7 @@ def run_grid(
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "grid.resolved.yaml", yaml.safe_dump(spec.record(), sort_keys=False))
     if executor.returns_artefacts:  # no shared filesystem: runs, not units, and their files return
-        from pmtrec_lab.compare.dispatch import run_grid_remote
+        from pmtrec_lab.compare.remote_grid import run_grid_remote
 
         threads = getattr(getattr(executor, "resources", None), "threads", 1)
         return run_grid_remote(spec, out, data_dir, executor, threads, retry_failed=retry_failed)[0]

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from pmtrec_lab.config import DEFAULT_DIM, RunConfig, load_config
-from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.errors import ConfigError, format_validation_errors
 from pmtrec_lab.eval.groups import ACTIVITY_LEVELS, SOCIAL_LEVELS
 from pmtrec_lab.mtl import get_entry, method_names, resolve_params, validate_params
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
@@ -273,22 +273,8 @@ class GridSpec(BaseModel):
                 validate_params(name, params, prefix=f"{key}.params")
 
 
-def _format_errors(err: ValidationError) -> str:
-    """A ``GridSpec`` validation error as one line: the grid's own checks name their key; pydantic's
-    are given as ``key: message (got value)``."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        error = e.get("ctx", {}).get("error")
-        if isinstance(error, ConfigError):
-            parts.append(str(error))
-        elif e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}; expected one of: {', '.join(GridSpec.model_fields)}")
-        elif not loc:
-            parts.append(f"{e['msg']} (got {e.get('input')!r})")
-        else:
-            parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
-    return "; ".join(parts)
+def _unknown_key(key: str) -> str:
+    return f"unknown key {key!r}; expected one of: {', '.join(GridSpec.model_fields)}"
 
 
 def validate_grid(data: Mapping[str, Any], where: str = "grid") -> GridSpec:
@@ -296,7 +282,7 @@ def validate_grid(data: Mapping[str, Any], where: str = "grid") -> GridSpec:
     try:
         return GridSpec.model_validate(dict(data))
     except ValidationError as err:
-        raise ConfigError(f"{where}: {_format_errors(err)}") from None
+        raise ConfigError(f"{where}: {format_validation_errors(err, unknown=_unknown_key)}") from None
     except ConfigError as exc:  # raised outside a validator (e.g. by a method's own check)
         raise ConfigError(f"{where}: {exc}") from None
 

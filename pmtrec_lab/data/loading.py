@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from pmtrec_lab.config import AtomicTask, DataConfig, _format_errors
+from pmtrec_lab.config import AtomicTask, DataConfig
 from pmtrec_lab.data.atomic_files import folder_files
 from pmtrec_lab.data.cache import (
     CACHE_FORMAT,
@@ -35,7 +35,7 @@ from pmtrec_lab.data.preprocess import preprocess
 from pmtrec_lab.data.registry import DATASETS, DatasetSpec, TaskDefault, get_spec
 from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, hold_out_meta, split_per_user
 from pmtrec_lab.data.types import RawDataset, RecDataset
-from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
+from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError, format_validation_errors
 from pmtrec_lab.paths import cache_dir, data_dir
 
 #: bump when preprocessing output changes for the same inputs
@@ -105,7 +105,7 @@ def _resolve(
                 tasks=tasks,
             )
         except ValidationError as err:
-            raise ConfigError(f"dataset {name!r}: {_format_errors(err)}") from None
+            raise ConfigError(f"dataset {name!r}: {format_validation_errors(err)}") from None
         settings = data.atomic_settings()
         atomic = {
             "fields": settings.fields.model_dump(mode="json"),

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pmtrec_lab.data.types import RawDataset
+from pmtrec_lab.registry_checks import register as register_checks
 
 
 @dataclass(frozen=True)
@@ -242,3 +243,19 @@ def spec_for_data(data: Any) -> DatasetSpec:
         k_core=settings.k_core or spec.k_core,
         tasks=tuple(TaskDefault(t.type, t.source_name(), t.enabled) for t in settings.tasks),
     )
+
+
+def _atomic_settings(data: Any) -> Any:
+    from pmtrec_lab.data.atomic_settings import atomic_settings
+
+    return atomic_settings(data)
+
+
+# config's checks (registry_checks): a configuration's dataset, its tasks and its folder
+register_checks(
+    "dataset",
+    find=DATASETS.get,
+    get_spec=get_spec,
+    spec_for_data=spec_for_data,
+    atomic_settings=_atomic_settings,
+)

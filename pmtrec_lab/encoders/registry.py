@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pmtrec_lab.encoders.base import Encoder, EncoderOptions
 from pmtrec_lab.plugins import import_public_modules, load_entry_points
+from pmtrec_lab.registry_checks import register as register_checks
 
 if TYPE_CHECKING:
     from pmtrec_lab.data.types import RecDataset
@@ -170,3 +171,6 @@ def build_encoder(
         sparse=bool(sparse),
     )
     return cls.from_options(dataset, options)
+
+
+register_checks("encoder", names=encoder_names, classes=ENCODERS)  # config's checks (registry_checks)

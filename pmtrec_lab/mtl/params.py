@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.errors import ConfigError, format_validation_errors
 
 __all__ = ["MAIN_TASK", "MethodParams", "MethodParamsError", "NoParams", "format_validation_error"]
 
@@ -79,15 +79,12 @@ def format_validation_error(
     err: ValidationError, method: str, cls: type[MethodParams], prefix: str = "method.params"
 ) -> tuple[str, tuple[str, ...]]:
     """One message naming every failing ``prefix.field``, what was given and what is expected."""
-    parts: list[str] = []
-    fields: list[str] = []
     known = ", ".join(cls.model_fields) or "none"
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        fields.append(loc)
-        where = f"{prefix}.{loc}" if loc else prefix
-        if e["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown parameter of method {method!r} (known: {known})")
-        else:
-            parts.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
-    return f"method {method!r}: " + "; ".join(parts), tuple(fields)
+    fields = tuple(".".join(str(x) for x in e["loc"]) for e in err.errors())
+    message = format_validation_errors(
+        err,
+        prefix,
+        unknown=lambda where: f"{where}: unknown parameter of method {method!r} (known: {known})",
+        own_errors=False,
+    )
+    return f"method {method!r}: {message}", fields

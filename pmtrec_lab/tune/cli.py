@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pmtrec_lab.compare.resources import parse_resources
+from pmtrec_lab.execution.resources import parse_resources
 
 __all__ = ["add_tune_command"]
 

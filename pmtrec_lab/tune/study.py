@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from pmtrec_lab.compare.remote import remote_config
-from pmtrec_lab.compare.resources import RunResources
 from pmtrec_lab.compare.spec import GridSpec, method_of, run_config
 from pmtrec_lab.errors import ConfigError
+from pmtrec_lab.execution.remote import remote_config
+from pmtrec_lab.execution.resources import RunResources
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tune.output import BEST_FILE, SCORE_COLUMN, STUDY_FILE, best_from_trials, unit_dir, write_unit
 from pmtrec_lab.tune.space import SearchSpace, find_space_file, load_space, split_sample
@@ -287,7 +287,7 @@ def run_study(
     units already tuned with this budget are skipped. Returns the units' best configurations."""
     import sys
 
-    from pmtrec_lab.ray_connect import connect, disconnect
+    from pmtrec_lab.execution.ray_connect import connect, disconnect
 
     loaded = load_spaces(spec, spaces)  # every file checked before Ray starts
     out.mkdir(parents=True, exist_ok=True)
