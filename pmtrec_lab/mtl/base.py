@@ -70,6 +70,13 @@ class StepContext:
         return self.step / max(1, self.steps_per_epoch)
 
 
+def _describe(x: Any) -> str:
+    """A tensor's shape and dtype, or another object's type, for the input checks' messages."""
+    if isinstance(x, torch.Tensor):
+        return f"{tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    return type(x).__name__
+
+
 @dataclass
 class CombineResult:
     combined: torch.Tensor  # [E, D]
@@ -78,7 +85,11 @@ class CombineResult:
 
 
 class WeightingMethod:
-    """Base class: subclasses set ``name``, ``family`` and ``Params`` and implement ``combine``.
+    """Base class: subclasses set ``name``, ``family`` and ``Params`` and implement ``_combine``.
+
+    ``combine`` is a template: it checks the step's inputs once for every method (``check_inputs``:
+    shapes and the number of tasks) and hands them to the subclass's ``_combine``, which may then
+    rely on them.
 
     Build with keyword parameters (``Method(3, c=0.5)``) or a validated ``params`` instance
     (what ``registry.make_method`` passes); either way ``self.hparams`` holds the typed
@@ -133,12 +144,63 @@ class WeightingMethod:
     def combine(
         self,
         grads: torch.Tensor,
+        active: torch.Tensor | None,
+        side: torch.Tensor | None,
+        losses: torch.Tensor,
+        ctx: StepContext,
+    ) -> CombineResult:
+        """One step's combination: ``check_inputs``, then the method's ``_combine``.
+
+        The checks read shapes and dtypes only (no value, so no host sync on an accelerator);
+        finiteness is the trainer's (``train.step.check_finite``).
+        """
+        self.check_inputs(grads, active, side, losses)
+        return self._combine(grads, active, side, losses, ctx)
+
+    def _combine(
+        self,
+        grads: torch.Tensor,
         active: torch.Tensor,
         side: torch.Tensor,
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        raise NotImplementedError
+        """The method's combination, on inputs ``check_inputs`` accepted (see the module docstring
+        for what each argument and the result hold)."""
+        raise NotImplementedError(f"method {self.name!r} implements no _combine")
+
+    def check_inputs(
+        self,
+        grads: torch.Tensor,
+        active: torch.Tensor | None,
+        side: torch.Tensor | None,
+        losses: torch.Tensor,
+    ) -> None:
+        """Raise ValueError, naming the method and the mismatch, unless ``grads`` is [K, E, D] with
+        the method's K, ``active`` [E, K] bool, ``side`` [E] and ``losses`` [K].
+
+        ``active`` and ``side`` may be None for a method that reads neither (the flattened-block
+        methods; tests call them so). Shapes and dtypes only: nothing here reads a value.
+        """
+        if not isinstance(grads, torch.Tensor) or grads.dim() != 3:
+            raise ValueError(f"{self.name}: grads must be a [K, E, D] tensor, got {_describe(grads)}")
+        self.check_num_tasks(grads)
+        k_tasks, n_ent, _ = grads.shape
+        if active is not None and (
+            not isinstance(active, torch.Tensor)
+            or tuple(active.shape) != (n_ent, k_tasks)
+            or active.dtype != torch.bool
+        ):
+            raise ValueError(
+                f"{self.name}: active must be an [E, K] = {(n_ent, k_tasks)} bool tensor, got "
+                + _describe(active)
+            )
+        if side is not None and (not isinstance(side, torch.Tensor) or tuple(side.shape) != (n_ent,)):
+            raise ValueError(f"{self.name}: side must be an [E] = ({n_ent},) tensor, got {_describe(side)}")
+        if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (k_tasks,):
+            raise ValueError(
+                f"{self.name}: losses must be a [K] = ({k_tasks},) tensor, got {_describe(losses)}"
+            )
 
     def check_num_tasks(self, grads: torch.Tensor) -> None:
         """Raise if ``grads`` [K, E, D] has another number of tasks than the method was built for."""
@@ -175,7 +237,7 @@ class EqualWeighting(WeightingMethod):
     name = "ew"
     summary: ClassVar[str] = "EW: every task gradient with weight 1 (the update of sum_k L_k)"
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]
         return CombineResult(
             combined=grads.sum(0),
@@ -207,7 +269,7 @@ class FlatGradientMethod(WeightingMethod):
     keyword parameters). ``head_weights`` are 1.
     """
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
         out = AGGREGATORS[self.name](flat, generator=ctx.generator, **self.params)

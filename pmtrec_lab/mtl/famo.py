@@ -84,15 +84,7 @@ class FAMO(WeightingMethod):
         return torch.softmax(self._xi.value, dim=0)
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        self.check_num_tasks(grads)
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         if self._xi.device != grads.device:
             self.to(grads.device)
         z = self.weights()

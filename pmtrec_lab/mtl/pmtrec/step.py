@@ -84,12 +84,8 @@ class PMTRecStep:
     def start(
         cls, method: str, grads: torch.Tensor, active: torch.Tensor, side: torch.Tensor, ctx: StepContext
     ) -> PMTRecStep:
-        """Check the inputs' shapes and build the masks every stage reads (step 1's tables)."""
-        k_tasks, n_ent, _ = grads.shape
-        if tuple(active.shape) != (n_ent, k_tasks):
-            raise ValueError(f"active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}")
-        if tuple(side.shape) != (n_ent,):
-            raise ValueError(f"side must be [E] = ({n_ent},), got {tuple(side.shape)}")
+        """Build the masks every stage reads (step 1's tables) from inputs ``WeightingMethod.combine``
+        has checked."""
         active_t = active.bool().T  # [K, E]
         side = side.long()
         return cls(
