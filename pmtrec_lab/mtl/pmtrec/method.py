@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, Need, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 from pmtrec_lab.mtl.pmtrec.combination import Combination
 from pmtrec_lab.mtl.pmtrec.deviations import Deviations, EntityDeviation
@@ -144,8 +144,9 @@ class PMTRec(WeightingMethod):
 
     # The meta loss --------------------------------------------------------------------
     @property
-    def needs_meta(self) -> bool:
-        return any(st.needs_meta for st in self.stages)
+    def needs(self) -> frozenset[Need]:
+        """The union of the configuration's stages' needs (its stages are fixed when it is built)."""
+        return frozenset().union(*(st.needs for st in self.stages))
 
     @property
     def meta_value_every(self) -> int | None:
