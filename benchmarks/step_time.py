@@ -14,7 +14,7 @@ flattened parameter gradients).
         [--device cuda] [--v3] [--analytic]
 
 ``--v3`` adds PMTRec v3's pieces (``V3_VARIANTS``) on the dataset with its meta split, each with
-its meta work inside the timed step: the meta batch and its gradient rows for ``needs_meta``
+its meta work inside the timed step: the meta batch and its gradient rows for ``Need.META_GRADIENTS``
 variants, and the meta loss on all meta pairs every ``spsa_every`` steps for ``meta_spsa``
 (PMTRec v3's cost hypothesis H4: at most 1.6x the plain EW step on MF, 1.25x on LightGCN).
 
@@ -36,7 +36,7 @@ import torch
 
 from pmtrec_lab.config import DEFAULT_DIM, load_config
 from pmtrec_lab.data import load_dataset
-from pmtrec_lab.mtl import AGGREGATORS, METHODS, StepContext, make_method
+from pmtrec_lab.mtl import AGGREGATORS, METHODS, Need, StepContext, make_method
 from pmtrec_lab.tasks.meta import MetaPairs
 from pmtrec_lab.train import build_model
 from pmtrec_lab.train.step import layout_step, plain_ew_step, train_step
@@ -89,11 +89,10 @@ def time_v3(model, tasks, params: dict, batches, cpu, meta: MetaPairs) -> tuple[
         ctx = StepContext(i, 0, len(batches), names, torch.Generator().manual_seed(i), num_entities=sizes)
         model.zero_grad(set_to_none=True)
         t0 = clock(cpu)
-        every = method.meta_value_every
-        if every is not None and i % every == 0:
+        if Need.META_LOSS in method.needs and i % method.meta_value_every == 0:
             method.observe_meta_loss(meta_loss_on(model, meta_all), ctx)
         mb = None
-        if method.needs_meta:
+        if Need.META_GRADIENTS in method.needs:
             mb = meta.for_batches(b, torch.Generator().manual_seed(i))
         train_step(model.encoder, tasks, b, method, ctx, 1e-4, cpu, meta=mb)
         times.append(clock(cpu) - t0 + sample_s)

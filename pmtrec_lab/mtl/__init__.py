@@ -13,8 +13,10 @@ import torch
 
 from pmtrec_lab.mtl.base import (
     AGGREGATORS,
+    META_SPLIT_NEEDS,
     CombineResult,
     EqualWeighting,
+    Need,
     StepContext,
     WeightingMethod,
 )
@@ -37,10 +39,12 @@ __all__ = [
     "AGGREGATORS",
     "MAIN_TASK",
     "METHODS",
+    "META_SPLIT_NEEDS",
     "CombineResult",
     "EqualWeighting",
     "MethodParams",
     "MethodParamsError",
+    "Need",
     "StepContext",
     "WeightingMethod",
     "aggregate",

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._checks import check_matrix
 from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
-from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
+from pmtrec_lab.mtl.base import CombineResult, FlatGradientMethod, register, register_aggregator
 from pmtrec_lab.mtl.params import MethodParams
 
 
@@ -99,7 +99,7 @@ class AlignedMTL(FlatGradientMethod):
     Params: ClassVar[type[MethodParams]] = AlignedMTLParams
     hparams: AlignedMTLParams
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         M = gram64(grads.reshape(k, e * d))
         alpha = _matrix_from_gram(M, grads.dtype, self.hparams.scale_mode).sum(1)

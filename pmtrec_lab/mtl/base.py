@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
@@ -61,13 +62,20 @@ class StepContext:
     entity_ids: torch.Tensor | None = None
     #: [E, D]: gradient of the meta loss (main-task loss on held-out meta pairs) per row, never
     #: applied; [E] bool ``meta_active`` marks the rows it touched (set by ``train_step`` for a
-    #: method with ``needs_meta`` on a dataset with a meta split)
+    #: method with ``Need.META_GRADIENTS`` on a dataset with a meta split)
     meta_grads: torch.Tensor | None = None
     meta_active: torch.Tensor | None = None
 
     @property
     def fractional_epoch(self) -> float:
         return self.step / max(1, self.steps_per_epoch)
+
+
+def _describe(x: Any) -> str:
+    """A tensor's shape and dtype, or another object's type, for the input checks' messages."""
+    if isinstance(x, torch.Tensor):
+        return f"{tuple(x.shape)} {str(x.dtype).removeprefix('torch.')}"
+    return type(x).__name__
 
 
 @dataclass
@@ -77,8 +85,37 @@ class CombineResult:
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class Need(StrEnum):
+    """What a method may ask the trainer for besides the step's task gradients.
+
+    A method declares the set it needs (``WeightingMethod.needs``); the trainer reads that set
+    once, when it builds the run, and does the matching work at each step, so a new method adds
+    no branch to the trainer. The members are strings: ``"losses_after" in method.needs`` works.
+    """
+
+    #: ``ctx.meta_grads`` / ``ctx.meta_active``: the gradient per row of the main-task loss on the
+    #: held-out meta pairs of the step's touched entities (the dataset needs ``data.meta_split``)
+    META_GRADIENTS = "meta_gradients"
+    #: ``observe_meta_loss`` with the meta loss on all meta pairs, every ``meta_value_every``
+    #: steps, before that step's ``combine`` (the dataset needs ``data.meta_split``)
+    META_LOSS = "meta_loss"
+    #: ``after_step`` with each task's loss on the same batch after the update (FAMO)
+    LOSSES_AFTER = "losses_after"
+
+
+#: the needs that read the meta split: a method declaring one trains only with ``data.meta_split``
+META_SPLIT_NEEDS: frozenset[Need] = frozenset({Need.META_GRADIENTS, Need.META_LOSS})
+#: the capability flags methods set before ``needs`` (now read-only properties deriving from it)
+_LEGACY_FLAGS: dict[str, Need] = {"needs_meta": Need.META_GRADIENTS, "needs_losses_after": Need.LOSSES_AFTER}
+
+
 class WeightingMethod:
-    """Base class: subclasses set ``name``, ``family`` and ``Params`` and implement ``combine``.
+    """Base class: subclasses set ``name``, ``family`` and ``Params`` and implement ``_combine``.
+
+    ``combine`` is a template: it checks the step's inputs once for every method (``check_inputs``:
+    shapes and the number of tasks) and hands them to the subclass's ``_combine``, which may then
+    rely on them. What a method needs from the trainer beyond the gradients is declared in
+    ``needs`` (a set of ``Need``), never by a trainer branch of its own.
 
     Build with keyword parameters (``Method(3, c=0.5)``) or a validated ``params`` instance
     (what ``registry.make_method`` passes); either way ``self.hparams`` holds the typed
@@ -93,25 +130,62 @@ class WeightingMethod:
     summary: ClassVar[str] = ""
     #: the method's hyper-parameters
     Params: ClassVar[type[MethodParams]] = NoParams
-    #: True if the method needs ``after_step`` with the losses after the update (FAMO).
-    needs_losses_after: ClassVar[bool] = False
+    #: what every instance of the class needs from the trainer (``Need``); a method whose needs
+    #: depend on its parameters overrides the ``needs`` property instead
+    NEEDS: ClassVar[frozenset[Need]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Fold an old capability flag a subclass still sets as a class bool
+        (``needs_losses_after = True``) into ``NEEDS``, so the trainer, which reads only ``needs``,
+        honours it; a flag overridden in any other way (a property) is refused with what to write
+        instead, since its value could disagree with ``needs``."""
+        super().__init_subclass__(**kwargs)
+        for flag, need in _LEGACY_FLAGS.items():
+            if flag not in cls.__dict__:
+                continue
+            value = cls.__dict__[flag]
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{cls.__name__}.{flag}: declare what the method needs from the trainer in NEEDS "
+                    f"(or override the needs property), here Need.{need.name}; {flag} derives from it"
+                )
+            delattr(cls, flag)
+            cls.NEEDS = cls.NEEDS | {need} if value else cls.NEEDS - {need}
 
     @property
+    def needs(self) -> frozenset[Need]:
+        """What this method needs from the trainer besides the task gradients (``Need``).
+
+        Fixed for the method's life (its parameters do not change): the trainer reads it once.
+        Default: the class's ``NEEDS``, plus ``META_LOSS`` when ``meta_value_every`` is set.
+        """
+        if self.meta_value_every is None:
+            return self.NEEDS
+        return self.NEEDS | {Need.META_LOSS}
+
+    # The old capability flags, read from ``needs`` (plugins and tests still read them) --------
+    @property
     def needs_meta(self) -> bool:
-        """True if ``combine`` reads ``ctx.meta_grads`` (PMTRec v3's usefulness scales)."""
-        return False
+        """True if ``combine`` reads ``ctx.meta_grads`` (``Need.META_GRADIENTS``)."""
+        return Need.META_GRADIENTS in self.needs
+
+    @property
+    def needs_losses_after(self) -> bool:
+        """True if the method needs ``after_step`` with the losses after the update
+        (``Need.LOSSES_AFTER``)."""
+        return Need.LOSSES_AFTER in self.needs
+
+    @property
+    def reads_meta_split(self) -> bool:
+        """True if the method reads the meta split at all (its gradients or its loss value): it
+        then trains only on a dataset with ``data.meta_split`` on."""
+        return not self.needs.isdisjoint(META_SPLIT_NEEDS)
 
     @property
     def meta_value_every(self) -> int | None:
         """Steps between evaluations of the meta loss on all meta pairs, which the trainer hands
         to ``observe_meta_loss`` before the step's ``combine`` (None: never)."""
         return None
-
-    @property
-    def reads_meta_split(self) -> bool:
-        """True if the method reads the meta split at all (its gradients or its loss value): it
-        then trains only on a dataset with ``data.meta_split`` on."""
-        return self.needs_meta or self.meta_value_every is not None
 
     def observe_meta_loss(self, value: float, ctx: StepContext) -> None:
         """The meta loss on all meta pairs at a step with ``step % meta_value_every == 0``."""
@@ -133,12 +207,63 @@ class WeightingMethod:
     def combine(
         self,
         grads: torch.Tensor,
+        active: torch.Tensor | None,
+        side: torch.Tensor | None,
+        losses: torch.Tensor,
+        ctx: StepContext,
+    ) -> CombineResult:
+        """One step's combination: ``check_inputs``, then the method's ``_combine``.
+
+        The checks read shapes and dtypes only (no value, so no host sync on an accelerator);
+        finiteness is the trainer's (``train.step.check_finite``).
+        """
+        self.check_inputs(grads, active, side, losses)
+        return self._combine(grads, active, side, losses, ctx)
+
+    def _combine(
+        self,
+        grads: torch.Tensor,
         active: torch.Tensor,
         side: torch.Tensor,
         losses: torch.Tensor,
         ctx: StepContext,
     ) -> CombineResult:
-        raise NotImplementedError
+        """The method's combination, on inputs ``check_inputs`` accepted (see the module docstring
+        for what each argument and the result hold)."""
+        raise NotImplementedError(f"method {self.name!r} implements no _combine")
+
+    def check_inputs(
+        self,
+        grads: torch.Tensor,
+        active: torch.Tensor | None,
+        side: torch.Tensor | None,
+        losses: torch.Tensor,
+    ) -> None:
+        """Raise ValueError, naming the method and the mismatch, unless ``grads`` is [K, E, D] with
+        the method's K, ``active`` [E, K] bool, ``side`` [E] and ``losses`` [K].
+
+        ``active`` and ``side`` may be None for a method that reads neither (the flattened-block
+        methods; tests call them so). Shapes and dtypes only: nothing here reads a value.
+        """
+        if not isinstance(grads, torch.Tensor) or grads.dim() != 3:
+            raise ValueError(f"{self.name}: grads must be a [K, E, D] tensor, got {_describe(grads)}")
+        self.check_num_tasks(grads)
+        k_tasks, n_ent, _ = grads.shape
+        if active is not None and (
+            not isinstance(active, torch.Tensor)
+            or tuple(active.shape) != (n_ent, k_tasks)
+            or active.dtype != torch.bool
+        ):
+            raise ValueError(
+                f"{self.name}: active must be an [E, K] = {(n_ent, k_tasks)} bool tensor, got "
+                + _describe(active)
+            )
+        if side is not None and (not isinstance(side, torch.Tensor) or tuple(side.shape) != (n_ent,)):
+            raise ValueError(f"{self.name}: side must be an [E] = ({n_ent},) tensor, got {_describe(side)}")
+        if not isinstance(losses, torch.Tensor) or tuple(losses.shape) != (k_tasks,):
+            raise ValueError(
+                f"{self.name}: losses must be a [K] = ({k_tasks},) tensor, got {_describe(losses)}"
+            )
 
     def check_num_tasks(self, grads: torch.Tensor) -> None:
         """Raise if ``grads`` [K, E, D] has another number of tasks than the method was built for."""
@@ -175,7 +300,7 @@ class EqualWeighting(WeightingMethod):
     name = "ew"
     summary: ClassVar[str] = "EW: every task gradient with weight 1 (the update of sum_k L_k)"
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]
         return CombineResult(
             combined=grads.sum(0),
@@ -207,7 +332,7 @@ class FlatGradientMethod(WeightingMethod):
     keyword parameters). ``head_weights`` are 1.
     """
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
         out = AGGREGATORS[self.name](flat, generator=ctx.generator, **self.params)
@@ -220,10 +345,12 @@ class FlatGradientMethod(WeightingMethod):
 __all__ = [
     "MAIN_TASK",
     "METHODS",
+    "META_SPLIT_NEEDS",
     "AGGREGATORS",
     "CombineResult",
     "EqualWeighting",
     "FlatGradientMethod",
+    "Need",
     "StepContext",
     "WeightingMethod",
     "make_method",

@@ -115,7 +115,7 @@ class DBMTL(FlatGradientMethod):
         self.step = 0
         self.buffer: torch.Tensor | None = None  # [K] norms ("norm") or [K, E*D] gradients ("grad")
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
         p = self.hparams

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._checks import check_state_keys
 from pmtrec_lab.mtl._gram import combine_rows
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 
 __all__ = ["DWAParams", "DynamicWeightAverage"]
@@ -64,15 +64,7 @@ class DynamicWeightAverage(WeightingMethod):
         self._cache = None
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        self.check_num_tasks(grads)
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         if self._cache is None or self._cache.device != grads.device or self._cache.dtype != grads.dtype:
             self._cache = self.weights().to(grads.device, grads.dtype)
         w = self._cache

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 from pmtrec_lab.mtl._checks import per_task_values
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl._learnable import LearnableTaskVector
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, Need, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 
 __all__ = ["FAMO", "FAMOParams"]
@@ -63,7 +63,7 @@ class FAMO(WeightingMethod):
     )
     Params: ClassVar[type[MethodParams]] = FAMOParams
     hparams: FAMOParams
-    needs_losses_after: ClassVar[bool] = True
+    NEEDS: ClassVar[frozenset[Need]] = frozenset({Need.LOSSES_AFTER})
 
     def __init__(self, num_tasks: int, params: MethodParams | None = None, **kwargs: Any):
         super().__init__(num_tasks, params, **kwargs)
@@ -84,15 +84,7 @@ class FAMO(WeightingMethod):
         return torch.softmax(self._xi.value, dim=0)
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        self.check_num_tasks(grads)
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         if self._xi.device != grads.device:
             self.to(grads.device)
         z = self.weights()

@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows, entity_gram, task_major_stats
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
 __all__ = ["GCS", "GCSParams", "gcs_gates"]
@@ -109,20 +109,8 @@ class GCS(WeightingMethod):
     hparams: GCSParams
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        k_tasks, n_ent, _ = grads.shape
-        self.check_num_tasks(grads)
-        if tuple(active.shape) != (n_ent, k_tasks):
-            raise ValueError(
-                f"{self.name}: active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}"
-            )
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
+        k_tasks = grads.shape[0]
         main = MAIN_TASK
         dtype = grads.dtype
         grads = grads.detach()

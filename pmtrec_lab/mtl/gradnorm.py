@@ -22,7 +22,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl._learnable import LearnableTaskVector
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 
 __all__ = ["GradNorm", "GradNormParams"]
@@ -65,16 +65,8 @@ class GradNorm(WeightingMethod):
         return self._w.param
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]
-        self.check_num_tasks(grads)
         if self._w.device != grads.device:
             self.to(grads.device)
         w = self._w.value.clone()

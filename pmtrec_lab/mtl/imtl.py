@@ -9,7 +9,7 @@ import torch
 
 from pmtrec_lab.mtl._checks import check_matrix
 from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
-from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
+from pmtrec_lab.mtl.base import CombineResult, FlatGradientMethod, register, register_aggregator
 
 
 def imtl_g_weights(G: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ class IMTLG(FlatGradientMethod):
         "IMTL-G (Liu et al., ICLR 2021): equal projections of the update on every task gradient"
     )
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         alpha, present = imtl_g_weights(grads.reshape(k, e * d))
         return weights_result(grads, alpha, present)

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows, side_onehot, side_table
 from pmtrec_lab.mtl._magnitude import SideMagnitudeEMA
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams
 
 __all__ = ["MetaBalance", "MetaBalanceParams"]
@@ -72,16 +72,8 @@ class MetaBalance(WeightingMethod):
         self._ema = SideMagnitudeEMA(_NUM_SIDES, num_tasks, self.hparams.beta, owner=self.name)
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]
-        self.check_num_tasks(grads)
         main = MAIN_TASK
         relax, strategy = self.hparams.relax, self.hparams.strategy
         side = side.long()

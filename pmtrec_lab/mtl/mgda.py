@@ -10,7 +10,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._checks import check_losses, check_matrix
 from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
-from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
+from pmtrec_lab.mtl.base import CombineResult, FlatGradientMethod, register, register_aggregator
 from pmtrec_lab.mtl.params import MethodParams
 
 __all__ = ["MGDA", "MGDAParams", "mgda", "mgda_weights", "min_norm_weights"]
@@ -225,7 +225,7 @@ class MGDA(FlatGradientMethod):
     )
     Params: ClassVar[type[MethodParams]] = MGDAParams
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         w, present, it = mgda_weights(grads.reshape(k, e * d), losses=losses, **self.params)
         return weights_result(grads, w, present, {"solver_iterations": torch.tensor(it)})

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._checks import check_matrix, check_state_keys
 from pmtrec_lab.mtl._flat import as_weights, gram64, present_tasks, weights_result
-from pmtrec_lab.mtl.base import FlatGradientMethod, register, register_aggregator
+from pmtrec_lab.mtl.base import CombineResult, FlatGradientMethod, register, register_aggregator
 from pmtrec_lab.mtl.params import MethodParams
 
 
@@ -143,7 +143,7 @@ class NashMTL(FlatGradientMethod):
         self.alpha: torch.Tensor | None = None  # float64, cpu
         self.present: torch.Tensor | None = None
 
-    def combine(self, grads, active, side, losses, ctx):
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k, e, d = grads.shape
         flat = grads.reshape(k, e * d)
         converged = True

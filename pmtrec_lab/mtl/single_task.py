@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import torch
 
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK
 
 __all__ = ["SingleTask"]
@@ -26,14 +26,7 @@ class SingleTask(WeightingMethod):
     name = "single-task"
     summary: ClassVar[str] = "Main task only (no auxiliary task updates the representations)"
 
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]
         head = torch.zeros(k, dtype=grads.dtype, device=grads.device)
         head[MAIN_TASK] = 1.0

@@ -28,7 +28,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from pydantic import Field, field_validator
 
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams, MethodParamsError
 
 __all__ = ["WEIGHT_GRID", "StaticLambda", "StaticLambdaParams"]
@@ -140,15 +140,7 @@ class StaticLambda(WeightingMethod):
         return weights
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        self.check_num_tasks(grads)
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         weights = self.task_weight_list(ctx.task_names)
         combined = grads[MAIN_TASK].detach().clone()
         for k, w in enumerate(weights):

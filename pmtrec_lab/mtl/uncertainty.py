@@ -22,7 +22,7 @@ from pydantic import Field
 
 from pmtrec_lab.mtl._gram import combine_rows
 from pmtrec_lab.mtl._learnable import LearnableTaskVector
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 
 __all__ = ["UWParams", "UncertaintyWeighting"]
@@ -64,15 +64,7 @@ class UncertaintyWeighting(WeightingMethod):
         return torch.exp(-self._s.value)
 
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
-        self.check_num_tasks(grads)
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         if self._s.device != grads.device:
             self.to(grads.device)
         w = self.weights()

@@ -1,5 +1,6 @@
 """The meta batch of PMTRec v3 (``docs/pmtrec-method.md``, "Meta split"): the main task's loss on
-held-out pairs, whose gradient per row is the usefulness signal of methods with ``needs_meta``.
+held-out pairs, whose gradient per row is the usefulness signal of methods that need
+``Need.META_GRADIENTS``.
 
 The meta split holds one training pair per user out of training (``data.meta_split``). In a step,
 every touched user that has a meta pair contributes the BPR term of (user, meta item, sampled

@@ -241,9 +241,9 @@ def train_step(
     """Forward, per-entity task gradients, combination, one backward. Gradients are accumulated
     into ``.grad``; the caller zeroes them before and steps the optimizer after. ``timings``, if
     given, accumulates seconds per phase (forward, task_gradients, combine, backward).
-    ``meta``: the step's meta triples, for a method with ``needs_meta``; their loss's gradient
-    per row reaches the method as ``ctx.meta_grads`` and is never applied. The method sees the
-    step's entity ids and occurrence counts, and the table sizes (``ctx.num_entities``; from the
+    ``meta``: the step's meta triples, for a method needing ``Need.META_GRADIENTS``; their loss's
+    gradient per row reaches the method as ``ctx.meta_grads`` and is never applied. The method sees
+    the step's entity ids and occurrence counts, and the table sizes (``ctx.num_entities``; from the
     encoder's ``num_users`` / ``num_items`` when the caller left them unset). ``analytic``: closed-form
     task gradients where tasks have them (``task_gradients``)."""
     tick = _ticker(timings)

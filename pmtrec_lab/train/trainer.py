@@ -41,7 +41,7 @@ from pmtrec_lab.eval.beyond import (
     item_group_metrics,
     item_popularity_groups,
 )
-from pmtrec_lab.mtl import StepContext, WeightingMethod, make_method
+from pmtrec_lab.mtl import META_SPLIT_NEEDS, Need, StepContext, WeightingMethod, make_method
 from pmtrec_lab.paths import overwrite_in_place, write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
@@ -196,8 +196,11 @@ class _Session:
     steps_per_epoch: int
     status: _StatusWriter
     fingerprint: str  # the data's (``RecDataset.fingerprint``); "" when unknown
-    meta: MetaPairs | None = None  # the meta split, for a method with ``needs_meta``
-    meta_all: MetaBatch | None = None  # every meta pair with fixed negatives (``meta_value_every``)
+    #: what the method needs besides the task gradients (``_method_needs``, read once): the only
+    #: thing the step loop branches on, so a new method adds no branch here
+    needs: frozenset[Need] = frozenset()
+    meta: MetaPairs | None = None  # the meta split, for a method with a need in ``META_SPLIT_NEEDS``
+    meta_all: MetaBatch | None = None  # every meta pair with fixed negatives (``Need.META_LOSS``)
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": -float("inf"), "valid": {}})
@@ -503,8 +506,9 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
     method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
+    needs = _method_needs(method)
     meta = None
-    if method.reads_meta_split:
+    if needs & META_SPLIT_NEEDS:
         if not len(ds.split.meta):
             raise ConfigError(
                 f"method {cfg.method.name!r} with these parameters reads the meta loss (PMTRec v3 "
@@ -539,9 +543,28 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
         steps_per_epoch=tasks[0].steps_for_epoch(),  # the main task's epoch sets the steps
         status=status,
         fingerprint=fingerprint,
+        needs=needs,
         meta=meta,
         meta_all=None if meta is None else meta.fixed_negatives(_epoch_generator(cfg.seed, 0, 3)),
     )
+
+
+def _method_needs(method: WeightingMethod) -> frozenset[Need]:
+    """What ``method`` asks of the trainer (``WeightingMethod.needs``), read once for the run.
+
+    A need this trainer does not serve is refused here, naming the method, rather than silently
+    skipped; ``Need.META_LOSS`` also needs the method's ``meta_value_every``.
+    """
+    needs = frozenset(method.needs)
+    unknown = sorted(str(n) for n in needs - set(Need))
+    if unknown:
+        raise PmtrecError(
+            f"method {method.name!r} needs {', '.join(map(repr, unknown))}, which the trainer does not "
+            f"provide (it provides {', '.join(repr(str(n)) for n in Need)})"
+        )
+    if Need.META_LOSS in needs and method.meta_value_every is None:
+        raise PmtrecError(f"method {method.name!r} needs the meta loss but sets no meta_value_every")
+    return needs
 
 
 def _resume(s: _Session) -> None:
@@ -626,12 +649,12 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             num_entities=(s.ds.num_users, s.ds.num_items),
         )
         s.optimizer.zero_grad(set_to_none=True)
-        every = s.method.meta_value_every
-        if every is not None and s.global_step % every == 0:
+        if Need.META_LOSS in s.needs and s.global_step % s.method.meta_value_every == 0:
             assert s.meta_all is not None
             s.method.observe_meta_loss(meta_loss_on(s.model, s.meta_all), ctx)
         meta = None
-        if s.meta is not None and s.method.needs_meta:
+        if Need.META_GRADIENTS in s.needs:
+            assert s.meta is not None
             meta = s.meta.for_batches(batches, meta_gen)
         res = train_step(
             s.model.encoder,
@@ -645,7 +668,7 @@ def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:
             analytic=s.cfg.optim.task_gradients == "analytic",
         )
         s.optimizer.step()
-        if s.method.needs_losses_after:
+        if Need.LOSSES_AFTER in s.needs:
             s.method.after_step(_losses_after(s.model, s.tasks, batches, s.device), ctx)
         loss_sum += res.losses.double().cpu()
         if "beta" in res.result.diagnostics:

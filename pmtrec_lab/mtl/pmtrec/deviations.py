@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from pmtrec_lab.mtl.base import Need
 from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
 from pmtrec_lab.mtl.pmtrec.step import MAIN_TASK, PMTRecStep, Stage
 
@@ -107,7 +108,7 @@ class Deviations(Stage):
     switches = ("delta",)
     state_keys = ("entity_deviation",)
     state_name = "per-entity deviations"
-    needs_meta = True
+    needs = frozenset({Need.META_GRADIENTS})
 
     def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
         super().__init__(p, num_tasks)

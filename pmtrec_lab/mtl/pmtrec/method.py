@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from pmtrec_lab.mtl.base import CombineResult, StepContext, WeightingMethod, register
+from pmtrec_lab.mtl.base import CombineResult, Need, StepContext, WeightingMethod, register
 from pmtrec_lab.mtl.params import MethodParams
 from pmtrec_lab.mtl.pmtrec.combination import Combination
 from pmtrec_lab.mtl.pmtrec.deviations import Deviations, EntityDeviation
@@ -131,18 +131,10 @@ class PMTRec(WeightingMethod):
 
     # The step -------------------------------------------------------------------------
     @torch.no_grad()
-    def combine(
-        self,
-        grads: torch.Tensor,
-        active: torch.Tensor,
-        side: torch.Tensor,
-        losses: torch.Tensor,
-        ctx: StepContext,
-    ) -> CombineResult:
+    def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         """One step of ``docs/pmtrec-method.md``: the configuration's stages in ``STAGES``' order
         (3'' (d), 1, 2', 2, the memory, 3, 3', 3'' (a, c), delta, 5b, 4, 5a/5', 6), each reading
         the tables the earlier ones wrote into ``step`` and writing its own, diagnostics included."""
-        self.check_num_tasks(grads)
         step = PMTRecStep.start(self.name, grads, active, side, ctx)
         for stage in self.stages:
             stage.run(step)
@@ -152,8 +144,9 @@ class PMTRec(WeightingMethod):
 
     # The meta loss --------------------------------------------------------------------
     @property
-    def needs_meta(self) -> bool:
-        return any(st.needs_meta for st in self.stages)
+    def needs(self) -> frozenset[Need]:
+        """The union of the configuration's stages' needs (its stages are fixed when it is built)."""
+        return frozenset().union(*(st.needs for st in self.stages))
 
     @property
     def meta_value_every(self) -> int | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from pmtrec_lab.mtl._gram import side_onehot
-from pmtrec_lab.mtl.base import StepContext
+from pmtrec_lab.mtl.base import Need, StepContext
 from pmtrec_lab.mtl.params import MAIN_TASK
 
 if TYPE_CHECKING:
@@ -84,12 +84,8 @@ class PMTRecStep:
     def start(
         cls, method: str, grads: torch.Tensor, active: torch.Tensor, side: torch.Tensor, ctx: StepContext
     ) -> PMTRecStep:
-        """Check the inputs' shapes and build the masks every stage reads (step 1's tables)."""
-        k_tasks, n_ent, _ = grads.shape
-        if tuple(active.shape) != (n_ent, k_tasks):
-            raise ValueError(f"active must be [E, K] = {(n_ent, k_tasks)}, got {tuple(active.shape)}")
-        if tuple(side.shape) != (n_ent,):
-            raise ValueError(f"side must be [E] = ({n_ent},), got {tuple(side.shape)}")
+        """Build the masks every stage reads (step 1's tables) from inputs ``WeightingMethod.combine``
+        has checked."""
         active_t = active.bool().T  # [K, E]
         side = side.long()
         return cls(
@@ -170,8 +166,9 @@ class Stage:
     state_name: ClassVar[str] = ""
     #: the parameters that switch the stage on, named in messages (a subset of ``reads``)
     switches: ClassVar[tuple[str, ...]] = ()
-    #: the stage reads the meta loss's gradients (``ctx.meta_grads``)
-    needs_meta: ClassVar[bool] = False
+    #: what the stage needs from the trainer (``Need``; e.g. the meta loss's gradients,
+    #: ``ctx.meta_grads``); the method's ``needs`` is the union over its stages
+    needs: ClassVar[frozenset[Need]] = frozenset()
 
     def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
         self.p = p

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from pmtrec_lab.mtl._gram import side_table
-from pmtrec_lab.mtl.base import StepContext
+from pmtrec_lab.mtl.base import Need, StepContext
 from pmtrec_lab.mtl.pmtrec.meta_spsa import MetaLossSPSA
 from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
 from pmtrec_lab.mtl.pmtrec.step import MAIN_TASK, NUM_SIDES, PMTRecStep, Stage
@@ -46,7 +46,7 @@ class MetaCosUsefulness(Stage):
     switches = ("usefulness",)
     state_keys = ("usefulness_scale",)
     state_name = "meta_cos usefulness scales"
-    needs_meta = True
+    needs = frozenset({Need.META_GRADIENTS})
 
     def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
         super().__init__(p, num_tasks)
@@ -91,6 +91,7 @@ class SPSAUsefulness(Stage):
     switches = ("usefulness",)
     state_keys = ("usefulness_spsa",)
     state_name = "SPSA usefulness scales"
+    needs = frozenset({Need.META_LOSS})  # every meta_value_every (= spsa_every) steps
 
     def __init__(self, p: PMTRecParams, num_tasks: int) -> None:
         super().__init__(p, num_tasks)
