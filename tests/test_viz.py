@@ -81,12 +81,17 @@ def test_learning_curves_plot_every_task_relative_and_the_validation_metric(pm_r
     names = [t.name for t in fig.data]
     assert names[: len(tasks)] == tasks
     for trace, task in zip(fig.data, tasks):
-        assert trace.y[0] == pytest.approx(1.0)  # relative to epoch 0
+        assert trace.y[0] == pytest.approx(1.0)  # relative to the first epoch, epoch 1
         np.testing.assert_allclose(trace.customdata, pm_run.history[f"loss/{task}"])
     valid = next(t for t in fig.data if t.name == "valid ndcg@20")
     np.testing.assert_allclose(valid.y, pm_run.history["valid/ndcg@20"])
     beta = next(t for t in fig.data if t.name.startswith("beta"))
     assert beta.y[-1] > beta.y[0]  # the TF schedule grows
+    # epochs count from 1 everywhere (issue 26, item 6): the labels name the first epoch so
+    assert pm_run.history["epoch"].iloc[0] == 1
+    labels = [a.text for a in fig.layout.annotations] + [fig.layout.yaxis.title.text]
+    assert not any("epoch 0" in text for text in labels), labels
+    assert any("epoch 1" in text for text in labels), labels
 
 
 def test_metrics_bar_and_table_hold_the_test_metrics(pm_run):

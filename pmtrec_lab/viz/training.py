@@ -40,10 +40,11 @@ def learning_curves(
     loss_cols = [c for c in history.columns if c.startswith("loss/")]
     valid_col = f"valid/{metric}"
     has_beta = "beta" in history.columns and history["beta"].notna().any()
+    first_epoch = int(history["epoch"].iloc[0])  # 1: epochs are counted from 1
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=("Training loss (relative to epoch 0)", f"Validation {metric}"),
+        subplot_titles=(f"Training loss (relative to epoch {first_epoch})", f"Validation {metric}"),
         specs=[[{}, {"secondary_y": True}]],
     )
     colors = task_colors(c.removeprefix("loss/") for c in loss_cols)
@@ -95,7 +96,7 @@ def learning_curves(
     if best_epoch is not None and best_epoch >= 0:
         fig.add_vline(x=best_epoch, line_dash="dash", line_color="green", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="loss / loss at epoch 0", row=1, col=1)
+    fig.update_yaxes(title_text=f"loss / loss at epoch {first_epoch}", row=1, col=1)
     fig.update_yaxes(title_text=metric, row=1, col=2, secondary_y=False)
     fig.update_layout(title="Learning curves", height=400, legend={"orientation": "h", "y": -0.2})
     return fig
