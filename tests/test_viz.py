@@ -367,3 +367,36 @@ def test_find_results_reads_committed_tables(tmp_path):
     assert grid_headlines(tables, "r")["results_found"] is True
     assert grid_headlines({}, "r") == {"results_found": False, "source": "r"}
     assert not math.isnan(tables["summary"]["ndcg20_mean"].iloc[0])
+
+
+# --- issue 26, item 2: notebook 04 shows the default pmtrec's GMB (v3: per entity, reduce-only) ---
+
+
+def test_magnitude_headlines_record_the_reduce_only_gmb_factors(diag):
+    """The default pmtrec records gmb_reduce (mean factor per task); the headlines carry it."""
+    mh = magnitude_headlines(diag["epochs"])
+    rows = diag["epochs"][diag["epochs"]["metric"] == "gmb_reduce"]
+    last = rows[rows["epoch"] == rows["epoch"].max()]
+    assert mh["gmb_reduce"] == pytest.approx(dict(zip(last["task"], last["value"])))
+    assert min(mh["gmb_reduce"].values()) < 1 and all(0 < f <= 1 for f in mh["gmb_reduce"].values())
+    assert magnitude_headlines(diag["epochs"], epoch=1)["gmb_reduce"] == pytest.approx(
+        dict(zip(rows[rows["epoch"] == 1]["task"], rows[rows["epoch"] == 1]["value"]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "rho", "mode", "says"),
+    [
+        ("pmtrec", {}, 1.0, "entity_reduce", "per entity, reduce-only"),
+        ("pmtrec-gmb", {}, 0.5, "side", "per side"),
+        ("pmtrec-v2", {}, 0.0, "side", "GMB off"),
+        ("pmtrec", {"rho": 0.0}, 0.0, "entity_reduce", "GMB off"),
+        ("ew", {}, None, None, "no GMB"),
+    ],
+)
+def test_gmb_setting_says_which_gmb_a_method_runs(method, params, rho, mode, says):
+    from pmtrec_lab.reports.headlines import gmb_setting
+
+    got = gmb_setting(method, params)
+    assert (got["rho"], got["gmb_mode"]) == (rho, mode)
+    assert says in got["gmb"] and method in got["gmb"]
