@@ -19,6 +19,7 @@ import nbformat
 import papermill
 import pytest
 
+from pmtrec_lab.mtl import resolve_params
 from pmtrec_lab.reports import run_report
 from pmtrec_lab.reports.cli import build_report_params
 from pmtrec_lab.reports.defaults import NOTEBOOKS, notebook_path
@@ -208,7 +209,7 @@ def test_05_runs_the_explorer_configuration_in_batch(report):
     assert v["controls"]["gmb"] is False  # GMB is on in PMTRec's defaults (v3: rho 1): switched off
     assert v["method_params"] == {"rho": 0.0}
     run = load_run(runs / v["run"])
-    assert run.config.method.params == {"rho": 0.0}
+    assert run.config.method.params == resolve_params("pmtrec", {"rho": 0.0})  # recorded resolved
     assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
     assert v["run"] != _values(result, "01_train_and_evaluate")["run"]
 

@@ -105,17 +105,15 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
     assert ex.last_run is None and ex.metrics_html.value == ""
     first = ex.run()
     assert ex.last_run is first and first.finished
-    assert first.config.method.params == {}
+    assert first.config.method.params == PMTREC_DEFAULTS  # recorded resolved (config.yaml, issue 26)
     html_one = ex.metrics_html.value
     assert f"{first.metrics['test']['ndcg@20']:.4f}" in html_one
 
     ex.set_values(personalization=False, gmb=False)
     second = ex.run()
     assert second.path != first.path
-    assert (
-        second.config.method.params
-        == config_from_controls({"personalization": False, "gmb": False}, base_cfg).method.params
-    )
+    chosen = config_from_controls({"personalization": False, "gmb": False}, base_cfg).method.params
+    assert second.config.method.params == resolve_params("pmtrec", chosen)
     assert second.metrics["test"] != first.metrics["test"]  # the switch changed training
     assert ex.metrics_html.value != html_one
     assert f"{second.metrics['test']['ndcg@20']:.4f}" in ex.metrics_html.value
