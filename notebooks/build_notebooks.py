@@ -334,43 +334,63 @@ def nb04() -> _Builder:
 
 Auxiliary tasks can have gradients far larger (or smaller) than the main task's: summed as they
 are, the largest would dominate every update. Gradient Magnitude Balancing (GMB, after
-MetaBalance) moves each task's magnitude towards the main task's, with strength `rho`. Shown:
-each task's magnitude relative to the main task's, before and after GMB, and which tasks would
-dominate without it. PMTRec's default GMB (v3, chosen on validation data: docs/pmtrec-method.md)
-is per entity and reduce-only, and leaves the per-side magnitudes unchanged; so that the per-side
-balancing can be seen, this notebook trains `pmtrec-gmb` (v2's per-side rule, rho = 0.5) unless
-told otherwise (`gmb_method=None` shows `method`, e.g. the default `pmtrec`, whose per-entity
-reduce factors then fill the v3 cell).
+MetaBalance) moves each task's magnitude towards the main task's, with strength `rho`. This
+notebook shows the GMB of the report's run (notebooks 01-03's: by default `pmtrec`, PMTRec v3,
+whose GMB is per entity and reduce-only, `gmb_mode=entity_reduce`, chosen on validation data:
+docs/pmtrec-method.md): the factor by which it reduces each auxiliary task, each task's magnitude
+relative to the main task's, and which tasks would dominate without balancing. Beside it, for
+comparison, `pmtrec-gmb` (v2's per-side rule, rho = 0.5) shows the per-side balancing, which
+the per-entity rule leaves unchanged.
 """
     )
     b.params(
         {
             "dominance_factor": (2.0, "ratio above which a task 'dominates' (below 1/x: 'vanishes')"),
-            "gmb_method": ("pmtrec-gmb", "method whose balancing is shown; None: use `method`"),
+            "gmb_method": (None, "method whose balancing is shown (None: `method`, the report's run)"),
+            "compare_gmb_method": ("pmtrec-gmb", "per-side GMB shown beside it (v2's rule); None: none"),
         }
     )
     b.code(
-        setup("from pmtrec_lab.reports.headlines import effective_pmtrec_params, magnitude_headlines")
+        setup(
+            "from pmtrec_lab.reports.headlines import gmb_setting, magnitude_headlines, side_gmb_headlines",
+            "from pmtrec_lab.reports.references import reference_config",
+        )
         + "method = gmb_method or method\n"
         + CFG_CALL
-        + '\nepochs_table = run.diagnostics()["epochs"]'
+        + '\nepochs_table = run.diagnostics()["epochs"]\n'
+        + "gmb = gmb_setting(method, run.config.method.params)\n"
+        + 'display(Markdown(f"Run `{run.path.name}`: {gmb[\'gmb\']}"))'
     )
-    b.md("## Magnitude ratios over training\nSolid: before GMB; dashed: after. 1 is the main task's scale.")
+    b.md(
+        "## The reduce factor per task (per-entity GMB, PMTRec v3)\nThe mean factor "
+        "`gmb_mode=entity_reduce` applies to each task's rows, over the entities of each epoch (1: "
+        "never reduced; the main task is never reduced)."
+    )
+    b.code('viz.v3_signal(epochs_table, "gmb_reduce")')
+    b.md(
+        "## Magnitude ratios over training\nSolid: before GMB; dashed: after. 1 is the main task's scale. "
+        "The per-entity rule leaves these per-side ratios as they are (its dashed lines lie on the solid "
+        "ones); the per-side rule, below, pulls them towards 1."
+    )
     b.code("viz.norm_ratio_over_epochs(epochs_table)")
     b.md("## Raw gradient norms")
     b.code("viz.grad_norm_over_epochs(epochs_table)")
-    b.md(
-        "## Reduce-only GMB per entity (PMTRec v3)\nThe mean factor `gmb_mode=entity_reduce` applies to "
-        "each auxiliary task (1: never reduced)."
-    )
-    b.code('viz.v3_signal(epochs_table, "gmb_reduce")')
     b.md("## Which tasks would dominate without GMB (last epoch)")
     b.code("viz.magnitude_summary(epochs_table, factor=dominance_factor).round(3)")
+    b.md("## Beside it: per-side GMB")
     b.code(
-        'values = {**magnitude_headlines(epochs_table, factor=dominance_factor), "run": run.path.name,\n'
-        '          "rho": effective_pmtrec_params(method, run.config.method.params).get("rho")}\n'
-        "_ = record(values)\nvalues"
+        """values = {**magnitude_headlines(epochs_table, factor=dominance_factor), "run": run.path.name,
+          "method": method, "rho": gmb["rho"], "gmb_mode": gmb["gmb_mode"]}
+if compare_gmb_method and compare_gmb_method != method:
+    run_side = cached_run(reference_config(cfg, compare_gmb_method), runs_dir)
+    side = gmb_setting(compare_gmb_method, run_side.config.method.params)
+    display(Markdown(f"Run `{run_side.path.name}`: {side['gmb']}"))
+    display(viz.norm_ratio_over_epochs(run_side.diagnostics()["epochs"]))
+    values.update(side_gmb_headlines(run_side, factor=dominance_factor))
+else:
+    display(Markdown("Set `compare_gmb_method='pmtrec-gmb'` to train v2's per-side GMB and show it here."))"""
     )
+    b.code("_ = record(values)\nvalues")
     return b
 
 

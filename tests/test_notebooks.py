@@ -19,6 +19,7 @@ import nbformat
 import papermill
 import pytest
 
+from pmtrec_lab.mtl import resolve_params
 from pmtrec_lab.reports import run_report
 from pmtrec_lab.reports.cli import build_report_params
 from pmtrec_lab.reports.defaults import NOTEBOOKS, notebook_path
@@ -117,12 +118,12 @@ def test_01_records_the_runs_test_metrics(report):
         assert value == pytest.approx(items[name])
 
 
-def test_01_to_03_share_one_run_and_04_trains_gmb_on(report):
+def test_01_to_04_share_one_run_and_04_compares_per_side_gmb(report):
     result, runs = report
-    names = {_values(result, n)["run"] for n in NOTEBOOKS[:3]}
-    assert len(names) == 1
+    names = {_values(result, n)["run"] for n in NOTEBOOKS[:4]}
+    assert len(names) == 1  # 04 shows the report's own run: the default pmtrec's GMB
     assert len([p for p in runs.iterdir() if p.name.startswith("synthetic-pmtrec-")]) >= 1
-    assert _values(result, "04_magnitude_balance")["run"].startswith("synthetic-pmtrec-gmb-")
+    assert _values(result, "04_magnitude_balance")["side_gmb_run"].startswith("synthetic-pmtrec-gmb-")
 
 
 def test_02_records_task_weights_and_social_correlations(report):
@@ -151,13 +152,55 @@ def test_03_records_conflicts_and_alignment_removes_them(report):
 def test_04_records_magnitude_ratios_before_and_after_gmb(report):
     result, _ = report
     v = _values(result, "04_magnitude_balance")
-    before, after = v["norm_ratio_before"], v["norm_ratio_after"]
-    assert set(before) == set(after) and "user/social:friends" in before
-    assert v["rho"] == 0.5
+    before = v["norm_ratio_before"]
+    assert set(before) == set(v["norm_ratio_after"]) and "user/social:friends" in before
+    assert set(v["dominating_without_gmb"]) == {k for k, r in before.items() if r > 2}
+    # beside it, v2's per-side rule (pmtrec-gmb, rho 0.5) pulls each side's ratio towards 1
+    before, after = v["side_gmb_norm_ratio_before"], v["side_gmb_norm_ratio_after"]
+    assert v["side_gmb_rho"] == 0.5 and set(before) == set(after)
     for key in before:
         assert abs(after[key] - 1) <= abs(before[key] - 1) + 1e-9  # GMB pulls towards the main task
     assert any(abs(after[k] - 1) < abs(before[k] - 1) - 1e-6 for k in before)
-    assert set(v["dominating_without_gmb"]) == {k for k, r in before.items() if r > 2}
+
+
+def test_04_shows_the_default_pmtrecs_gmb(report):
+    """Issue 26, item 2: the default pmtrec is v3, whose GMB is per entity and reduce-only
+    (gmb_mode=entity_reduce, recorded as gmb_reduce): notebook 04 shows it, its panel filled."""
+    result, _ = report
+    v = _values(result, "04_magnitude_balance")
+    assert v["method"] == "pmtrec" and v["gmb_mode"] == "entity_reduce" and v["rho"] == 1.0
+    reduce = v["gmb_reduce"]
+    assert {"social:friends", "item_label:category"} <= set(reduce)
+    assert all(0 < f <= 1 for f in reduce.values()) and min(reduce.values()) < 1  # reduces, never raises
+    page = (result.out_dir / result.entry("04_magnitude_balance").html).read_text()
+    assert "did not record gmb_reduce" not in page and "entity_reduce" in page
+
+
+@pytest.mark.parametrize(
+    "name", ["01_train_and_evaluate", "03_gradient_conflicts", "04_magnitude_balance", "06_method_comparison"]
+)
+def test_pages_that_train_fold_their_training_log(report, name):
+    """Issue 26, item 4, on the real pages: the epoch lines sit in a closed <details>, no
+    progress-bar widget is left, and every figure comes after the first log."""
+    result, _ = report
+    page = (result.out_dir / result.entry(name).html).read_text()
+    assert '<details class="pmtrec-log">' in page and "<details open" not in page
+    outside = re.sub(r"<details.*?</details>", "", page, flags=re.DOTALL)
+    assert re.search(r"\] epoch \d+/4 ", page) and not re.search(r"\] epoch \d+/4 ", outside)
+    assert "application/vnd.jupyter.widget-view+json" not in page
+
+
+def test_headline_sets_01s_reference_runs_beside_the_main_run(report):
+    """Issue 26, item 1, on a real report: single-task and EW come from notebook 01's own runs."""
+    result, _ = report
+    head = json.loads(result.index_json.read_text())["headline"]
+    refs = _values(result, "01_train_and_evaluate")["references"]
+    got = {c["method"]: (c["value"], c["source"]) for c in head["compared"]}
+    assert got == {
+        "single-task": (refs["test_ndcg@20_single-task"], "reference run"),
+        "ew": (refs["test_ndcg@20_ew"], "reference run"),
+    }
+    assert "not trained by this report" not in result.index_html.read_text()
 
 
 def test_05_runs_the_explorer_configuration_in_batch(report):
@@ -166,7 +209,7 @@ def test_05_runs_the_explorer_configuration_in_batch(report):
     assert v["controls"]["gmb"] is False  # GMB is on in PMTRec's defaults (v3: rho 1): switched off
     assert v["method_params"] == {"rho": 0.0}
     run = load_run(runs / v["run"])
-    assert run.config.method.params == {"rho": 0.0}
+    assert run.config.method.params == resolve_params("pmtrec", {"rho": 0.0})  # recorded resolved
     assert v["test_ndcg@20"] == pytest.approx(run.metrics["test"]["ndcg@20"])
     assert v["run"] != _values(result, "01_train_and_evaluate")["run"]
 

@@ -272,3 +272,69 @@ def test_number_convention():
     assert fmt_value(8.70267391204834) == "8.703" and fmt_value(123456.789) == "1.235e+05"
     assert fmt_value(999999) == "999999" and fmt_value(True) == "yes" and fmt_value(None) == "—"
     assert fmt_value([]) == "none" and fmt_value({"gmb": False, "tau": 0.333333333}) == "gmb: no; tau: 0.3333"
+
+
+# --- issue 26, item 1: notebook 01 trains EW and single-task; the headline shows them ----------
+
+#: what notebook 01 records under "references" (reports.references.reference_headlines)
+REFERENCES = {
+    "test_ndcg@20_pmtrec": 0.2753,
+    "test_ndcg@20_ew": 0.0992,
+    "test_ndcg@20_single-task": 0.2883,
+    "aux_tasks_helped": False,
+    "vs_single_task": 0.2753 / 0.2883 - 1,
+    "vs_ew": 0.2753 / 0.0992 - 1,
+}
+FROM_01 = {"single-task": REFERENCES["test_ndcg@20_single-task"], "ew": REFERENCES["test_ndcg@20_ew"]}
+FROM_GRID = {m: GRID["test_ndcg@20"][f"synthetic/{m}"] for m in ("single-task", "ew")}
+
+
+def _with_references(references: dict | None, grid: dict | None) -> list[dict]:
+    train = {**copy.deepcopy(TRAIN), "test_ndcg@20": REFERENCES["test_ndcg@20_pmtrec"]}
+    if references is not None:
+        train["references"] = copy.deepcopy(references)
+    entries = [_entry("01_train_and_evaluate", "01 · Train and evaluate", train)]
+    if grid is not None:
+        entries.append(_entry("06_method_comparison", "06 · Method comparison", copy.deepcopy(grid)))
+    return entries
+
+
+@pytest.mark.parametrize(
+    ("references", "grid", "want", "source"),
+    [
+        # the default report: 01 trains both references, 06 reads committed tables
+        (REFERENCES, {**GRID, "source": "/repo/results/grid-v3"}, FROM_01, "01_train_and_evaluate"),
+        (REFERENCES, None, FROM_01, "01_train_and_evaluate"),
+        # 01's references are the main run's exact setting: they win over the small grid's means
+        (REFERENCES, GRID, FROM_01, "01_train_and_evaluate"),
+        # a 01 that recorded no references (an older record): the small grid still fills the cards
+        (None, GRID, FROM_GRID, "06_method_comparison"),
+        # one reference missing in 01 (a report method that is itself EW, say): the other is shown
+        ({"test_ndcg@20_ew": 0.0992}, None, {"single-task": None, "ew": 0.0992}, "01_train_and_evaluate"),
+    ],
+)
+def test_headline_takes_single_task_and_ew_from_notebook_01(references, grid, want, source):
+    entries = _with_references(references, grid)
+    head = headline(entries)
+    assert head["main"]["notebook"] == "01_train_and_evaluate"
+    got = {c["method"]: c["value"] for c in head["compared"]}
+    assert got == want
+    assert all(c["notebook"] == (source if c["value"] is not None else None) for c in head["compared"])
+    page = render_index({"entries": entries, "ok": True})
+    text = _text(page)
+    head_text = text[text.index("Headline") : text.index("Ranking metrics")]
+    for method, value in want.items():
+        if value is not None:
+            assert fmt_value(value, True) in head_text, method
+    assert ("not trained by this report" in head_text) == any(v is None for v in want.values())
+
+
+def test_headline_cards_from_notebook_01_show_the_differences_and_say_where_they_come_from():
+    page = render_index({"entries": _with_references(REFERENCES, None), "ok": True})
+    text = _text(page)
+    head = text[text.index("Headline") : text.index("Ranking metrics")]
+    # ml-100k's numbers from the issue: PMTRec 27.53, single-task 28.83, EW 9.92
+    assert head.index("27.53") < head.index("single-task") < head.index("28.83") < head.index("9.92")
+    assert "-1.30" in head and "+17.61" in head  # main run minus each reference, x100
+    assert "01 · Train and evaluate" in head and "small grid" not in head
+    assert "same setting" in head  # the note says what the reference runs are

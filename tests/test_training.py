@@ -4,6 +4,7 @@ configuration, and the CLI on a small generated dataset."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -236,3 +237,29 @@ def test_cli_train_and_evaluate(tmp_path):
         env=env,
     )
     assert bad.returncode == 2 and "unknown key 'optim.lrr'" in bad.stderr
+
+
+# --- issue 26, item 6: the progress bar counts epochs from 1, like the log lines ---------------
+
+
+@pytest.mark.parametrize(
+    ("index", "epochs", "shown"), [(0, 1, "epoch 1/1"), (0, 15, "epoch 1/15"), (14, 15, "epoch 15/15")]
+)
+def test_progress_bar_names_the_epoch_as_the_log_lines_do(index, epochs, shown):
+    from pmtrec_lab.train.trainer import _Progress
+
+    bar = _Progress.make("bar", epochs).steps(4, index)  # the trainer passes the 0-based index
+    try:
+        assert bar.desc == shown
+        assert list(bar) == [0, 1, 2, 3]
+    finally:
+        bar.close()
+    assert list(_Progress.make("log", epochs).steps(4, index)) == [0, 1, 2, 3]  # no bar: a range
+
+
+def test_progress_bars_and_log_lines_of_a_run_say_the_same_epochs(ds, tmp_path, capsys):
+    train(small_cfg(progress="bar", optim={"epochs": 3}), tmp_path / "run", dataset=ds)
+    captured = capsys.readouterr()
+    logged = {int(n) for n in re.findall(r"\] epoch (\d+)/3 ", captured.out)}
+    barred = {int(n) for n in re.findall(r"epoch (\d+)/3:", captured.err)}
+    assert logged == barred == {1, 2, 3}

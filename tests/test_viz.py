@@ -81,12 +81,17 @@ def test_learning_curves_plot_every_task_relative_and_the_validation_metric(pm_r
     names = [t.name for t in fig.data]
     assert names[: len(tasks)] == tasks
     for trace, task in zip(fig.data, tasks):
-        assert trace.y[0] == pytest.approx(1.0)  # relative to epoch 0
+        assert trace.y[0] == pytest.approx(1.0)  # relative to the first epoch, epoch 1
         np.testing.assert_allclose(trace.customdata, pm_run.history[f"loss/{task}"])
     valid = next(t for t in fig.data if t.name == "valid ndcg@20")
     np.testing.assert_allclose(valid.y, pm_run.history["valid/ndcg@20"])
     beta = next(t for t in fig.data if t.name.startswith("beta"))
     assert beta.y[-1] > beta.y[0]  # the TF schedule grows
+    # epochs count from 1 everywhere (issue 26, item 6): the labels name the first epoch so
+    assert pm_run.history["epoch"].iloc[0] == 1
+    labels = [a.text for a in fig.layout.annotations] + [fig.layout.yaxis.title.text]
+    assert not any("epoch 0" in text for text in labels), labels
+    assert any("epoch 1" in text for text in labels), labels
 
 
 def test_metrics_bar_and_table_hold_the_test_metrics(pm_run):
@@ -362,3 +367,36 @@ def test_find_results_reads_committed_tables(tmp_path):
     assert grid_headlines(tables, "r")["results_found"] is True
     assert grid_headlines({}, "r") == {"results_found": False, "source": "r"}
     assert not math.isnan(tables["summary"]["ndcg20_mean"].iloc[0])
+
+
+# --- issue 26, item 2: notebook 04 shows the default pmtrec's GMB (v3: per entity, reduce-only) ---
+
+
+def test_magnitude_headlines_record_the_reduce_only_gmb_factors(diag):
+    """The default pmtrec records gmb_reduce (mean factor per task); the headlines carry it."""
+    mh = magnitude_headlines(diag["epochs"])
+    rows = diag["epochs"][diag["epochs"]["metric"] == "gmb_reduce"]
+    last = rows[rows["epoch"] == rows["epoch"].max()]
+    assert mh["gmb_reduce"] == pytest.approx(dict(zip(last["task"], last["value"])))
+    assert min(mh["gmb_reduce"].values()) < 1 and all(0 < f <= 1 for f in mh["gmb_reduce"].values())
+    assert magnitude_headlines(diag["epochs"], epoch=1)["gmb_reduce"] == pytest.approx(
+        dict(zip(rows[rows["epoch"] == 1]["task"], rows[rows["epoch"] == 1]["value"]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "rho", "mode", "says"),
+    [
+        ("pmtrec", {}, 1.0, "entity_reduce", "per entity, reduce-only"),
+        ("pmtrec-gmb", {}, 0.5, "side", "per side"),
+        ("pmtrec-v2", {}, 0.0, "side", "GMB off"),
+        ("pmtrec", {"rho": 0.0}, 0.0, "entity_reduce", "GMB off"),
+        ("ew", {}, None, None, "no GMB"),
+    ],
+)
+def test_gmb_setting_says_which_gmb_a_method_runs(method, params, rho, mode, says):
+    from pmtrec_lab.reports.headlines import gmb_setting
+
+    got = gmb_setting(method, params)
+    assert (got["rho"], got["gmb_mode"]) == (rho, mode)
+    assert says in got["gmb"] and method in got["gmb"]

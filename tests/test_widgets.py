@@ -105,16 +105,15 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
     assert ex.last_run is None and ex.metrics_html.value == ""
     first = ex.run()
     assert ex.last_run is first and first.finished
-    # a run folder records the method's resolved parameters (the defaults, here)
-    assert first.config.method.params == resolve_params("pmtrec", {})
+    assert first.config.method.params == PMTREC_DEFAULTS  # recorded resolved (config.yaml, issue 26)
     html_one = ex.metrics_html.value
     assert f"{first.metrics['test']['ndcg@20']:.4f}" in html_one
 
     ex.set_values(personalization=False, gmb=False)
     second = ex.run()
     assert second.path != first.path
-    chosen = config_from_controls({"personalization": False, "gmb": False}, base_cfg).method
-    assert second.config.method.params == resolve_params(chosen.name, chosen.params)
+    chosen = config_from_controls({"personalization": False, "gmb": False}, base_cfg).method.params
+    assert second.config.method.params == resolve_params("pmtrec", chosen)
     assert second.metrics["test"] != first.metrics["test"]  # the switch changed training
     assert ex.metrics_html.value != html_one
     assert f"{second.metrics['test']['ndcg@20']:.4f}" in ex.metrics_html.value
@@ -128,7 +127,7 @@ def test_explorer_trains_reuses_and_metrics_change_with_a_switch(base_cfg, tmp_p
     ex.set_values(personalization=True, gmb=True)
     third = ex.run()
     assert third.path == first.path and third.metrics == first.metrics
-    assert [f.layout.title.text for f in ex.figures()][0] == "Learning curves"
+    assert [f.layout.title.text for f in ex.figures()][0] == "Learning curves of 2 runs"  # this session's
 
 
 def test_button_click_reports_errors_in_the_panel(base_cfg, tmp_path):
@@ -141,3 +140,99 @@ def test_button_click_reports_errors_in_the_panel(base_cfg, tmp_path):
     ex.train_button.click()  # the button's handler catches and shows the error
     assert "Training failed" in ex.status.value
     assert not ex.train_button.disabled
+
+
+# --- issue 26, item 5: rho follows GMB; earlier runs' curves stay, labelled, until cleared ------
+
+
+def _gmb_off_by_set_values(ex):
+    ex.set_values(gmb=False)
+
+
+def _gmb_off_by_click(ex):
+    ex.checkboxes["gmb"].value = False  # what a click in the browser does
+
+
+def _gmb_off_by_rho_zero(ex):
+    ex.set_values(rho=0.0)  # rho 0 is GMB off (config_from_controls): the checkbox follows
+
+
+def _gmb_off_and_rho_set_while_off(ex):
+    ex.set_values(gmb=False, rho=0.75)  # a slider of a module that is off: kept for when it is on
+
+
+@pytest.mark.parametrize(
+    ("switch_off", "rho_back"),
+    [
+        (_gmb_off_by_set_values, 0.5),
+        (_gmb_off_by_click, 0.5),
+        (_gmb_off_by_rho_zero, 0.5),
+        (_gmb_off_and_rho_set_while_off, 0.75),
+    ],
+)
+def test_rho_slider_shows_zero_and_is_disabled_while_gmb_is_off(base_cfg, tmp_path, switch_off, rho_back):
+    ex = AblationExplorer(base_cfg, runs_dir=tmp_path, show_figures=False)
+    ex.set_values(rho=0.5)
+    switch_off(ex)
+    rho = ex.sliders["rho"]
+    assert ex.checkboxes["gmb"].value is False
+    assert rho.disabled and rho.value == 0.0  # shows what runs: no GMB
+    assert ex.values()["rho"] == 0.0 and ex.config().method.params["rho"] == 0.0
+    assert ex.checkboxes["gmb_per_entity"].disabled
+    ex.set_values(gmb=True)  # back on: the last rho used (or set) while on, not 0 or a default
+    assert not rho.disabled and rho.value == pytest.approx(rho_back)
+    assert ex.config().method.params.get("rho", PMTREC_DEFAULTS["rho"]) == pytest.approx(rho_back)
+
+
+@pytest.mark.parametrize("controls", [{"gmb": False}, {"gmb": False, "rho": 0.25}, {"rho": 0.0}])
+def test_explorer_built_with_gmb_off_shows_rho_zero(base_cfg, tmp_path, controls):
+    ex = AblationExplorer(base_cfg, runs_dir=tmp_path, show_figures=False, **controls)
+    assert ex.checkboxes["gmb"].value is False
+    assert ex.sliders["rho"].disabled and ex.sliders["rho"].value == 0.0
+    assert ex.config().method.params == config_from_controls({"gmb": False}, base_cfg).method.params
+    ex.set_values(gmb=True)
+    want = controls.get("rho") or CONTROL_DEFAULTS["rho"]
+    assert ex.sliders["rho"].value == pytest.approx(want)
+
+
+@pytest.fixture(scope="module")
+def session_runs(tmp_path_factory):
+    """The run cache every overlay test shares (the all-on run is trained once)."""
+    return tmp_path_factory.mktemp("session-runs")
+
+
+def _curve_names(fig) -> set[str]:
+    return {t.name for t in fig.data if t.name}
+
+
+@pytest.mark.parametrize(
+    "switch", [{"personalization": False}, {"align": False}, {"gmb": False}], ids=["pers", "align", "gmb"]
+)
+def test_explorer_overlays_earlier_runs_labelled_until_cleared(base_cfg, session_runs, switch):
+    ex = AblationExplorer(base_cfg, runs_dir=session_runs, show_figures=False)
+    first = ex.run()
+    first_label = describe_controls(ex.last_values)
+    ex.set_values(**switch)
+    second = ex.run()
+    second_label = describe_controls(ex.last_values)
+    assert second.path != first.path and first_label != second_label
+    curves, metrics = ex.figures()
+    assert curves.layout.title.text.startswith("Learning curves")
+    for fig in (curves, metrics):  # both runs, each under its setting
+        assert {first_label, second_label} <= _curve_names(fig), _curve_names(fig)
+    valid = {t.name: t for t in curves.data if t.name in (first_label, second_label) and t.xaxis == "x2"}
+    assert list(valid[first_label].y) == pytest.approx(first.history["valid/ndcg@20"].dropna().tolist())
+    assert list(valid[second_label].y) == pytest.approx(second.history["valid/ndcg@20"].dropna().tolist())
+    bars = {t.name: t for t in metrics.data}
+    assert bars[second_label].y[0] == pytest.approx(second.metrics["test"]["ndcg@20"])
+
+    ex.set_values(**{k: CONTROL_DEFAULTS[k] for k in switch})
+    ex.run()  # the first setting again: its curve is drawn once, as the latest
+    assert sum(t.name == first_label for t in ex.figures()[1].data) == 1
+
+    assert not ex.clear_button.disabled
+    ex.clear_button.click()  # keeps the latest run only, in the figures and in the table
+    curves, metrics = ex.figures()
+    assert first_label in _curve_names(curves) and second_label not in _curve_names(curves)
+    assert second_label not in _curve_names(metrics)
+    assert len(ex.results_table()) == 1 and ex.clear_button.disabled

@@ -19,8 +19,11 @@ from pmtrec_lab.viz.weights import mean_task_weights, weight_activity_correlatio
 __all__ = [
     "conflict_headlines",
     "effective_pmtrec_params",
+    "gmb_reduce_factors",
+    "gmb_setting",
     "grid_headlines",
     "magnitude_headlines",
+    "side_gmb_headlines",
     "train_headlines",
     "weight_headlines",
 ]
@@ -101,16 +104,74 @@ def effective_pmtrec_params(method: str, params: dict[str, Any]) -> dict[str, An
     return resolve_params(method, params)
 
 
+def gmb_setting(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Which Gradient Magnitude Balancing ``method`` runs with ``params``: ``rho``, ``gmb_mode``
+    (None for a method without GMB) and ``gmb``, a sentence saying it, for notebook 04's reader.
+
+    PMTRec's default (v3) is per entity and reduce-only (``entity_reduce``): it leaves the
+    per-side magnitude ratios as they are, so a reader must be told where its effect shows.
+    """
+    resolved = effective_pmtrec_params(method, dict(params or {}))
+    rho, mode = resolved.get("rho"), resolved.get("gmb_mode")
+    if rho is None:
+        text = f"{method} has no GMB (not a PMTRec-style weighting): the GMB panels stay empty."
+    elif float(rho) == 0:
+        text = f"{method} runs with GMB off (rho = 0): the panels show the magnitudes unbalanced."
+    elif mode == "entity_reduce":
+        text = (
+            f"{method} balances per entity, reduce-only (gmb_mode=entity_reduce, rho={float(rho):g}, "
+            f"gmb_c={float(resolved.get('gmb_c', 1.0)):g}): an entity's auxiliary gradient is scaled down "
+            "towards gmb_c times its own moving-average main-task magnitude, never up. The per-side "
+            "ratios stay as they are (after = before); its effect is the reduce factor."
+        )
+    else:
+        text = (
+            f"{method} balances per side (gmb_mode={mode}, rho={float(rho):g}): each auxiliary task's "
+            "magnitude on a side is moved towards the main task's there (after: closer to 1)."
+        )
+    return {"rho": None if rho is None else float(rho), "gmb_mode": mode if rho is not None else None, "gmb": text}
+
+
+def gmb_reduce_factors(epochs_table: pd.DataFrame, epoch: int | None = None) -> dict[str, float | None]:
+    """The mean reduce-only GMB factor per task at ``epoch`` (default: the last recorded; 1: never
+    reduced), from ``epochs.parquet``'s ``gmb_reduce`` rows; {} when the run recorded none."""
+    if epochs_table is None or epochs_table.empty or "metric" not in epochs_table:
+        return {}
+    rows = epochs_table[epochs_table["metric"] == "gmb_reduce"]
+    if rows.empty:
+        return {}
+    chosen = int(rows["epoch"].max()) if epoch is None else int(epoch)
+    return {str(r.task): _f(r.value) for r in rows[rows["epoch"] == chosen].itertuples()}
+
+
 def magnitude_headlines(
     epochs_table: pd.DataFrame, factor: float = 2.0, epoch: int | None = None
 ) -> dict[str, Any]:
-    """Magnitude ratios to the main task before/after GMB per (side, task), and which dominate."""
+    """Magnitude ratios to the main task before/after GMB per (side, task), which dominate, and
+    the reduce-only GMB's mean factor per task (``gmb_reduce``; {} without it)."""
     ms = magnitude_summary(epochs_table, epoch=epoch, factor=factor)
     return {
         "norm_ratio_before": {f"{r.side}/{r.task}": _f(r.before) for r in ms.itertuples()},
         "norm_ratio_after": {f"{r.side}/{r.task}": _f(r.after) for r in ms.itertuples()},
         "dominating_without_gmb": [f"{r.side}/{r.task}" for r in ms.itertuples() if r.verdict == "dominates"],
         "vanishing_without_gmb": [f"{r.side}/{r.task}" for r in ms.itertuples() if r.verdict == "vanishes"],
+        "gmb_reduce": gmb_reduce_factors(epochs_table, epoch),
+    }
+
+
+def side_gmb_headlines(run: Run, factor: float = 2.0, prefix: str = "side_gmb") -> dict[str, Any]:
+    """What notebook 04 records of the per-side GMB run it shows beside the report's run, each key
+    prefixed ``prefix``: the run, its method, ``rho``, and its per-side magnitude ratios before
+    and after balancing."""
+    method = run.config.method.name
+    setting = gmb_setting(method, run.config.method.params)
+    ratios = magnitude_headlines(run.diagnostics()["epochs"], factor=factor)
+    return {
+        f"{prefix}_run": run.path.name,
+        f"{prefix}_method": method,
+        f"{prefix}_rho": setting["rho"],
+        f"{prefix}_norm_ratio_before": ratios["norm_ratio_before"],
+        f"{prefix}_norm_ratio_after": ratios["norm_ratio_after"],
     }
 
 

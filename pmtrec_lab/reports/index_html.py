@@ -17,10 +17,13 @@ a dict of dicts (``wilcoxon``) is a table with a row per outer key; any other di
 key/value table of its own.
 
 The headline. The main run is notebook ``01_train_and_evaluate``'s (else the first notebook that
-recorded ``test_ndcg@20`` with a method; else the small grid's ``pmtrec``). The comparison runs
-come from notebook 06 only when it trained its small grid (``source == "small grid"``, the same
-common parameters as the main run): committed result tables follow another protocol (epochs,
-learning rate chosen per method), so they are not set beside it. Every inserted text is escaped.
+recorded ``test_ndcg@20`` with a method; else the small grid's ``pmtrec``). The single-task and
+EW cards come first from the main run's own reference runs (notebook 01 records them under
+``references``: the main run's configuration with only the method replaced, see
+:mod:`pmtrec_lab.reports.references`), else from notebook 06 when it trained its small grid
+(``source == "small grid"``, the same common parameters as the main run). Committed result
+tables follow another protocol (epochs, learning rate chosen per method), so they are never set
+beside the main run. Every inserted text is escaped.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ MAIN_NOTEBOOK = "01_train_and_evaluate"
 #: Runs set beside the main run when the report trains them: (method, label).
 COMPARED_METHODS: tuple[tuple[str, str], ...] = (("single-task", "single-task"), ("ew", "EW (equal weights)"))
 SMALL_GRID_SOURCE = "small grid"
+#: Where a train notebook records its reference runs' headlines (``reference_headlines``).
+REFERENCES_KEY = "references"
+#: ``compared[i]["source"]``: the main run's own reference run, or the small grid's mean.
+FROM_REFERENCES, FROM_SMALL_GRID = "reference run", SMALL_GRID_SOURCE
 
 NUMBER_CONVENTION = (
     "Ranking metrics (NDCG@k, Recall@k and differences of them) are shown \u00d7100 with 2 decimals; "
@@ -250,7 +257,9 @@ def headline(entries: Sequence[Entry]) -> dict[str, Any]:
 
     ``entries`` are ``index.json`` entries (``ReportEntry.to_dict()``). Returns ``{"metric",
     "main": {notebook, run, method, dataset, value} | None, "compared": [{method, label, value,
-    notebook} ...]}``; a compared run the report did not train has value None. Written into
+    notebook, source} ...]}``: each compared run is the main run's own reference run when its
+    notebook recorded one (``source`` "reference run"), else the small grid's (``source`` "small
+    grid"); one the report did not train has value, notebook and source None. Written into
     ``index.json`` as ``headline``.
     """
     ok = [e for e in entries if _ok(e)]
@@ -266,10 +275,12 @@ def headline(entries: Sequence[Entry]) -> dict[str, Any]:
     candidates = [e for e in ok if e.get("name") == MAIN_NOTEBOOK]
     candidates += [e for e in ok if e.get("name") != MAIN_NOTEBOOK]
     main: dict[str, Any] | None = None
+    main_entry: Entry | None = None
     for e in candidates:
         v = _values(e)
         value = _number(v.get(HEADLINE_METRIC))
         if value is not None and isinstance(v.get("method"), str):
+            main_entry = e
             main = {
                 "notebook": e.get("name"),
                 "run": v.get("run"),
@@ -290,18 +301,23 @@ def headline(entries: Sequence[Entry]) -> dict[str, Any]:
                 "dataset": datasets[0],
                 "value": value,
             }
+    references: Mapping[str, Any] = {}
+    if main is not None and main_entry is not None:
+        recorded = _values(main_entry).get(REFERENCES_KEY)
+        references = recorded if isinstance(recorded, Mapping) else {}
     compared = []
     for method, label in COMPARED_METHODS:
-        value = None
-        if grid is not None and main is not None:
-            value = _number(grid_values.get(f"{main['dataset']}/{method}"))
+        value, notebook, source = None, None, None
+        if main is not None:
+            value = _number(references.get(f"{HEADLINE_METRIC}_{method}"))
+            if value is not None:
+                notebook, source = main["notebook"], FROM_REFERENCES
+            elif grid is not None:
+                value = _number(grid_values.get(f"{main['dataset']}/{method}"))
+                if value is not None:
+                    notebook, source = grid.get("name"), FROM_SMALL_GRID
         compared.append(
-            {
-                "method": method,
-                "label": label,
-                "value": value,
-                "notebook": grid.get("name") if grid is not None and value is not None else None,
-            }
+            {"method": method, "label": label, "value": value, "notebook": notebook, "source": source}
         )
     return {"metric": HEADLINE_METRIC, "main": main, "compared": compared}
 
@@ -331,25 +347,35 @@ def _headline_html(head: Mapping[str, Any], titles: Mapping[str, str]) -> str:
             cards.append(
                 '<div class="card absent">'
                 f'<div class="label">{_e(c["label"])}</div><div class="big">{_EMPTY}</div>'
-                '<div class="sub">not trained by this report (06 trains it with run_small_grid=True '
+                '<div class="sub">not trained by this report (notebook 01 trains it beside the main '
+                "run; 06 with run_small_grid=True "
                 f"and &quot;{_e(c['method'])}&quot; in grid_methods)</div></div>"
             )
             continue
         diff = fmt_value(main["value"] - c["value"], True)
         diff = diff if diff.startswith("-") else f"+{diff}"
+        kind = "same setting" if c.get("source") == FROM_REFERENCES else "small grid"
         cards.append(
             '<div class="card">'
             f'<div class="label">{_e(c["label"])}</div>'
             f'<div class="big">{_e(fmt_value(c["value"], True))}</div>'
             f'<div class="sub">main run \u2212 this: {_e(diff)}<br>'
-            f"from {_e(titles.get(c['notebook'], c['notebook']))} (small grid)</div></div>"
+            f"from {_e(titles.get(c['notebook'], c['notebook']))} ({kind})</div></div>"
         )
-    note = ""
-    if any(c["value"] is not None for c in head["compared"]):
-        note = (
-            '<p class="note">Small-grid runs use the report\'s common parameters (data, encoder, '
-            "dim, epochs, learning rate) and are averaged over the grid's seeds.</p>"
+    sources = {c.get("source") for c in head["compared"] if c["value"] is not None}
+    notes = []
+    if FROM_REFERENCES in sources:
+        notes.append(
+            "Same setting: the main run's configuration with only the method replaced (same data, "
+            "split, encoder, epochs, learning rate and seed), one run each: test metrics that show "
+            "the setting and choose nothing."
         )
+    if FROM_SMALL_GRID in sources:
+        notes.append(
+            "Small-grid runs use the report's common parameters (data, encoder, dim, epochs, "
+            "learning rate) and are averaged over the grid's seeds."
+        )
+    note = "".join(f'<p class="note">{_e(n)}</p>' for n in notes)
     return (
         f'<section class="headline"><h2>{_e(title)}</h2>'
         f'<div class="cards">{"".join(cards)}</div>{note}</section>'

@@ -25,6 +25,15 @@ traceback has its context). ``show_code=True`` shows every cell except those tag
 ``hide-input`` or collapsed in JupyterLab (``metadata.jupyter.source_hidden``). Cells tagged
 ``remove-cell`` are dropped, outputs of cells tagged ``remove-output`` are dropped.
 
+Training logs. Training prints one line per epoch and, in a kernel, shows a progress bar per
+epoch; a page would show all of it (15 lines a run, three runs in notebook 01) above its figures.
+Each code cell's printed lines (stdout) are folded into ONE closed ``<details>`` element, placed
+where the first of them was, whose summary says how many lines it holds; the whole log stays on
+the page, out of its main flow. stderr (warnings) stays in view. Progress bars (widget views of
+an ipywidgets progress bar, or of a widget whose state was not saved) are dropped: a static page
+cannot drive them and the log says the same; when no widget view is left, the saved widget state
+is dropped too, so the page does not load the widget manager from a CDN.
+
 plotly.js. The "notebook" renderer displays, on its first use in a kernel, a raw HTML output with
 ``window.PlotlyConfig`` and a ``<script>`` holding the whole 4.8 MB library; each figure is then a
 ``<div>`` plus a small ``Plotly.newPlot`` script. Before export every ``<script>`` whose body is
@@ -43,6 +52,7 @@ and the remaining notebooks still run. ``ReportResult.ok`` is False when any not
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -77,6 +87,14 @@ _PLOTLY_BANNER = re.compile(r"\s*/\*\*?\s*\*?\s*plotly\.js v(\d[\w.\-]*)")
 _FIGURE_MATHJAX = re.compile(r"<script\s+src=\"https?://[^\"]*mathjax[^\"]*\"\s*>\s*</script>", re.IGNORECASE)
 _SCRIPT_OPEN = re.compile(r"<script\b[^>]*>", re.IGNORECASE)
 _PLOTLY_USE = ("Plotly.newPlot", "window.PLOTLYENV")
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
+#: The class of the ``<details>`` element holding a cell's printed lines.
+LOG_CLASS = "pmtrec-log"
+#: Widget models a progress bar is made of (tqdm's bar is an HBox around one of them).
+_PROGRESS_MODELS = frozenset({"FloatProgressModel", "IntProgressModel"})
+#: The trainer's epoch line, "[pmtrec] epoch 3/15 ...".
+_EPOCH_LINE = re.compile(r"^\[[^\]\n]+\] epoch \d+/\d+ ", re.MULTILINE)
 
 
 @dataclass
@@ -176,10 +194,78 @@ def _strip_plotly_library(text: str) -> tuple[str, list[str]]:
     return "".join(out), versions
 
 
+def _widget_state(nb: Any) -> Mapping[str, Any]:
+    """The widget models papermill saved with the notebook, by model id ({} when none)."""
+    saved = nb.metadata.get("widgets", {}).get(WIDGET_STATE_MIME, {})
+    state = saved.get("state", {}) if isinstance(saved, Mapping) else {}
+    return state if isinstance(state, Mapping) else {}
+
+
+def _is_progress_bar(model_id: Any, state: Mapping[str, Any]) -> bool:
+    """True for a view a static page cannot show usefully: a progress bar (or an HBox holding
+    one, tqdm's), or a model whose state was not saved (a closed widget renders nothing)."""
+    model = state.get(str(model_id))
+    if not isinstance(model, Mapping):
+        return True
+    if model.get("model_name") in _PROGRESS_MODELS:
+        return True
+    children = (model.get("state") or {}).get("children") or []
+    return any(
+        (state.get(str(child).removeprefix("IPY_MODEL_")) or {}).get("model_name") in _PROGRESS_MODELS
+        for child in children
+    )
+
+
+def _log_output(text: str) -> Any:
+    """One ``display_data`` output: ``text`` in a closed ``<details>`` whose summary counts its lines."""
+    import nbformat
+
+    n = len(text.splitlines())
+    kind = "Training log" if _EPOCH_LINE.search(text) else "Printed output"
+    summary = f"{kind} ({n} line{'s' if n != 1 else ''}, click to show)"
+    body = (
+        f'<details class="{LOG_CLASS}"><summary>{html.escape(summary)}</summary>'
+        f'<pre style="max-height: 30em; overflow: auto">{html.escape(text)}</pre></details>'
+    )
+    return nbformat.v4.new_output("display_data", data={"text/html": body})
+
+
+def _fold_training_log(outputs: list[Any], state: Mapping[str, Any]) -> list[Any]:
+    """``outputs`` with their stdout lines folded into one ``<details>`` (where the first was) and
+    progress-bar widget views left out (module docstring, "Training logs")."""
+    kept: list[Any] = []
+    printed: list[str] = []
+    at: int | None = None
+    for output in outputs:
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            text = output.get("text", "")
+            printed.append("".join(text) if isinstance(text, list) else str(text))
+            at = len(kept) if at is None else at
+            continue
+        view = (output.get("data") or {}).get(WIDGET_VIEW_MIME)
+        if isinstance(view, Mapping) and _is_progress_bar(view.get("model_id"), state):
+            continue
+        kept.append(output)
+    if at is not None:
+        kept.insert(at, _log_output("".join(printed)))
+    return kept
+
+
+def _has_widget_views(cells: list[Any]) -> bool:
+    return any(
+        WIDGET_VIEW_MIME in (output.get("data") or {})
+        for cell in cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+
+
 def _prepare_for_html(nb: Any, show_code: bool) -> tuple[Any, list[str]]:
-    """Apply the cell tags and visibility rules (module docstring) and strip plotly.js copies."""
+    """Apply the cell tags and visibility rules (module docstring), fold each cell's training log
+    into a closed ``<details>``, drop progress bars, and strip plotly.js copies."""
     versions: list[str] = []
     cells = []
+    state = _widget_state(nb)
     for cell in nb.cells:
         tags = set(cell.get("metadata", {}).get("tags", []))
         if REMOVE_CELL_TAG in tags:
@@ -187,6 +273,7 @@ def _prepare_for_html(nb: Any, show_code: bool) -> tuple[Any, list[str]]:
         if cell.cell_type == "code":
             if REMOVE_OUTPUT_TAG in tags:
                 cell.outputs = []
+            cell.outputs = _fold_training_log(list(cell.get("outputs", [])), state)
             raised = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
             collapsed = bool(cell.metadata.get("jupyter", {}).get("source_hidden"))  # collapsed in Lab
             hidden = HIDE_INPUT_TAG in tags or collapsed
@@ -207,6 +294,8 @@ def _prepare_for_html(nb: Any, show_code: bool) -> tuple[Any, list[str]]:
                 data["text/html"] = text
         cells.append(cell)
     nb.cells = cells
+    if not _has_widget_views(cells):
+        nb.metadata.pop("widgets", None)  # no view left to render: no widget manager from a CDN
     return nb, versions
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,19 +156,28 @@ def evaluate_split(
 
 @dataclass
 class _Progress:
+    """How training shows its progress: a per-epoch bar of steps ("bar"), the epoch lines ("log",
+    printed with the bar too), or nothing. ``epochs`` is the run's maximum, shown in the bar."""
+
     mode: str
+    epochs: int | None = None
 
     @classmethod
-    def make(cls, setting: str) -> _Progress:
+    def make(cls, setting: str, epochs: int | None = None) -> _Progress:
         if setting == "auto":
             setting = "bar" if "ipykernel" in sys.modules else "log"
-        return cls(setting)
+        return cls(setting, epochs)
 
-    def steps(self, n: int, epoch: int):
+    def steps(self, n: int, epoch: int) -> Iterable[int]:
+        """The ``n`` steps of the epoch whose 0-based index is ``epoch``, as a bar in "bar" mode.
+
+        The bar names the epoch as the log lines and files do, counted from 1 ("epoch 1/15").
+        """
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            return tqdm(range(n), desc=f"epoch {epoch}", leave=False)
+            total = f"/{self.epochs}" if self.epochs is not None else ""
+            return tqdm(range(n), desc=f"epoch {epoch + 1}{total}", leave=False)
         return range(n)
 
     def epoch_line(self, text: str) -> None:
@@ -539,7 +548,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
         method=method,
         optimizer=optimizer,
         recorder=recorder,
-        progress=_Progress.make(cfg.progress),
+        progress=_Progress.make(cfg.progress, cfg.optim.epochs),
         steps_per_epoch=tasks[0].steps_for_epoch(),  # the main task's epoch sets the steps
         status=status,
         fingerprint=fingerprint,

@@ -24,6 +24,8 @@ from pmtrec_lab.viz.gradients import (
 )
 from pmtrec_lab.viz.items import accuracy_coverage, beyond_at, beyond_table, item_group_figure, read_items
 from pmtrec_lab.viz.training import (
+    compare_learning_curves,
+    compare_test_metrics,
     group_metrics_figure,
     group_metrics_table,
     learning_curves,
@@ -52,6 +54,8 @@ __all__ = [
     "benefit_by_bins",
     "beyond_at",
     "beyond_table",
+    "compare_learning_curves",
+    "compare_test_metrics",
     "conflict_fraction_over_epochs",
     "conflict_summary",
     "cosine_before_after",

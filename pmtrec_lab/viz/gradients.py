@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pmtrec_lab.viz._common import (
+    log_axis,
     missing_figure,
     ordered_tasks,
     require_columns,
@@ -322,7 +323,8 @@ def norm_ratio_over_epochs(epochs_table: pd.DataFrame) -> go.Figure:
         fig.add_hline(y=1, line_dash="dot", line_color="gray", row=1, col=i)
     src = nr["source"].iloc[0]
     note = "" if src == "method" else " (raw grad norms; the method does not balance magnitudes)"
-    fig.update_yaxes(type="log", title_text="magnitude / main task's", col=1)
+    log_axis(fig, "y", pd.concat([nr["before"], nr["after"]]))  # every side's panel: they share y
+    fig.update_yaxes(title_text="magnitude / main task's", col=1)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=f"Task gradient magnitude relative to the main task{note}", height=420)
     return fig
@@ -342,7 +344,8 @@ def grad_norm_over_epochs(epochs_table: pd.DataFrame) -> go.Figure:
             t = sub[sub["task"] == task].sort_values("epoch")
             fig.add_trace(task_line(task, colors[task], shown, t["epoch"], t["value"]), row=1, col=i)
             shown.add(task)
-    fig.update_yaxes(type="log", title_text="mean per-row gradient norm", col=1)
+    log_axis(fig, "y", gn["value"])  # every side's panel: they share y
+    fig.update_yaxes(title_text="mean per-row gradient norm", col=1)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title="Raw task gradient norms", height=400)
     return fig

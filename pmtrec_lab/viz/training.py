@@ -17,6 +17,8 @@ from plotly.subplots import make_subplots
 from pmtrec_lab.viz._common import missing_figure, task_colors
 
 __all__ = [
+    "compare_learning_curves",
+    "compare_test_metrics",
     "group_metrics_figure",
     "group_metrics_table",
     "learning_curves",
@@ -40,10 +42,11 @@ def learning_curves(
     loss_cols = [c for c in history.columns if c.startswith("loss/")]
     valid_col = f"valid/{metric}"
     has_beta = "beta" in history.columns and history["beta"].notna().any()
+    first_epoch = int(history["epoch"].iloc[0])  # 1: epochs are counted from 1
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=("Training loss (relative to epoch 0)", f"Validation {metric}"),
+        subplot_titles=(f"Training loss (relative to epoch {first_epoch})", f"Validation {metric}"),
         specs=[[{}, {"secondary_y": True}]],
     )
     colors = task_colors(c.removeprefix("loss/") for c in loss_cols)
@@ -95,9 +98,119 @@ def learning_curves(
     if best_epoch is not None and best_epoch >= 0:
         fig.add_vline(x=best_epoch, line_dash="dash", line_color="green", row=1, col=2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="loss / loss at epoch 0", row=1, col=1)
+    fig.update_yaxes(title_text=f"loss / loss at epoch {first_epoch}", row=1, col=1)
     fig.update_yaxes(title_text=metric, row=1, col=2, secondary_y=False)
     fig.update_layout(title="Learning curves", height=400, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
+def compare_learning_curves(
+    histories: Mapping[str, pd.DataFrame],
+    metric: str = "ndcg@20",
+    best_epochs: Mapping[str, int | None] | None = None,
+    latest: str | None = None,
+) -> go.Figure:
+    """Several runs' learning curves on one figure, a color per run and every trace named by its
+    key (the run's label, e.g. the explorer's setting), so ablations can be compared.
+
+    Left: the main task's training loss (each history's first ``loss/`` column, the run's task
+    order) relative to the run's first epoch; right: the validation ``metric``, its selected epoch
+    (``best_epochs``) drawn as a star. The ``latest`` run is drawn thicker, the others thinner.
+    Runs without a history are left out; none left: a placeholder.
+    """
+    usable = {
+        label: h
+        for label, h in histories.items()
+        if h is not None and not h.empty and "epoch" in h.columns and any(c.startswith("loss/") for c in h)
+    }
+    if not usable:
+        return missing_figure("No training history in these runs.", "Learning curves")
+    titles = ("Main-task training loss (relative to epoch 1)", f"Validation {metric}")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles)
+    colors = task_colors(usable)
+    valid_col = f"valid/{metric}"
+    for label, history in usable.items():
+        width = 3.5 if label == latest else 1.8
+        style = {"color": colors[label], "width": width}
+        loss_col = next(c for c in history.columns if c.startswith("loss/"))
+        raw = history[loss_col].astype(float)
+        first = raw.iloc[0] if raw.iloc[0] != 0.0 else 1.0
+        fig.add_trace(
+            go.Scatter(
+                x=history["epoch"],
+                y=raw / first,
+                customdata=raw,
+                mode="lines",
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                line=style,
+                hovertemplate=f"{label}<br>epoch %{{x}}<br>{loss_col} %{{customdata:.4f}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        if valid_col not in history.columns:
+            continue
+        sub = history[["epoch", valid_col]].dropna()
+        best = (best_epochs or {}).get(label)
+        fig.add_trace(
+            go.Scatter(
+                x=sub["epoch"],
+                y=sub[valid_col],
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                line=style,
+                marker={
+                    "symbol": ["star" if e == best else "circle" for e in sub["epoch"]],
+                    "size": [13 if e == best else 5 for e in sub["epoch"]],
+                },
+                hovertemplate=f"{label}<br>epoch %{{x}}<br>{metric} %{{y:.4f}}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="loss / loss at epoch 1", row=1, col=1)
+    fig.update_yaxes(title_text=f"{metric} (star: selected epoch)", row=1, col=2)
+    fig.update_layout(
+        title=f"Learning curves of {len(usable)} run{'s' if len(usable) != 1 else ''}",
+        height=440,
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def compare_test_metrics(
+    metrics: Mapping[str, Mapping[str, Any]], names: Sequence[str] = ("ndcg@20", "recall@20")
+) -> go.Figure:
+    """Test ``names`` of several runs (``Run.metrics`` by label) as grouped bars, one bar per run
+    named by its label, so ablations can be compared; runs without test metrics are left out."""
+    tested = {label: m.get("test") for label, m in metrics.items() if isinstance(m.get("test"), Mapping)}
+    if not tested:
+        return missing_figure("No test metrics in these runs (are they finished?).", "Test metrics")
+    fig = go.Figure()
+    colors = task_colors(tested)
+    for label, test in tested.items():
+        fig.add_trace(
+            go.Bar(
+                x=list(names),
+                y=[test.get(n) for n in names],
+                name=label,
+                marker_color=colors[label],
+                texttemplate="%{y:.4f}",
+                textposition="outside",
+                textfont={"size": 9},
+            )
+        )
+    fig.update_layout(
+        title="Test metrics (full ranking)",
+        barmode="group",
+        yaxis_title="value",
+        height=400,
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig
 
 

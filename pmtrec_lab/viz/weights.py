@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from pmtrec_lab.viz._common import (
     SIDES,
+    log_axis,
     missing_figure,
     ordered_tasks,
     require_columns,
@@ -184,11 +185,13 @@ def weights_vs_activity(
     panels = [("user", "activity", 1), ("item", "activity", 2)] + (
         [("user", "social_degree", 3)] if has_social else []
     )
+    drawn_x: dict[int, list[float]] = {1: [], 2: [], 3: []}  # per panel: the bin medians drawn
     for side, xcol, col in panels:
         sub = joined[(joined["side"] == side) & joined[xcol].notna()]
         for task in ordered_tasks(sub):
             t = sub[sub["task"] == task]
             xs, ys, es = _binned_means(t[xcol].to_numpy(float), t["weight"].to_numpy(float), bins)
+            drawn_x[col].extend(np.asarray(xs, float).tolist())
             line = task_line(
                 task,
                 colors[task],
@@ -211,8 +214,9 @@ def weights_vs_activity(
             showarrow=False,
         )
         fig.update_xaxes(visible=False, col=3)
-    fig.update_xaxes(title_text="training interactions (bin median)", type="log", col=1)
-    fig.update_xaxes(title_text="training interactions (bin median)", type="log", col=2)
+    for col in (1, 2):  # activity spans orders of magnitude: log axes with whole-number ticks
+        log_axis(fig, "x", drawn_x[col], col=col)
+        fig.update_xaxes(title_text="training interactions (bin median)", col=col)
     fig.update_xaxes(title_text="social links (bin median)", col=3)
     fig.update_yaxes(title_text="mean task weight", col=1)
     fig.update_layout(

@@ -15,8 +15,12 @@ one resolution; merged with the base configuration's own PMTRec parameters):
 | Focusing everywhere (v3) | ``focus_everywhere=True``           | ``False``                |
 | tau slider              | ``tau``                              |                          |
 | beta_max slider         | ``beta_max`` (ignored, and disabled, while the schedule is off) |  |
-| rho slider              | ``rho`` (ignored, and disabled, while GMB is off) |              |
+| rho slider              | ``rho`` (shows 0, disabled, while GMB is off) | 0: GMB off      |
 | epochs slider           | ``optim.epochs``                     |                          |
+
+rho and GMB agree: switching GMB off sets the slider to 0 (what runs) and disables it; switching
+it on brings back the last rho used (or set in code while GMB was off); dragging rho to 0
+switches GMB off.
 
 Only parameters that differ from the defaults are written into ``method.params``, so "all on,
 default sliders" is exactly the configuration ``method.name=pmtrec`` that notebooks 01-04
@@ -25,9 +29,11 @@ explored once is reused when the switches come back to it.
 
 Training happens on the "Train" button (or :meth:`AblationExplorer.run`, synchronous, for
 scripts and tests): the trainer's progress bar appears in the progress area, then the learning
-curves and test metrics of the run, and a table of every configuration run in this session
-(:attr:`AblationExplorer.metrics_html`). Figures are plain plotly figures re-displayed into an
-``Output`` widget: nothing large is kept in widget state.
+curves and test metrics of every run of this session, overlaid and each named by its setting
+(the latest drawn thicker), and a table of every configuration run in this session
+(:attr:`AblationExplorer.metrics_html`). "Clear earlier runs" (:meth:`AblationExplorer.clear`)
+keeps the latest run only. Figures are plain plotly figures re-displayed into an ``Output``
+widget: nothing large is kept in widget state.
 """
 
 from __future__ import annotations
@@ -178,7 +184,13 @@ class AblationExplorer:
         self.last_config: RunConfig | None = None
         self.last_values: dict[str, Any] = {}
         self.results: list[dict[str, Any]] = []
+        #: this session's runs by run folder, in the order last run: (setting, run)
+        self.session: dict[str, tuple[str, Run]] = {}
         init = {**CONTROL_DEFAULTS, "epochs": base_cfg.optim.epochs, **values}
+        # rho 0 is GMB off; while GMB is off the slider shows 0 and keeps the rho to come back to
+        self._rho_when_on = float(init["rho"]) if float(init["rho"]) > 0 else float(CONTROL_DEFAULTS["rho"])
+        init["gmb"] = bool(init["gmb"]) and float(init["rho"]) > 0
+        init["rho"] = self._rho_when_on if init["gmb"] else 0.0
         style = {"description_width": "initial"}
         self.checkboxes: dict[str, w.Checkbox] = {
             key: w.Checkbox(value=bool(init[key]), description=label, indent=False)
@@ -203,15 +215,25 @@ class AblationExplorer:
             ),
         }
         self.train_button = w.Button(description="Train", button_style="primary", icon="play")
+        self.clear_button = w.Button(
+            description="Clear earlier runs",
+            icon="trash",
+            tooltip="keep only the latest run in the figures and the table",
+            disabled=True,
+        )
         self.status = w.HTML(value="<i>Set the switches and press Train.</i>")
         self.progress_output = w.Output()
         self.figure_output = w.Output()
         self.metrics_html = w.HTML(value="")
+        # GMB and rho first, so that the status line describes both after either changed
+        self.checkboxes["gmb"].observe(self._on_gmb, names="value")
+        self.sliders["rho"].observe(self._on_rho, names="value")
         for cb in self.checkboxes.values():
             cb.observe(self._on_change, names="value")
         for sl in self.sliders.values():
             sl.observe(self._on_change, names="value")
         self.train_button.on_click(self._on_click)
+        self.clear_button.on_click(lambda _button: self.clear())
         self._sync_enabled()
         self._on_change()
         self.widget = w.VBox(
@@ -221,7 +243,7 @@ class AblationExplorer:
                 w.HBox([self.checkboxes[k] for k in ("gmb_per_entity", "freq_free", "focus_everywhere")]),
                 w.HBox([self.sliders["tau"], self.sliders["beta_max"]]),
                 w.HBox([self.sliders["rho"], self.sliders["epochs"]]),
-                w.HBox([self.train_button, self.status]),
+                w.HBox([self.train_button, self.clear_button, self.status]),
                 self.progress_output,
                 self.figure_output,
                 self.metrics_html,
@@ -251,6 +273,27 @@ class AblationExplorer:
     def config(self) -> RunConfig:
         """The configuration the current controls select."""
         return config_from_controls(self.values(), self.base_cfg)
+
+    def _on_gmb(self, change: Mapping[str, Any]) -> None:
+        """GMB switched: on brings rho back to its last value, off shows (and runs) rho 0."""
+        rho = self.sliders["rho"]
+        if change["new"]:
+            rho.value = self._rho_when_on
+        else:
+            if rho.value > 0:
+                self._rho_when_on = float(rho.value)
+            rho.value = 0.0
+
+    def _on_rho(self, change: Mapping[str, Any]) -> None:
+        """rho moved: 0 switches GMB off; a value set while GMB is off is kept for when it is on."""
+        value = float(change["new"])
+        gmb = self.checkboxes["gmb"]
+        if value > 0:
+            self._rho_when_on = value
+            if not gmb.value:
+                self.sliders["rho"].value = 0.0  # GMB is off: rho stays 0 until it is switched on
+        elif gmb.value:
+            gmb.value = False
 
     def _sync_enabled(self) -> None:
         self.sliders["beta_max"].disabled = not self.checkboxes["schedule"].value
@@ -290,6 +333,9 @@ class AblationExplorer:
             self.train_button.disabled = False
         self.progress_output.clear_output()
         self.last_run, self.last_config, self.last_values = run, cfg, values
+        self.session.pop(str(run.path), None)  # a setting run again moves to the end (the latest)
+        self.session[str(run.path)] = (describe_controls(values), run)
+        self.clear_button.disabled = len(self.session) <= 1
         test, valid = run.metrics.get("test", {}), run.metrics.get("valid", {})
         self.results.append(
             {
@@ -308,12 +354,25 @@ class AblationExplorer:
             if ndcg is not None
             else "Done."
         )
+        self._show_figures()
+        return run
+
+    def clear(self) -> None:
+        """Forget every run of this session but the latest: its curves and its table row stay."""
+        if self.session:
+            key = next(reversed(self.session))
+            self.session = {key: self.session[key]}
+        self.results = self.results[-1:]
+        self.metrics_html.value = self.results_html()
+        self.clear_button.disabled = True
+        self._show_figures()
+
+    def _show_figures(self) -> None:
         if self.show_figures:
             self.figure_output.clear_output(wait=True)
             with self.figure_output:
                 for fig in self.figures():
                     display(fig)
-        return run
 
     # ------------------------------------------------------------------ results
 
@@ -335,16 +394,22 @@ class AblationExplorer:
         return "<b>Runs in this session</b>" + styled.to_html()
 
     def figures(self) -> list:
-        """Plain plotly figures of :attr:`last_run`: learning curves and test metrics."""
-        from pmtrec_lab.viz import learning_curves, metrics_bar
+        """Plain plotly figures of this session's runs (:attr:`session`, until :meth:`clear`):
+        learning curves and test metrics, every run named by its setting, the latest thickest."""
+        from pmtrec_lab.viz import compare_learning_curves, compare_test_metrics
 
-        if self.last_run is None:
+        if not self.session:
             return []
-        run = self.last_run
-        title = f"Test metrics: {describe_controls(self.last_values)}"
+        labelled: dict[str, Run] = {}
+        for setting, run in self.session.values():
+            label = setting if setting not in labelled else f"{setting} ({run.path.name})"
+            labelled[label] = run
+        latest = next(reversed(labelled))
+        histories = {label: run.history for label, run in labelled.items()}
+        best = {label: run.metrics.get("best_epoch") for label, run in labelled.items()}
         return [
-            learning_curves(run.history, best_epoch=run.metrics.get("best_epoch")),
-            metrics_bar(run.metrics, title=title),
+            compare_learning_curves(histories, best_epochs=best, latest=latest),
+            compare_test_metrics({label: run.metrics for label, run in labelled.items()}),
         ]
 
     def _ipython_display_(self) -> None:
