@@ -55,3 +55,20 @@ def test_a_different_parameter_is_still_refused(tmp_path):
     train(_cfg("static-lambda", {"weight": 0.3}), out)
     with pytest.raises(PmtrecError, match="different configuration"):
         train(_cfg("static-lambda", {"weight": 0.1}), out)
+
+
+@pytest.mark.parametrize("method,params", CASES)
+def test_evaluate_accepts_the_runs_own_checkpoint_whichever_form_it_recorded(method, params, tmp_path):
+    """A checkpoint records its run's configuration; it compares equal to the folder's config.yaml
+    whether it recorded the resolved parameters (now) or only the given ones (before)."""
+    from pmtrec_lab.train import evaluate_run
+    from pmtrec_lab.train.run import load_checkpoint, save_checkpoint
+
+    cfg = _cfg(method, params)
+    run = train(cfg, tmp_path / "r")
+    assert evaluate_run(run.path) == pytest.approx(run.metrics["test"])
+    best = load_checkpoint(run.path / "best.pt")
+    assert best["config"]["method"]["params"] == resolve_params(method, params)
+    best["config"]["method"]["params"] = dict(params)  # as checkpoints were written before
+    save_checkpoint(run.path / "best.pt", best)
+    assert evaluate_run(run.path) == pytest.approx(run.metrics["test"])

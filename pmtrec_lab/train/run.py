@@ -240,13 +240,32 @@ def config_differences(theirs: dict[str, Any], ours: dict[str, Any], limit: int 
     return shown
 
 
+def _resolved_method(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration dict with its method's parameters resolved (defaults < preset < given), so
+    a checkpoint that recorded only the given parameters and one that recorded all of them compare
+    equal when they are the same run."""
+    method = config.get("method")
+    if not isinstance(method, dict) or not isinstance(method.get("params"), dict):
+        return config
+    from pmtrec_lab.mtl import resolve_params
+
+    try:
+        params = resolve_params(method["name"], method["params"])
+    except (ValueError, TypeError, KeyError):
+        return config  # an unknown method or bad parameters: compared as written
+    return {**config, "method": {**method, "params": params}}
+
+
 def check_checkpoint_run(path: Path, state: dict[str, Any], run_config: dict[str, Any], hint: str) -> None:
     """A :class:`RunFileError` naming ``path`` and the settings that differ when the checkpoint
     ``state`` was written by a run of another configuration (``state["config"]``: checkpoints
     record their run's configuration, the progress display aside). A checkpoint from before that
     record passes here; :func:`load_model_state` still compares its shapes."""
     recorded = state.get("config")
-    if not isinstance(recorded, dict) or recorded == run_config:
+    if not isinstance(recorded, dict):
+        return
+    recorded, run_config = _resolved_method(recorded), _resolved_method(run_config)
+    if recorded == run_config:
         return
     diffs = config_differences(recorded, run_config)
     raise RunFileError(path, f"was written by another run ({'; '.join(diffs)})", hint=hint)

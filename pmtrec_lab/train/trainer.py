@@ -310,8 +310,9 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     """What a checkpoint records of the run that wrote it: the configuration, the progress display
     aside (it does not change a result; ``_plan`` compares configurations the same way). A
     checkpoint copied from another run is then named as such, with the settings that differ,
-    instead of being loaded (same shapes) or blamed on changed data."""
-    return cfg.updated({"progress": "none"}).to_dict()
+    instead of being loaded (same shapes) or blamed on changed data. The method's parameters are
+    recorded resolved (:func:`resolved_config`), as ``config.yaml`` records them."""
+    return resolved_config(cfg).updated({"progress": "none"}).to_dict()
 
 
 def _reason(exc: BaseException) -> str:
