@@ -171,8 +171,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
     A file that is damaged, crafted to run code, or from an older pmtrec-lab (schema 1 pickled
     DataFrames) raises a :class:`RunFileError` naming it, instead of running anything. The
-    message never repeats torch's advice to load the file with ``weights_only=False`` (that
-    would run whatever the file holds), nor its warning about the pickle protocol."""
+    message never repeats torch's advice to turn the weights-only restriction off (that would run
+    whatever the file holds), nor its warning about the pickle protocol."""
     path = Path(path)
     try:
         # Any exception is a damaged file: the weights-only unpickler meets arbitrary bytes with
@@ -200,8 +200,8 @@ _UNSAFE_ADVICE = ("weights_only", "trust", "safe_globals", "\x1b")
 def _unloadable(exc: Exception) -> str:
     """What is wrong with a file ``torch.load(weights_only=True)`` refused, in our words.
 
-    torch's weights-only message advises rerunning ``torch.load`` with ``weights_only=False``
-    or allow-listing the object: advice that runs the file's code, so only the object it
+    torch's weights-only message advises rerunning ``torch.load`` with the restriction turned
+    off or allow-listing the object: advice that runs the file's code, so only the object it
     names is kept from it."""
     text = str(exc)
     if "Weights only load failed" in text or "WeightsUnpickler" in text:
