@@ -68,7 +68,7 @@ def test_a_neutral_parameter_leaves_names_alone(monkeypatch):
     )  # fmt: skip
     before = {m: run_name(spec, m, 1e-3, 0) for m in spec.methods}
     assert "delta" in run_key(spec, "pmtrec", 1e-3, 0)["params"]
-    monkeypatch.setattr(PMTRecParams, "name_neutral", {"delta": "off"})
+    monkeypatch.setattr(PMTRecParams, "name_neutral", {**PMTRecParams.name_neutral, "delta": "off"})
     assert "delta" not in run_key(spec, "pmtrec", 1e-3, 0)["params"]
     assert run_key(spec, "learned", 1e-3, 0)["params"]["delta"] == "learned"
     assert run_name(spec, "pmtrec", 1e-3, 0) != before["pmtrec"]

@@ -101,10 +101,15 @@ class Need(StrEnum):
     META_LOSS = "meta_loss"
     #: ``after_step`` with each task's loss on the same batch after the update (FAMO)
     LOSSES_AFTER = "losses_after"
+    #: rounds of in-run selection of auxiliary levels (``train/level_selection.py``): before an
+    #: epoch where ``level_groups`` names task groups, the trainer branches short continuations
+    #: with each of ``level_candidates``, scores them on the meta split and calls ``set_levels``
+    #: with the best (the dataset needs ``data.meta_split``)
+    LEVEL_SELECTION = "level_selection"
 
 
 #: the needs that read the meta split: a method declaring one trains only with ``data.meta_split``
-META_SPLIT_NEEDS: frozenset[Need] = frozenset({Need.META_GRADIENTS, Need.META_LOSS})
+META_SPLIT_NEEDS: frozenset[Need] = frozenset({Need.META_GRADIENTS, Need.META_LOSS, Need.LEVEL_SELECTION})
 #: the capability flags methods set before ``needs`` (now read-only properties deriving from it)
 _LEGACY_FLAGS: dict[str, Need] = {"needs_meta": Need.META_GRADIENTS, "needs_losses_after": Need.LOSSES_AFTER}
 

@@ -47,6 +47,7 @@ from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
 from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
+from pmtrec_lab.train.level_selection import select_levels
 from pmtrec_lab.train.lock import RunLock, lock_holder
 from pmtrec_lab.train.optim import SparseDenseAdam, make_optimizer, uses_sparse_tables
 from pmtrec_lab.train.run import (
@@ -367,6 +368,7 @@ _RUN_FILES = (
     "per_item_valid.parquet",
     "groups.json",
     "items.json",
+    "level_selection.json",
 )
 
 
@@ -610,6 +612,7 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
     """Train one epoch, validate when due, checkpoint, report; True if early stopping is due."""
     cfg = s.cfg
     t0 = time.perf_counter()
+    level_round = _level_round(s, epoch) if Need.LEVEL_SELECTION in s.needs else None
     mean_losses, last_beta = _train_steps(s, epoch)
     s.method.on_epoch_end(mean_losses, epoch)
     if s.recorder is not None:
@@ -622,6 +625,9 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
         record.update({f"valid/{k}": v for k, v in _validate(s, epoch).items()})
     if last_beta is not None:
         record["beta"] = last_beta
+    if level_round is not None:  # the round before this epoch: its cost and the levels it chose
+        record["branch_epochs"] = level_round["branch_epochs"]
+        record.update({f"level/{n}": v for n, v in level_round["levels"].items()})
     record["seconds"] = time.perf_counter() - t0
     s.history.append(record)
     _save_progress(s, epoch)
@@ -632,6 +638,31 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
         f"({record['seconds']:.1f}s)"
     )
     return is_eval and s.bad >= cfg.eval.patience
+
+
+def _level_round(s: _Session, epoch: int) -> dict[str, Any] | None:
+    """The method's round of auxiliary-level selection due before ``epoch``, if any
+    (``level_selection.select_levels``): branches train quietly (no progress, no diagnostics) and
+    the rounds so far are written to ``level_selection.json``."""
+    recorder, progress = s.recorder, s.progress
+    s.recorder, s.progress = None, _Progress("none")
+
+    def branch_epoch(e: int) -> None:
+        mean_losses, _ = _train_steps(s, e)
+        s.method.on_epoch_end(mean_losses, e)
+
+    try:
+        record = select_levels(s, epoch, branch_epoch)
+    finally:
+        s.recorder, s.progress = recorder, progress
+    if record is not None:
+        write_json(s.out / "level_selection.json", s.method.level_rounds)
+        chosen = " ".join(f"{n}={v:g}" for n, v in record["levels"].items())
+        s.progress.epoch_line(
+            f"[{s.cfg.method.name}] levels before epoch {epoch + 1}: {chosen} "
+            f"({record['branch_epochs']} branch epochs)"
+        )
+    return record
 
 
 def _train_steps(s: _Session, epoch: int) -> tuple[torch.Tensor, float | None]:

@@ -32,6 +32,7 @@ from pmtrec_lab.mtl.pmtrec.deviations import Deviations, EntityDeviation
 from pmtrec_lab.mtl.pmtrec.focusing import Focusing, Schedule, schedule_beta
 from pmtrec_lab.mtl.pmtrec.gmb import EntityReduceGMB, SideGMB
 from pmtrec_lab.mtl.pmtrec.gramian import Gramian
+from pmtrec_lab.mtl.pmtrec.levels import AuxLevels
 from pmtrec_lab.mtl.pmtrec.magnitudes import Magnitudes
 from pmtrec_lab.mtl.pmtrec.memory import EntityMemory, MainGradientMemory
 from pmtrec_lab.mtl.pmtrec.meta_spsa import MetaLossSPSA
@@ -91,6 +92,7 @@ class PMTRec(WeightingMethod):
         Schedule,  # 5b, before 4: the weights' logits read beta(t)
         Weights,  # 4: w_x over A'_x
         Focusing,  # 5a and 5': alignment against g^0 and the memory
+        AuxLevels,  # v4 1 (a): the auxiliary levels chosen in the run, the last factor
         Combination,  # 6: G_x and the head weights
     )
 
@@ -155,6 +157,42 @@ class PMTRec(WeightingMethod):
     def observe_meta_loss(self, value: float, ctx: StepContext) -> None:
         for st in self.stages:
             st.observe_meta_loss(value, ctx)
+
+    # The auxiliary levels chosen in the run (v4 1 (a), ``Need.LEVEL_SELECTION``) ----------
+    def _levels(self) -> AuxLevels:
+        stage = self.stage(AuxLevels)
+        if not isinstance(stage, AuxLevels):
+            raise AttributeError(f"method {self.name!r} chooses no auxiliary levels (level_select=False)")
+        return stage
+
+    def level_groups(self, epoch: int) -> list[list[int]]:
+        """The groups of auxiliary tasks whose level a round chooses before 0-based ``epoch``, in
+        order ([] when none is due)."""
+        return self._levels().groups_due(epoch)
+
+    def level_candidates(self, group: list[int]) -> list[list[float]]:
+        """The level vectors [K] to branch on for ``group`` (the others at their current level)."""
+        return self._levels().candidates(group)
+
+    @property
+    def levels(self) -> list[float]:
+        """The current level of every task (the main task's is 1)."""
+        return list(self._levels().values)
+
+    @property
+    def level_branch_epochs(self) -> int:
+        return self._levels().branch_epochs
+
+    def set_levels(self, levels: list[float]) -> None:
+        self._levels().set_levels(levels)
+
+    def end_level_round(self, record: dict[str, Any]) -> None:
+        """Mark the round at ``record["epoch"]`` done and keep its record (saved with the state)."""
+        self._levels().end_round(record)
+
+    @property
+    def level_rounds(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._levels().rounds]
 
     # State: each stage's entries, in one flat dict (the layout of every saved checkpoint) ---
     def state_dict(self) -> dict[str, Any]:

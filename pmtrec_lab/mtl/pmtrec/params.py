@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pmtrec_lab.mtl.params import MethodParams
 
-__all__ = ["PMTRecParams"]
+__all__ = ["DEFAULT_LEVEL_AT", "DEFAULT_LEVEL_VALUES", "PMTRecParams"]
+
+#: v4 level_select's candidate levels and selection epochs (``docs/pmtrec-method.md``, "PMTRec v4")
+DEFAULT_LEVEL_VALUES = (1.0, 0.3, 0.1, 0.0)
+DEFAULT_LEVEL_AT = (5, 15)
 
 log = logging.getLogger("pmtrec_lab.mtl")
 
@@ -119,6 +123,52 @@ class PMTRecParams(MethodParams):
         "entity's occurrences in the task's batch: a = 1/2 (sqrt_count), 1 (count) or fitted per "
         "task and side (fitted; mtl/pmtrec/signal.py)"
     )
+
+    level_select: bool = Field(
+        False, description="v4 candidate 1 (a): a level per auxiliary task, chosen inside the run "
+        "before each epoch of level_at by short branched continuations scored on the meta split's "
+        "NDCG@20 (successive halving; mtl/pmtrec/levels.py, train/level_selection.py)"
+    )
+    level_values: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_LEVEL_VALUES), min_length=1,
+        description="v4 level_select: the candidate levels of an auxiliary task (1 = as trained, 0 = "
+        "off on the shared rows)"
+    )
+    level_at: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_LEVEL_AT), min_length=1,
+        description="v4 level_select: the epochs (finished, counted from 1) after which a round of "
+        "selection runs"
+    )
+    level_branch_epochs: int = Field(
+        1, ge=1, description="v4 level_select: epochs each surviving branch trains per halving stage"
+    )
+    level_scope: Literal["auto", "task", "joint"] = Field(
+        "auto", description="v4 level_select: one auxiliary task at a time (task), one shared level "
+        "(joint), or task with at most two auxiliary tasks and joint otherwise (auto)"
+    )
+
+    #: the parameters added after the v3 grid's runs were named, at their off values
+    name_neutral: ClassVar[Mapping[str, Any]] = {
+        "level_select": False,
+        "level_values": list(DEFAULT_LEVEL_VALUES),
+        "level_at": list(DEFAULT_LEVEL_AT),
+        "level_branch_epochs": 1,
+        "level_scope": "auto",
+    }
+
+    @field_validator("level_values")
+    @classmethod
+    def _levels_valid(cls, v: list[float]) -> list[float]:
+        if any(not math.isfinite(x) or x < 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct finite levels >= 0, got {v}")
+        return v
+
+    @field_validator("level_at")
+    @classmethod
+    def _level_at_valid(cls, v: list[int]) -> list[int]:
+        if any(e < 1 for e in v) or sorted(set(v)) != v:
+            raise ValueError(f"expected increasing epochs >= 1, got {v}")
+        return v
 
     @classmethod
     def upgrade(cls, params: Mapping[str, Any], method: str = "pmtrec") -> dict[str, Any]:
