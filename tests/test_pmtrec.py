@@ -83,7 +83,10 @@ class ReferencePMTRec:
                  gmb_c=1.0, memory_decay=0.9, usefulness="off", usefulness_lr=0.01,
                  lambda_max=2.0, delta="off", delta_lr=0.1, delta_decay=0.01,
                  delta_max=1.0, spsa_every=25, spsa_eps=0.3, spsa_lr=0.2, moment_balance=False,
-                 moment_decay=0.999):  # fmt: skip
+                 moment_decay=0.999, **v4):  # fmt: skip
+        # v4's stages have loop references of their own (tests/test_level_selection.py,
+        # tests/test_task_adam.py); this reference covers v2 and v3 with them off
+        assert not v4.get("level_select") and not v4.get("task_adam"), v4
         self.k, self.tau, self.mode, self.rho, self.target = k, tau, weight_mode, rho, gmb_target
         self.decay, self.align, self.schedule = ema_decay, align, schedule
         self.beta_max, self.horizon, self.normalize, self.main = beta_max, horizon, normalize, 0
@@ -980,7 +983,9 @@ def test_pmtrec_v2_preset_is_pinned_to_v2():
     assert set(params) - set(v2) == {
         "gmb_c", "memory_decay", "usefulness_lr", "lambda_max", "delta_lr", "delta_decay", "delta_max",
         "spsa_every", "spsa_eps", "spsa_lr", "moment_decay",
-    }  # fmt: skip
+    } | set(PMTRecParams.name_neutral)  # fmt: skip
+    # v4's switches are off by default; when v4 changes a default, its off value joins V3_OFF
+    assert not params["level_select"] and not params["task_adam"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -50,11 +50,11 @@ def test_every_parameter_is_read_by_a_stage_and_the_stages_run_in_the_document_s
     read = set().union(*(cls.reads for cls in PMTRec.STAGES))
     assert read == set(PMTRecParams.model_fields)
     steps = [cls.step for cls in PMTRec.STAGES]
-    # the document's order, but 3'' (d) first (it rewrites the gradients) and 5b before 4; v4's
-    # auxiliary levels are the combination's last factor
+    # the document's order, but v4's 1 (b) and 3'' (d) first (they rewrite the gradients) and 5b
+    # before 4; v4's auxiliary levels are the combination's last factor
     assert steps == [
-        "3'' (d)", "1", "2'", "2", "v3 notation", "3", "3'", "3'' (a)", "3'' (c)", "delta", "5b", "4",
-        "5a, 5'", "v4 1 (a)", "6",
+        "v4 1 (b)", "3'' (d)", "1", "2'", "2", "v3 notation", "3", "3'", "3'' (a)", "3'' (c)", "delta",
+        "5b", "4", "5a, 5'", "v4 1 (a)", "6",
     ]  # fmt: skip
     keys = [key for cls in PMTRec.STAGES for key in cls.state_keys]
     assert len(keys) == len(set(keys))  # one owner per state entry
@@ -92,6 +92,7 @@ HOST_SYNCS = {
     ("moments.py", 'bool(aux.any())'): "and skips the rescaling when no auxiliary pair has a main moment",
     ("meta_spsa.py", 'device="cpu"'): "SPSA keeps its touched-pairs mask on the CPU",
     ("meta_spsa.py", '.tolist('): "loading a saved state (not in the step)",
+    ("task_adam.py", '.nonzero('): "per-task Adam gathers the (row, task) pairs a task touched",
 }
 SYNC = re.compile(r"\.item\(|\.tolist\(|\.nonzero\(|torch\.unique\(|device=\"cpu\"|\.cpu\(|\.numpy\(|"
                   r"\b(?:int|bool|float)\([\w.\[\]]*\.(?:any|all|max|min|sum)\(\)\)")  # fmt: skip

@@ -106,6 +106,10 @@ class Need(StrEnum):
     #: with each of ``level_candidates``, scores them on the meta split and calls ``set_levels``
     #: with the best (the dataset needs ``data.meta_split``)
     LEVEL_SELECTION = "level_selection"
+    #: the method's combined gradient is already a step direction (per-task Adam): the trainer
+    #: steps the encoder's representation tables with plain SGD at the run's learning rate
+    #: (``train/optim.py``, ``PreconditionedTables``); the other parameters keep Adam
+    OWN_PRECONDITIONING = "own_preconditioning"
 
 
 #: the needs that read the meta split: a method declaring one trains only with ``data.meta_split``

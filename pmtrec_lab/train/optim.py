@@ -20,9 +20,18 @@ import torch
 from torch import nn
 
 from pmtrec_lab.config import RunConfig
+from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.train.lazy_adam import LazyAdam
 
-__all__ = ["LazyDenseAdam", "SparseDenseAdam", "make_optimizer", "sparse_parameters", "uses_sparse_tables"]
+__all__ = [
+    "LazyDenseAdam",
+    "PreconditionedTables",
+    "SparseDenseAdam",
+    "make_optimizer",
+    "representation_tables",
+    "sparse_parameters",
+    "uses_sparse_tables",
+]
 
 
 def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -107,10 +116,43 @@ class LazyDenseAdam(SparseDenseAdam):
         return LazyAdam(params, lr=lr, weight_decay=weight_decay)
 
 
-def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer | SparseDenseAdam:
+class PreconditionedTables(SparseDenseAdam):
+    """Plain SGD over the representation tables, ``torch.optim.Adam`` over the rest, for a method
+    whose combined gradient is already a step direction (``Need.OWN_PRECONDITIONING``: PMTRec's
+    per-task Adam, ``mtl/pmtrec/task_adam.py``); its state lies under ``"sgd"`` and ``"dense"``.
+    A row no task touched gets a zero gradient and does not move."""
+
+    key = "sgd"
+    setting = "a method with its own preconditioning (task_adam)"
+
+    def _table_optimizer(
+        self, params: list[nn.Parameter], lr: float, weight_decay: float
+    ) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+
+def representation_tables(model: nn.Module) -> list[nn.Parameter]:
+    """The weights of every embedding table of the model, in module order (sparse or not)."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+
+
+def make_optimizer(
+    cfg: RunConfig, model: nn.Module, own_preconditioning: bool = False
+) -> torch.optim.Optimizer | SparseDenseAdam:
     """Adam over all parameters (the default), ``SparseDenseAdam`` with ``optim.sparse``, or
-    ``LazyDenseAdam`` with ``optim.optimizer=lazy_adam``."""
+    ``LazyDenseAdam`` with ``optim.optimizer=lazy_adam``; with ``own_preconditioning`` (the method
+    preconditions its gradients itself), ``PreconditionedTables``."""
     lazy = cfg.optim.optimizer == "lazy_adam"
+    if own_preconditioning:
+        if cfg.optim.sparse or lazy:
+            raise ConfigError(
+                f"method {cfg.method.name!r} preconditions its own gradients (task_adam), so the tables are "
+                "stepped by SGD: set optim.sparse=false and optim.optimizer=adam"
+            )
+        tables = representation_tables(model)
+        ids = {id(p) for p in tables}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        return PreconditionedTables(tables, rest, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     if not cfg.optim.sparse and not lazy:
         return torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     if cfg.optim.sparse and cfg.optim.weight_decay > 0:

@@ -528,7 +528,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
             )
         main = tasks[0]
         meta = MetaPairs(ds.split.meta, ds.num_users, ds.num_items, getattr(main, "observed", None))
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, own_preconditioning=Need.OWN_PRECONDITIONING in needs)
     recorder = None
     if cfg.diagnostics.enabled:
         recorder = DiagnosticsRecorder(

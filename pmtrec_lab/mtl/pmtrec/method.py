@@ -40,6 +40,7 @@ from pmtrec_lab.mtl.pmtrec.moments import MomentBalance, TaskMoments
 from pmtrec_lab.mtl.pmtrec.params import PMTRecParams
 from pmtrec_lab.mtl.pmtrec.signal import FrequencyExponent, FrequencyFree
 from pmtrec_lab.mtl.pmtrec.step import NUM_SIDES, PMTRecStep, Stage
+from pmtrec_lab.mtl.pmtrec.task_adam import TaskAdam
 from pmtrec_lab.mtl.pmtrec.usefulness import MetaCosUsefulness, SPSAUsefulness
 from pmtrec_lab.mtl.pmtrec.weights import Weights
 
@@ -79,7 +80,8 @@ class PMTRec(WeightingMethod):
     #: ("The step", "The v3 step"), except where a stage must run earlier to read or change
     #: what a later one reads (noted; each stage's docstring says why).
     STAGES: ClassVar[tuple[type[Stage], ...]] = (
-        MomentBalance,  # 3'' (d), first: it rewrites the task gradients every later stage reads
+        TaskAdam,  # v4 1 (b), first: it rewrites the task gradients every later stage reads
+        MomentBalance,  # 3'' (d), first for the same reason (the two are alternatives)
         Gramian,  # 1: n_x^k and <g_x^k, g_x^0> from the per-entity Gramian
         FrequencyFree,  # 2': frequency-free magnitudes s_x^k
         Magnitudes,  # 2: m^{k,s} and r_x^k

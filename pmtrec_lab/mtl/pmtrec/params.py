@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pmtrec_lab.mtl.params import MethodParams
 
@@ -146,9 +146,15 @@ class PMTRecParams(MethodParams):
         "auto", description="v4 level_select: one auxiliary task at a time (task), one shared level "
         "(joint), or task with at most two auxiliary tasks and joint otherwise (auto)"
     )
+    task_adam: bool = Field(
+        False, description="v4 candidate 1 (b): each task's gradient replaced by its own per-(row, task) "
+        "Adam direction before the combination, and the representation tables stepped by SGD at the "
+        "run's lr, so an auxiliary task's size cannot shrink the main task's steps (mtl/pmtrec/task_adam.py)"
+    )
 
     #: the parameters added after the v3 grid's runs were named, at their off values
     name_neutral: ClassVar[Mapping[str, Any]] = {
+        "task_adam": False,
         "level_select": False,
         "level_values": list(DEFAULT_LEVEL_VALUES),
         "level_at": list(DEFAULT_LEVEL_AT),
@@ -169,6 +175,14 @@ class PMTRecParams(MethodParams):
         if any(e < 1 for e in v) or sorted(set(v)) != v:
             raise ValueError(f"expected increasing epochs >= 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _one_preconditioning(self) -> PMTRecParams:
+        if self.task_adam and self.moment_balance:
+            raise ValueError(
+                "task_adam and moment_balance are alternatives (both rewrite the task gradients); set one"
+            )
+        return self
 
     @classmethod
     def upgrade(cls, params: Mapping[str, Any], method: str = "pmtrec") -> dict[str, Any]:
