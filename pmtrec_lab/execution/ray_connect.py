@@ -34,6 +34,14 @@ workers and drivers, runtime-env agent, dashboard agent, autoscaler metrics) lis
   --block --address`` does for a node (``ray._private.node.Node`` with ``head=False``, kept in
   the foreground; SIGTERM stops the node's processes) without that check.
 
+**Files.** Ray's token authentication writes a token to ``~/.ray/auth_token`` when it starts a
+local instance, and every start leaves a session folder under ``/tmp/ray``. ``connect`` keeps
+the token under the project's cache folder instead (``ray_token_env``: ``RAY_AUTH_TOKEN_PATH`` at
+``<cache>/ray/auth_token``, created once with mode 0600, unless ``RAY_AUTH_TOKEN`` or
+``RAY_AUTH_TOKEN_PATH`` is already set), starts a local instance in a temporary folder of its own
+and removes that folder when ``disconnect`` stops the instance. A cluster's nodes keep the
+temporary folders their ``ray start`` gave them.
+
 A cluster on other machines cannot run in loopback mode (its nodes must reach each other): a
 driver joining it at a non-loopback address leaves ``ENABLE_RAY_CLUSTER`` as it is and Ray
 picks the address by which this machine reaches the head, unless ``node_ip_address`` says
@@ -49,7 +57,10 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +72,7 @@ __all__ = [
     "init_kwargs",
     "is_loopback_address",
     "node_command",
+    "ray_token_env",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -132,6 +144,28 @@ def init_kwargs(
     return kwargs, loopback
 
 
+#: the temporary folder of the local instance this process started (removed by ``disconnect``)
+_LOCAL_TEMP: Path | None = None
+
+
+def ray_token_env() -> dict[str, str]:
+    """What Ray needs to find its authentication token outside the home folder: ``{}`` when the
+    environment already names one (``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), otherwise
+    ``RAY_AUTH_TOKEN_PATH`` at ``<cache>/ray/auth_token``, created now (random, mode 0600) if
+    missing. Ray would otherwise generate ``~/.ray/auth_token``."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return {}
+    from pmtrec_lab.paths import cache_dir
+
+    path = cache_dir() / "ray" / "auth_token"
+    if not path.is_file() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return {"RAY_AUTH_TOKEN_PATH": str(path)}
+
+
 def connect(
     address: str | None = None,
     node_ip_address: str | None = None,
@@ -143,6 +177,7 @@ def connect(
     ``object_store_memory`` (bytes) and ``num_cpus`` size only a local instance (``address``
     None); a cluster has the sizes its ``ray start`` commands gave. A local instance, or a
     cluster at a loopback address, runs in loopback mode (the module's docstring)."""
+    global _LOCAL_TEMP
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs, loopback = init_kwargs(address, node_ip_address, object_store_memory, num_cpus)
     if loopback:
@@ -151,15 +186,32 @@ def connect(
 
     if ray.is_initialized():
         return ray
-    ray.init(**kwargs)
+    os.environ.update(ray_token_env())
+    if address is None:  # a local instance: its session folders in a folder of its own
+        _LOCAL_TEMP = Path(tempfile.mkdtemp(prefix="pmtrec-"))  # short: Ray's socket paths
+        kwargs["_temp_dir"] = str(_LOCAL_TEMP)
+    try:
+        ray.init(**kwargs)
+    except BaseException:
+        _remove_local_temp()
+        raise
     return ray
 
 
+def _remove_local_temp() -> None:
+    global _LOCAL_TEMP
+    if _LOCAL_TEMP is not None:
+        shutil.rmtree(_LOCAL_TEMP, ignore_errors=True)
+        _LOCAL_TEMP = None
+
+
 def disconnect() -> None:
-    """Leave Ray (stops a local instance this process started); a no-op when Ray is not loaded."""
+    """Leave Ray (stops a local instance this process started, and removes its temporary folder); a
+    no-op when Ray is not loaded."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+    _remove_local_temp()
 
 
 def node_command(
