@@ -247,6 +247,16 @@ viz.weight_distributions(ew, weight_epoch)"""
         'for metric in ("count_spearman", "usefulness_scale", "delta_abs"):\n'
         "    display(viz.v3_signal(v3_epochs, metric))"
     )
+    b.md(
+        "## PMTRec v4: auxiliary levels chosen in the run\nWith `level_select` (and the meta split), "
+        "a level per auxiliary task scales its weight in the combination; before the epochs of "
+        "`level_at` the run branches one short continuation per candidate level and keeps the one "
+        "that ranks the held-out meta pairs best (docs/pmtrec-method.md, \"PMTRec v4\")."
+    )
+    b.code(
+        "rounds = run.level_rounds()\nif rounds:\n    display(viz.level_rounds_table(rounds).round(4))\n"
+        "viz.level_rounds_figure(rounds)"
+    )
     b.md("## One entity")
     b.code(
         "picked = viz.pick_entity(ew, entity_side, entity)\nviz.entity_trajectory(ew, entity_side, picked)"
@@ -348,6 +358,7 @@ the per-entity rule leaves unchanged.
             "dominance_factor": (2.0, "ratio above which a task 'dominates' (below 1/x: 'vanishes')"),
             "gmb_method": (None, "method whose balancing is shown (None: `method`, the report's run)"),
             "compare_gmb_method": ("pmtrec-gmb", "per-side GMB shown beside it (v2's rule); None: none"),
+            "compare_v4": (None, "a PMTRec v4 switch trained beside the run: 'task_adam' or 'level_select'"),
         }
     )
     b.code(
@@ -389,6 +400,27 @@ if compare_gmb_method and compare_gmb_method != method:
     values.update(side_gmb_headlines(run_side, factor=dominance_factor))
 else:
     display(Markdown("Set `compare_gmb_method='pmtrec-gmb'` to train v2's per-side GMB and show it here."))"""
+    )
+    b.md(
+        "## PMTRec v4: per-task Adam and auxiliary levels\n`task_adam` replaces each task's gradient "
+        "by its own Adam direction before GMB, so no task's size can shrink another's steps (the ratios "
+        "after it are those of the directions); `level_select` scales each auxiliary task by a level "
+        "chosen in the run on held-out meta pairs. Set `compare_v4` to train the run with one of them."
+    )
+    b.code(
+        """if compare_v4 in ("task_adam", "level_select"):
+    params = {**(run.config.method.params or {}), compare_v4: True}
+    change = {"method": {"name": method, "params": params}}
+    if compare_v4 == "level_select":  # it chooses on the meta split (one training pair per user held out)
+        change["data"] = {"meta_split": True}
+    run_v4 = cached_run(cfg.updated(change), runs_dir)
+    display(Markdown(f"Run `{run_v4.path.name}` ({compare_v4}): test NDCG@20 "
+                     f"{run_v4.metrics['test']['ndcg@20']:.4f} against {run.metrics['test']['ndcg@20']:.4f}"))
+    display(viz.norm_ratio_over_epochs(run_v4.diagnostics()["epochs"]))
+    display(viz.level_rounds_figure(run_v4.level_rounds()))
+    values[f"{compare_v4}_test_ndcg@20"] = run_v4.metrics["test"]["ndcg@20"]
+else:
+    display(Markdown("Set `compare_v4='task_adam'` (or `'level_select'`) to train it beside the run."))"""
     )
     b.code("_ = record(values)\nvalues")
     return b

@@ -400,3 +400,38 @@ def test_gmb_setting_says_which_gmb_a_method_runs(method, params, rho, mode, say
     got = gmb_setting(method, params)
     assert (got["rho"], got["gmb_mode"]) == (rho, mode)
     assert says in got["gmb"] and method in got["gmb"]
+
+
+def test_level_rounds_table_and_figure_follow_the_rounds_file():
+    """PMTRec v4's level rounds (``level_selection.json``'s layout): one row per candidate with its
+    scores per halving stage, the chosen level marked; a run without rounds gets a placeholder."""
+    from pmtrec_lab.viz import is_missing, level_rounds_figure, level_rounds_table, missing_reason
+
+    rounds = [
+        {
+            "epoch": 5,
+            "metric": "meta ndcg@20",
+            "branch_epochs": 6,
+            "levels": {"rec": 1.0, "social:trust": 0.3},
+            "groups": [
+                {
+                    "tasks": ["social:trust"],
+                    "candidates": [1.0, 0.3, 0.1, 0.0],
+                    "scores": [[0.10, 0.12, 0.09, 0.11], [None, 0.13, None, 0.12]],
+                    "chosen": 0.3,
+                }
+            ],
+        }
+    ]
+    table = level_rounds_table(rounds)
+    assert list(table["level"]) == [1.0, 0.3, 0.1, 0.0]
+    assert list(table["chosen"]) == [False, True, False, False]
+    assert table["stage2"].isna().tolist() == [True, False, True, False]
+    assert table.loc[1, "stage2"] == 0.13 and set(table["after_epoch"]) == {5}
+    fig = level_rounds_figure(rounds)
+    (bar,) = fig.data
+    assert list(bar.x) == ["1", "0.3", "0.1", "0"] and list(bar.y) == [0.10, 0.12, 0.09, 0.11]
+    assert bar.marker.color[1] != bar.marker.color[0]  # the chosen level stands out
+    assert "6 after epoch 5" in fig.layout.title.text
+    empty = level_rounds_figure([])
+    assert is_missing(empty) and "level_select=true" in missing_reason(empty)

@@ -400,6 +400,11 @@ class Run:
     def diagnostics(self) -> dict[str, pd.DataFrame]:
         return load_diagnostics(self.path)
 
+    def level_rounds(self) -> list[dict[str, Any]]:
+        """``level_selection.json``: PMTRec v4's rounds of in-run level selection (``[]`` for a run
+        without ``level_select``); a damaged file raises a :class:`RunFileError` naming it."""
+        return _json_file(self.path / "level_selection.json", list, [])
+
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:

@@ -33,6 +33,7 @@ from pmtrec_lab.viz.training import (
     metrics_table,
 )
 from pmtrec_lab.viz.v3 import V3_SIGNALS, v3_signal
+from pmtrec_lab.viz.v4 import level_rounds_figure, level_rounds_table
 from pmtrec_lab.viz.weights import (
     applicable_weights,
     entity_trajectory,
@@ -70,6 +71,8 @@ __all__ = [
     "is_missing",
     "item_group_figure",
     "learning_curves",
+    "level_rounds_figure",
+    "level_rounds_table",
     "magnitude_summary",
     "mean_task_weights",
     "method_comparison",
