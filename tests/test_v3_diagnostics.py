@@ -29,6 +29,35 @@ def test_decile_spearman_on_planted_data():
     assert deciles_of(np.arange(100.0)).tolist() == np.repeat(np.arange(10), 10).tolist()
 
 
+def _loop_reference(signal, count, decile):
+    """The former loop: scipy's spearmanr per decile, size-weighted."""
+    from scipy.stats import spearmanr
+
+    total, weight = 0.0, 0
+    for d in np.unique(decile):
+        sel = decile == d
+        if sel.sum() < 10 or np.ptp(count[sel]) == 0 or np.ptp(signal[sel]) == 0:
+            continue
+        rho = spearmanr(signal[sel], count[sel]).statistic
+        total += float(rho) * int(sel.sum())
+        weight += int(sel.sum())
+    return total / weight if weight else float("nan")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_decile_spearman_matches_scipy_per_decile_with_ties_and_skipped_deciles(seed):
+    rng = np.random.default_rng(seed)
+    n = 700
+    decile = rng.integers(0, 10, n)
+    count = rng.integers(1, 4, n).astype(float)  # many ties
+    signal = np.round(rng.normal(size=n) + 0.3 * count, 1)  # ties too, and a real correlation
+    count[decile == 3] = 2.0  # a decile with constant counts: skipped
+    signal[decile == 5] = 0.7  # and one with a constant signal
+    decile[:5] = 11  # a decile of 5 entities: skipped
+    got, want = decile_spearman(signal, count, decile), _loop_reference(signal, count, decile)
+    assert got == pytest.approx(want, abs=1e-12) and 0.05 < got < 0.6
+
+
 def _epochs(tmp_path, name, **params):
     cfg = notebook_config(**BASE, method="pmtrec", method_params=params, batch_size=1024)
     train(cfg, tmp_path / name)
