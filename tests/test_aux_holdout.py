@@ -279,3 +279,30 @@ def test_a_training_run_writes_the_auxiliary_metrics_deterministically(cache, tm
     assert not any(k.startswith("valid_aux/") for r in single_hist for k in r)
     off, off_hist = _read(_run(tmp_path, "off", "ew", None))
     assert "aux" not in off and not any(k.startswith("valid_aux/") for r in off_hist for k in r)
+
+
+def test_grid_tables_carry_a_column_per_task_and_metric(cache, tmp_path) -> None:
+    from pmtrec_lab.compare import GridSpec, run_grid, summarize
+    from pmtrec_lab.compare.layout import collect
+
+    base = {
+        "data": {"loader_args": SYN, "aux_holdout": 0.2},
+        "encoder": {"name": "mf", "dim": 16},
+        "optim": {"epochs": 2, "batch_size": 512},
+        "progress": "none",
+    }
+    spec = GridSpec(datasets=["synthetic"], methods=["ew", "single-task"], seeds=[0], lrs=[0.01], base=base)
+    run_grid(spec, tmp_path / "grid")
+    runs = collect(tmp_path / "grid", spec).set_index("method")
+    summary = summarize(tmp_path / "grid", spec)["summary"].set_index("method")
+    assert (
+        "aux/social:friends/auc" in summary.columns and "aux/item_label:category/accuracy" in summary.columns
+    )
+    col = "test_aux/social:friends/hit@10"
+    assert summary.loc["ew", "aux/social:friends/hit@10"] == pytest.approx(runs.loc["ew", col])
+    assert np.isnan(summary.loc["single-task", "aux/social:friends/auc"])  # no head trained: nothing
+    for path in (tmp_path / "grid").rglob("metrics.json"):  # runs without the setting: no columns
+        metrics = json.loads(path.read_text())
+        metrics.pop("aux", None)
+        path.write_text(json.dumps(metrics))
+    assert not any(c.startswith("aux/") for c in summarize(tmp_path / "grid", spec)["summary"].columns)
