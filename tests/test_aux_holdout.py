@@ -19,16 +19,11 @@ from pmtrec_lab.data.aux_holdout import aux_holdout_of
 from pmtrec_lab.data.graph import build_graph
 from pmtrec_lab.data.loading import dataset_info, identity_for_config
 from pmtrec_lab.errors import ConfigError
-from pmtrec_lab.eval.auxiliary import (
-    N_NEGATIVES,
-    AuxiliaryEvaluator,
-    label_metric,
-    link_metrics,
-    sample_non_edges,
-)
+from pmtrec_lab.eval.auxiliary import N_NEGATIVES, label_metric, link_metrics, sample_non_edges
 from pmtrec_lab.reports.defaults import notebook_config
 from pmtrec_lab.tasks import LabelTask, SocialTask
 from pmtrec_lab.train import train
+from pmtrec_lab.train.auxiliary import AuxiliaryEvaluator
 from pmtrec_lab.train.trainer import Model
 
 SYN = {"num_users": 150, "num_items": 90, "interactions_per_user": 12}

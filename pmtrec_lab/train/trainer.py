@@ -35,7 +35,6 @@ from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
 from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError
 from pmtrec_lab.eval import evaluate_embeddings, group_metrics, user_groups
-from pmtrec_lab.eval.auxiliary import AuxiliaryEvaluator, flat_history
 from pmtrec_lab.eval.beyond import (
     DEFAULT_TAIL_RATIO,
     BeyondAccuracy,
@@ -47,6 +46,7 @@ from pmtrec_lab.paths import overwrite_in_place, write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
 from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
+from pmtrec_lab.train.auxiliary import AuxiliaryEvaluator, flat_history
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
 from pmtrec_lab.train.level_selection import select_levels
 from pmtrec_lab.train.lock import RunLock, lock_holder
@@ -212,7 +212,7 @@ class _Session:
     needs: frozenset[Need] = frozenset()
     meta: MetaPairs | None = None  # the meta split, for a method with a need in ``META_SPLIT_NEEDS``
     meta_all: MetaBatch | None = None  # every meta pair with fixed negatives (``Need.META_LOSS``)
-    #: the auxiliary tasks' held-out cases (``eval.auxiliary``); None without ``data.aux_holdout``
+    #: the auxiliary tasks' held-out cases (``train.auxiliary``); None without ``data.aux_holdout``
     aux: AuxiliaryEvaluator | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
