@@ -231,18 +231,20 @@ def test_a_model_that_ranks_held_out_links_first_scores_one_and_a_constant_one_h
 # ------------------------------------------------------------------------------- training
 
 
-def _run(tmp_path: Path, name: str, method: str, holdout: float | None) -> Path:
+def _run(
+    tmp_path: Path, name: str, method: str, holdout: float | None, epochs: int = 2, pause: int | None = None
+) -> Path:
     cfg = notebook_config(
         dataset="synthetic",
         method=method,
-        epochs=2,
+        epochs=epochs,
         dim=16,
         loader_args=SYN,
         tasks=["social:friends", "item_label:category"],
         overrides={"data": {"aux_holdout": holdout}, "progress": "none"},
     )
     out = tmp_path / name
-    train(cfg, out)
+    train(cfg, out, max_epochs_this_call=pause)
     return out
 
 
@@ -301,3 +303,12 @@ def test_grid_tables_carry_a_column_per_task_and_metric(cache, tmp_path) -> None
         metrics.pop("aux", None)
         path.write_text(json.dumps(metrics))
     assert not any(c.startswith("aux/") for c in summarize(tmp_path / "grid", spec)["summary"].columns)
+
+
+def test_a_paused_run_resumes_to_the_same_auxiliary_metrics(cache, tmp_path) -> None:
+    whole_metrics, whole_hist = _read(_run(tmp_path, "whole", "ew", 0.2, epochs=3))
+    _run(tmp_path, "paused", "ew", 0.2, epochs=3, pause=1)
+    resumed_metrics, resumed_hist = _read(_run(tmp_path, "paused", "ew", 0.2, epochs=3))
+    assert resumed_metrics["aux"] == whole_metrics["aux"]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in resumed_hist]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in whole_hist]
