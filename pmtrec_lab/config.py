@@ -212,7 +212,23 @@ class DataConfig(_Strict):
     #: training pairs and never sampled as a negative; its loss is the usefulness signal of
     #: methods that read it (``pmtrec`` with ``usefulness``). Validation and test are unchanged.
     meta_split: bool = False
+    #: auxiliary-task evaluation (``data/aux_holdout.py``): this share of each auxiliary relation
+    #: (its undirected pairs) and label set (its entities) held out of training, drawn once with
+    #: ``split_seed``, half validation and half test, and scored by the task's own head. 0 or None:
+    #: off (and out of the data fingerprint, so runs without it keep theirs)
+    aux_holdout: float | None = None
     loader_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("aux_holdout")
+    @classmethod
+    def _aux_holdout_share(cls, value: float | None) -> float | None:
+        """A share in [0, 1): holding out everything would leave the task nothing to train on."""
+        if value is not None and not (math.isfinite(value) and 0.0 <= value < 1.0):
+            raise ConfigError(
+                f"data.aux_holdout must be a share in [0, 1) of each auxiliary relation or label set "
+                f"to hold out (0 or null: off), got {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _folder_settings(self) -> DataConfig:

@@ -270,6 +270,17 @@ def _beyond_columns(run_dir: Path) -> dict[str, float]:
     return {f"test_{name}": test[name] for name in BEYOND_METRICS if name in test}
 
 
+#: the prefix of the per-run auxiliary-task columns (``metrics.json``'s ``aux``, ``data.aux_holdout``)
+AUX_PREFIX = "test_aux/"
+
+
+def _aux_columns(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``test_aux/<task>/<metric>`` from ``metrics.json``'s ``aux`` (only runs trained with
+    ``data.aux_holdout`` have it: others have no columns, so their tables are unchanged)."""
+    test = (metrics.get("aux") or {}).get("test") or {}
+    return {f"{AUX_PREFIX}{task}/{k}": v for task, m in test.items() for k, v in m.items()}
+
+
 def finished_runs(
     out: Path, spec: GridSpec, methods: Sequence[str] | None = None
 ) -> Iterator[tuple[str, str, float, int, Path]]:
@@ -302,6 +313,7 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
                 "epochs_run": m.get("epochs_run"),
                 "stopped": m.get("stopped"),
                 **_beyond_columns(rd),
+                **_aux_columns(m),
             }
         )
     return pd.DataFrame(rows)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pmtrec_lab.compare.layout import (
+    AUX_PREFIX,
     PER_USER_FILE,
     choose_lr,
     collect,
@@ -52,6 +53,16 @@ def _beyond_aggregates(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
         name: (column, "mean")
         for name, column in BEYOND_SUMMARY.items()
         if column in runs.columns and runs[column].notna().any()
+    }
+
+
+def _aux_aggregates(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """The summary's auxiliary-task test means, ``aux/<task>/<metric>``, one column per (task,
+    metric) that some run has (``data.aux_holdout``; grids without it: none)."""
+    return {
+        "aux/" + column[len(AUX_PREFIX) :]: (column, "mean")
+        for column in runs.columns
+        if isinstance(column, str) and column.startswith(AUX_PREFIX) and runs[column].notna().any()
     }
 
 
@@ -121,7 +132,8 @@ def tables_from_runs(
     - ``summary``: per (dataset, method) ``[lr,] seeds, valid_ndcg20, recall20_mean, recall20_std,
       ndcg20_mean, ndcg20_std, epochs[, capped][, coverage20, avgpop20, gini20, tail20]`` (std NaN
       with one seed; ``capped``, when ``runs`` has ``stopped``: the share of the runs that stopped
-      at ``max_epochs``; the beyond-accuracy means of ``eval.beyond`` at 20, when runs have them);
+      at ``max_epochs``; the beyond-accuracy means of ``eval.beyond`` at 20, when runs have them;
+      ``aux/<task>/<metric>``, the auxiliary tasks' test means, when runs have them);
     - ``strongest_baseline``: per dataset the baseline (``is_baseline``; default:
       :func:`grid_baselines`, a registered baseline or a ``variants`` label that runs one, such as
       ``static0.1`` running static-lambda at weight 0.1) with the best mean validation NDCG@20;
@@ -148,6 +160,7 @@ def tables_from_runs(
             epochs=("epochs_run", "mean"),
             **({"capped": ("stopped", _share_capped)} if "stopped" in runs.columns else {}),
             **_beyond_aggregates(runs),
+            **_aux_aggregates(runs),
         )
         .reset_index()
     )

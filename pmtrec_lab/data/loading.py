@@ -23,6 +23,8 @@ from pydantic import ValidationError
 
 from pmtrec_lab.config import AtomicTask, DataConfig
 from pmtrec_lab.data.atomic_files import folder_files
+from pmtrec_lab.data.aux_holdout import EXTRA_KEY as AUX_EXTRA_KEY
+from pmtrec_lab.data.aux_holdout import aux_holdout_of, check_fraction, hold_out_aux
 from pmtrec_lab.data.cache import (
     CACHE_FORMAT,
     CacheEntryError,
@@ -166,6 +168,7 @@ def load_dataset(
     fields: Any = None,
     tasks: Any = None,
     meta_split: bool = False,
+    aux_holdout: float | None = None,
 ) -> RecDataset:
     """Load, preprocess and split a registered dataset (cached).
 
@@ -178,10 +181,23 @@ def load_dataset(
     folder dataset's fields and task declarations included. A damaged cache entry is rebuilt
     with a warning; a cache path that is not a usable directory is a ``PmtrecError``.
     ``meta_split``: hold out PMTRec v3's meta pairs (``split.hold_out_meta``); it enters the key
-    only when on, so every dataset without it keeps its fingerprint.
+    only when on, so every dataset without it keeps its fingerprint. ``aux_holdout``: the share
+    of each auxiliary relation and label set held out for auxiliary-task metrics
+    (``aux_holdout.hold_out_aux``); likewise in the key only when on (> 0).
     """
+    aux_holdout = check_fraction(aux_holdout)
     ident = _identity(
-        name, data_dir_, k_core, rating_threshold, split_seed, loader_args, path, fields, tasks, meta_split
+        name,
+        data_dir_,
+        k_core,
+        rating_threshold,
+        split_seed,
+        loader_args,
+        path,
+        fields,
+        tasks,
+        meta_split,
+        aux_holdout,
     )
     src, spec, params, key = ident.src, ident.src.spec, ident.params, ident.cache_key
     k, threshold, args, root = ident.k_core, ident.threshold, src.args, src.root
@@ -200,7 +216,14 @@ def load_dataset(
         raw = spec.load_function()(None if spec.generated else root, **args)
     except TypeError as exc:
         raise ValueError(f"dataset {spec.name!r}: bad data.loader_args {sorted(args)}: {exc}") from None
-    ds = build_rec_dataset(raw, k=k, rating_threshold=threshold, split_seed=split_seed, meta_split=meta_split)
+    ds = build_rec_dataset(
+        raw,
+        k=k,
+        rating_threshold=threshold,
+        split_seed=split_seed,
+        meta_split=meta_split,
+        aux_holdout=aux_holdout,
+    )
     ds.params = params
     ds.fingerprint = key  # what the cache entry records and checks on reading
     if entry is not None:
@@ -251,6 +274,7 @@ def _identity(
     fields: Any,
     tasks: Any,
     meta_split: bool,
+    aux_holdout: float | None = None,
 ) -> DataIdentity:
     src = _resolve(name, data_dir_, loader_args, path, fields, tasks)
     spec = src.spec
@@ -267,6 +291,8 @@ def _identity(
     }
     if meta_split:  # enters only when on, so every dataset without it keeps its fingerprint
         settings["meta_split"] = True
+    if aux_holdout:  # the same: only when on
+        settings["aux_holdout"] = float(aux_holdout)
     params = {**settings, "version": PREPROCESS_VERSION}  # the cache key's (sorted when hashed)
     digest = _file_digest(src.sources)
     fingerprint = hashlib.sha256(
@@ -300,6 +326,7 @@ def identity_for_config(data: DataConfig) -> DataIdentity:
         data.fields,
         data.tasks,
         data.meta_split,
+        check_fraction(data.aux_holdout),
     )
 
 
@@ -349,13 +376,20 @@ def dataset_for_config(data: DataConfig) -> RecDataset:
         fields=data.fields,
         tasks=data.tasks,
         meta_split=data.meta_split,
+        aux_holdout=data.aux_holdout,
     )
 
 
 def build_rec_dataset(
-    raw: RawDataset, k: int, rating_threshold: float | None, split_seed: int, meta_split: bool = False
+    raw: RawDataset,
+    k: int,
+    rating_threshold: float | None,
+    split_seed: int,
+    meta_split: bool = False,
+    aux_holdout: float | None = None,
 ) -> RecDataset:
-    """Preprocess and split ``raw`` (with the meta split held out of training if ``meta_split``).
+    """Preprocess and split ``raw`` (with the meta split held out of training if ``meta_split``,
+    and a share ``aux_holdout`` of each auxiliary relation and label set if that is > 0).
 
     A ``PmtrecError`` if no user keeps enough interactions to be split: the validation and
     test sets would be empty and every metric undefined, so training would be wasted.
@@ -372,6 +406,10 @@ def build_rec_dataset(
         )
     if meta_split:
         split = hold_out_meta(split, len(users))
+    extra = dict(raw.extra)
+    if check_fraction(aux_holdout) > 0:
+        relations, labels, held = hold_out_aux(relations, labels, float(aux_holdout or 0), split_seed)
+        extra[AUX_EXTRA_KEY] = held.to_extra()
     return RecDataset(
         name=raw.name,
         num_users=len(users),
@@ -383,7 +421,7 @@ def build_rec_dataset(
         raw_counts=dict(raw.raw_counts),
         user_ids=users,
         item_ids=items,
-        extra=dict(raw.extra),
+        extra=extra,
     )
 
 
@@ -416,8 +454,9 @@ def task_table(ds: RecDataset, tasks: Sequence[TaskDefault]) -> list[dict[str, A
 
 def dataset_info(ds: RecDataset, tasks: Sequence[TaskDefault] | None = None) -> dict[str, Any]:
     """The ``datasets info --json`` object: raw counts, processed counts, split sizes, the default
-    tasks (``task_table``; ``tasks`` default to the registered dataset's) and, for atomic files,
-    ``unmatched``: per file, the distinct ids that appear in no interaction."""
+    tasks (``task_table``; ``tasks`` default to the registered dataset's), for atomic files
+    ``unmatched`` (per file, the distinct ids that appear in no interaction), and with
+    ``data.aux_holdout`` the held-out rows per relation or label set and split (``aux_holdout``)."""
     if tasks is None:
         tasks = default_tasks_of(ds)
     train_counts = np.bincount(ds.split.train[:, 0], minlength=ds.num_users)
@@ -437,4 +476,7 @@ def dataset_info(ds: RecDataset, tasks: Sequence[TaskDefault] | None = None) -> 
     unmatched = ds.extra.get("unmatched")
     if isinstance(unmatched, dict):
         info["unmatched"] = dict(unmatched)
+    held = aux_holdout_of(ds)
+    if held is not None:  # only with data.aux_holdout, so the object reads as before without it
+        info["aux_holdout"] = held.sizes()
     return info

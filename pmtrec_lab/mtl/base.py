@@ -142,6 +142,9 @@ class WeightingMethod:
     #: what every instance of the class needs from the trainer (``Need``); a method whose needs
     #: depend on its parameters overrides the ``needs`` property instead
     NEEDS: ClassVar[frozenset[Need]] = frozenset()
+    #: whether the method trains the auxiliary tasks' heads (single-task does not): auxiliary-task
+    #: metrics (``data.aux_holdout``) are reported only for a task whose head the method trains
+    TRAINS_AUXILIARY: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Fold an old capability flag a subclass still sets as a class bool

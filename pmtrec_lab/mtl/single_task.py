@@ -25,6 +25,7 @@ class SingleTask(WeightingMethod):
 
     name = "single-task"
     summary: ClassVar[str] = "Main task only (no auxiliary task updates the representations)"
+    TRAINS_AUXILIARY: ClassVar[bool] = False  # so no auxiliary-task metric is reported
 
     def _combine(self, grads, active, side, losses, ctx) -> CombineResult:
         k = grads.shape[0]

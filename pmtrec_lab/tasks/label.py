@@ -67,6 +67,11 @@ class LabelTask(Task):
             return F.binary_cross_entropy_with_logits(logits, y)
         return F.cross_entropy(logits, y)
 
+    def logits(self, zu: torch.Tensor, zi: torch.Tensor, entities: torch.Tensor) -> torch.Tensor:
+        """The head's logits ``[n, num_labels]`` for ``entities`` (global ids into the full tables
+        ``zu``/``zi``), as its loss reads them; auxiliary-task evaluation predicts labels so."""
+        return self.head((zu if self.side == "user" else zi)[entities])
+
     analytic = True
 
     def loss_and_grads(self, zu, zi, local, batch, grad_users, grad_items):

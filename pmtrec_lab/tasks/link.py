@@ -59,6 +59,16 @@ class _PairTask(Task):
             self._table(zu, zi, "neg")[local["neg"]],
         )
 
+    def score_pairs(
+        self, zu: torch.Tensor, zi: torch.Tensor, anchors: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The task's score of (anchor, target) pairs, the dot product its BPR loss ranks by, read
+        from the full tables ``zu``/``zi`` (global ids): ``[E]`` for ``targets`` ``[E]``, ``[E, m]``
+        for ``[E, m]`` (m targets per anchor); auxiliary-task evaluation scores held-out links so."""
+        a = self._table(zu, zi, "anchor")[anchors]
+        t = self._table(zu, zi, "pos")[targets]
+        return (t * a.unsqueeze(-2)).sum(-1) if targets.dim() == 2 else (t * a).sum(-1)
+
     analytic = True
 
     def loss_and_grads(self, zu, zi, local, batch, grad_users, grad_items):

@@ -46,6 +46,7 @@ from pmtrec_lab.paths import overwrite_in_place, write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
 from pmtrec_lab.tasks.meta import MetaBatch, MetaPairs
+from pmtrec_lab.train.auxiliary import AuxiliaryEvaluator, flat_history
 from pmtrec_lab.train.diagnostics import DiagnosticsRecorder, default_weight_epochs
 from pmtrec_lab.train.level_selection import select_levels
 from pmtrec_lab.train.lock import RunLock, lock_holder
@@ -211,6 +212,8 @@ class _Session:
     needs: frozenset[Need] = frozenset()
     meta: MetaPairs | None = None  # the meta split, for a method with a need in ``META_SPLIT_NEEDS``
     meta_all: MetaBatch | None = None  # every meta pair with fixed negatives (``Need.META_LOSS``)
+    #: the auxiliary tasks' held-out cases (``train.auxiliary``); None without ``data.aux_holdout``
+    aux: AuxiliaryEvaluator | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     #: the best validation so far: its epoch (counted from 1; None before the first evaluation)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "value": -float("inf"), "valid": {}})
@@ -558,6 +561,9 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
         needs=needs,
         meta=meta,
         meta_all=None if meta is None else meta.fixed_negatives(_epoch_generator(cfg.seed, 0, 3)),
+        aux=AuxiliaryEvaluator.build(
+            ds, tasks, [t.source for t in resolve_task_configs(cfg)], method.TRAINS_AUXILIARY
+        ),
     )
 
 
@@ -623,6 +629,8 @@ def _run_epoch(s: _Session, epoch: int) -> bool:
     is_eval = (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.optim.epochs - 1
     if is_eval:
         record.update({f"valid/{k}": v for k, v in _validate(s, epoch).items()})
+        if s.aux is not None:  # only with data.aux_holdout, so records read as before without it
+            record.update(flat_history(s.aux.evaluate(s.model, "valid")))
     if last_beta is not None:
         record["beta"] = last_beta
     if level_round is not None:  # the round before this epoch: its cost and the levels it chose
@@ -831,6 +839,8 @@ def _finish(s: _Session, stop_reason: str) -> None:
         "beta_at_best": beta,
         "seconds": float(sum(h["seconds"] for h in history)),
     }
+    if s.aux is not None:  # the auxiliary tasks at the selected epoch (data.aux_holdout)
+        metrics["aux"] = {which: s.aux.evaluate(s.model, which) for which in ("valid", "test")}
     write_json(out / "metrics.json", metrics)
     s.status.write("finished", epoch=len(history), **s.best_fields())
 
