@@ -350,3 +350,24 @@ def test_02_and_04_show_pmtrec_v4_levels_and_per_task_adam(tmp_path):
     assert 0 < v4["level_select_test_ndcg@20"] < 1
     page04 = (result.out_dir / result.entry("04_magnitude_balance").html).read_text()
     assert "after epoch 5" in page04 and "branch epochs: 12 after epoch 5" in page04  # 2 tasks x (4 + 2)
+
+
+def test_01_shows_and_records_the_auxiliary_tasks_metrics_with_aux_holdout(tmp_path):
+    common = {
+        "dataset": "synthetic",
+        "loader_args": SYN,
+        "k_core": 2,
+        "dim": 8,
+        "epochs": 2,
+        "lr": 0.01,
+        "batch_size": 256,
+        "aux_holdout": 0.2,
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    result = run_report([notebook_path("01_train_and_evaluate")], {}, tmp_path / "out", common_params=common)
+    assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
+    aux = _values(result, "01_train_and_evaluate")["aux_test"]
+    assert set(aux) == {"social:friends", "item_label:category"}
+    assert 0 <= aux["social:friends"]["auc"] <= 1 and "accuracy" in aux["item_label:category"]
+    page = (result.out_dir / result.entry("01_train_and_evaluate").html).read_text()
+    assert "Auxiliary tasks on their held-out cases" in page

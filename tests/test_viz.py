@@ -435,3 +435,33 @@ def test_level_rounds_table_and_figure_follow_the_rounds_file():
     assert "6 after epoch 5" in fig.layout.title.text
     empty = level_rounds_figure([])
     assert is_missing(empty) and "level_select=true" in missing_reason(empty)
+
+
+def test_aux_metrics_table_and_figure_read_the_run_files_layout():
+    """The auxiliary tasks' metrics (``metrics.json``'s ``aux``, ``history.json``'s
+    ``valid_aux/<task>/<metric>``); a run without them gets an empty table and a placeholder."""
+    import pandas as pd
+
+    from pmtrec_lab.viz import aux_metrics_over_epochs, aux_metrics_table, is_missing, missing_reason
+
+    metrics = {
+        "aux": {
+            "valid": {"social:trust": {"auc": 0.81, "hit@10": 0.4}, "item_label:category": {"accuracy": 0.3}},
+            "test": {"social:trust": {"auc": 0.79, "hit@10": 0.35}, "item_label:category": {"accuracy": 0.28}},  # noqa: E501
+        }
+    }
+    table = aux_metrics_table(metrics)
+    assert table.values.tolist() == [
+        ["social:trust", "auc", 0.81, 0.79],
+        ["social:trust", "hit@10", 0.4, 0.35],
+        ["item_label:category", "accuracy", 0.3, 0.28],
+    ]
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "valid_aux/social:trust/auc": [0.6, 0.7, 0.81], "valid/ndcg@20": [0.1, 0.2, 0.3]}
+    )
+    fig = aux_metrics_over_epochs(history, best_epoch=3)
+    (line,) = fig.data
+    assert line.name == "social:trust auc" and list(line.y) == [0.6, 0.7, 0.81]
+    assert aux_metrics_table({}).empty
+    empty = aux_metrics_over_epochs(history.drop(columns="valid_aux/social:trust/auc"))
+    assert is_missing(empty) and "data.aux_holdout" in missing_reason(empty)

@@ -9,6 +9,7 @@ A figure whose data the run or dataset lacks is a placeholder that says why
 """
 
 from pmtrec_lab.viz._common import MissingSourceError, is_missing, missing_figure, missing_reason, task_colors
+from pmtrec_lab.viz.auxiliary import aux_metrics_over_epochs, aux_metrics_table
 from pmtrec_lab.viz.benefit import benefit_by_bins
 from pmtrec_lab.viz.comparison import ablation_deltas, ablation_figure, method_comparison, tuning_curve
 from pmtrec_lab.viz.data import dataset_for_config, entity_activity, has_social_links, social_degree
@@ -51,6 +52,8 @@ __all__ = [
     "ablation_deltas",
     "accuracy_coverage",
     "ablation_figure",
+    "aux_metrics_over_epochs",
+    "aux_metrics_table",
     "applicable_weights",
     "benefit_by_bins",
     "beyond_at",
