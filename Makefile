@@ -3,12 +3,13 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRACKING_STAMP := $(VENV)/.tracking-installed
 DATA_DIR ?= ../shared/datasets
 export DGLBACKEND := pytorch
 export PMTREC_DATA_DIR ?= $(abspath $(DATA_DIR))
 export PLOTLY_RENDERER ?= notebook
 
-.PHONY: venv test test-fast test-unit lint report bench browser-deps clean
+.PHONY: venv tracking-deps test test-fast test-unit lint report bench browser-deps clean
 
 venv: $(STAMP)
 
@@ -21,6 +22,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name pmtrec-lab --display-name "pmtrec-lab (.venv)" >/dev/null
 	@touch $(STAMP)
 
+## MLflow for --track (an extra: see requirements-tracking.txt's header for why --no-deps).
+tracking-deps: $(TRACKING_STAMP)
+
+$(TRACKING_STAMP): $(STAMP) requirements-tracking.txt
+	$(BIN)/python -m pip install -q --no-deps -r requirements-tracking.txt
+	@touch $(TRACKING_STAMP)
+
 # Headless Chromium for the JupyterLab browser test (Debian package; Playwright cannot download browsers here).
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -28,12 +36,12 @@ browser-deps:
 	  else echo "warning: chromium missing and not root; the browser test will skip (fail under CI=true)"; fi; }
 
 ## Every tier: unit, real data, notebooks, browser. This is what CI runs.
-test: venv browser-deps lint
+test: venv tracking-deps browser-deps lint
 	$(BIN)/python notebooks/build_notebooks.py --check
 	$(BIN)/python -m pytest -q --timeout=1800
 
 ## Fast inner loop: unit tier only (no real datasets, notebooks or browser).
-test-fast: venv
+test-fast: venv tracking-deps
 	$(BIN)/python -m pytest -q -m "not realdata and not slow and not notebook and not browser" --timeout=600
 
 lint: venv

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pmtrec_lab.errors import PmtrecError
+from pmtrec_lab.tracking import add_tracking_options, tracking_from_args
 
 
 def _cmd_datasets_list(args: argparse.Namespace) -> int:
@@ -138,7 +139,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pmtrec_lab.train import train
 
     cfg = _load_cfg(args)
-    run = train(cfg, args.out, resume=not args.restart)
+    tracking = tracking_from_args(args)
+    if tracking is None:
+        run = train(cfg, args.out, resume=not args.restart)
+    else:
+        from pmtrec_lab.tracking import tracked
+
+        with tracked(tracking, args.out) as on_epoch:
+            run = train(cfg, args.out, resume=not args.restart, on_epoch=on_epoch)
     print(
         json.dumps({"best_epoch": run.metrics.get("best_epoch"), "test": run.metrics.get("test")}, indent=2)
     )
@@ -217,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory (resumed if it holds an unfinished run)")
     tr.add_argument("--restart", action="store_true", help="ignore last.pt and start over")
     tr.add_argument("--data-dir", default=None, help="the datasets folder (as --set data.data_dir=...)")
+    add_tracking_options(tr, "the run")
     tr.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a run's best checkpoint on test")

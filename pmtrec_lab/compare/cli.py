@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pmtrec_lab.execution.executors import EXECUTORS, make_executor
 from pmtrec_lab.execution.resources import parse_resources
+from pmtrec_lab.tracking import add_tracking_options, tracking_from_args
 
 __all__ = ["add_compare_command"]
 
@@ -30,6 +31,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         spec = with_tuned(spec, Path(args.tuned))
     out = Path(args.out)
+    tracking = None if args.tables_only else tracking_from_args(args, out.resolve().name)
     failure: Exception | None = None
     if args.tables_only:
         tables = summarize(out, spec)  # writes nothing when no run of the grid has finished
@@ -58,6 +60,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                 args.jobs,
                 executor=executor,
                 retry_failed=args.retry_failed,
+                tracking=tracking,
             )
         except RunsFailedError as exc:  # the tables of what finished first, then the error
             failure = exc
@@ -121,6 +124,7 @@ def add_compare_command(sub) -> None:
         "(DIR/<dataset>/<method>/best.yaml)",
     )
     p.add_argument("--tables-only", action="store_true", help="only rebuild tables from finished runs")
+    add_tracking_options(p, "every run of the grid (experiment: the --out folder's name)")
     p.add_argument(
         "--retry-failed",
         action="store_true",

@@ -26,9 +26,10 @@ from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.execution.executors import Executor, SequentialExecutor, make_executor
 from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.tracking import Tracking, tracked
 from pmtrec_lab.train.run import load_run
 
-__all__ = ["UnitJob", "run_grid", "run_unit"]
+__all__ = ["UnitJob", "run_grid", "run_unit", "track_finished"]
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,20 @@ class UnitJob:
     out: Path
     data_dir: str | None = None
     retry_failed: bool = False
+    tracking: Tracking | None = None
 
     def __call__(self, unit: tuple[str, str]) -> tuple[int, list[tuple[str, str]]]:
         dataset, method = unit
         failed: list[tuple[str, str]] = []
         trained = run_unit(
-            self.spec, self.out, dataset, method, self.data_dir, failed=failed, retry_failed=self.retry_failed
+            self.spec,
+            self.out,
+            dataset,
+            method,
+            self.data_dir,
+            failed=failed,
+            retry_failed=self.retry_failed,
+            tracking=self.tracking,
         )
         return trained, failed
 
@@ -58,6 +67,7 @@ def run_grid(
     jobs: int = 1,
     executor: Executor | str | None = None,
     retry_failed: bool = False,
+    tracking: Tracking | None = None,
 ) -> int:
     """Run (or resume) every run of the grid; returns the number of runs trained in this call.
 
@@ -74,6 +84,9 @@ def run_grid(
     executor; a learning rate whose seed-0 run failed is no candidate. ``RunsFailedError``
     (naming the runs) is raised once all have finished. A later call leaves runs that failed
     alone unless ``retry_failed``; interrupted runs always resume.
+
+    ``tracking`` (``pmtrec_lab.tracking``) also logs every run of the grid, finished ones included,
+    to an MLflow store; it changes no result.
     """
     from pmtrec_lab.errors import RunsFailedError
 
@@ -91,17 +104,24 @@ def run_grid(
         from pmtrec_lab.compare.remote_grid import run_grid_remote
 
         threads = getattr(getattr(executor, "resources", None), "threads", 1)
-        return run_grid_remote(spec, out, data_dir, executor, threads, retry_failed=retry_failed)[0]
+        try:
+            return run_grid_remote(spec, out, data_dir, executor, threads, retry_failed=retry_failed)[0]
+        finally:  # the runs' files are back on this machine: logged from them
+            if tracking is not None:
+                track_finished(spec, out, tracking)
+    if tracking is not None:
+        tracking.prepare()
     units = [(dataset, method) for dataset in spec.datasets for method in spec.methods]
     trained, failed = 0, []
     if max_runs is None:
-        for unit_trained, unit_failed in executor.run(UnitJob(spec, out, data_dir, retry_failed), units):
+        job = UnitJob(spec, out, data_dir, retry_failed, tracking)
+        for unit_trained, unit_failed in executor.run(job, units):
             trained += unit_trained
             failed += unit_failed
     else:
         for dataset, method in units:
             trained += run_unit(
-                spec, out, dataset, method, data_dir, max_runs - trained, failed, retry_failed
+                spec, out, dataset, method, data_dir, max_runs - trained, failed, retry_failed, tracking
             )
             if trained >= max_runs:
                 break
@@ -119,11 +139,13 @@ def run_unit(
     max_runs: int | None = None,
     failed: list[tuple[str, str]] | None = None,
     retry_failed: bool = False,
+    tracking: Tracking | None = None,
 ) -> int:
     """One (dataset, method) of the grid: seed 0 at every learning rate, then the other seeds at
     the chosen one; finished runs are skipped, and so are runs that failed before unless
     ``retry_failed``. A run that fails now is appended to ``failed`` as ``(run, error)`` (raised
-    when ``failed`` is None) and the unit goes on. Returns the number of runs trained."""
+    when ``failed`` is None) and the unit goes on. Returns the number of runs trained. With
+    ``tracking``, each run (a finished one too, from its files) is logged to its MLflow store."""
     from pmtrec_lab.train import train
 
     trained = 0
@@ -138,6 +160,9 @@ def run_unit(
         for lr, seed in plan:
             rd = run_path(out, spec, dataset, method, lr, seed)
             if (rd / "status.json").is_file() and load_run(rd).finished:
+                if tracking is not None:  # logged from its files, unless logged before
+                    with tracked(tracking, rd, _tracked_name(out, rd)):
+                        pass
                 continue
             label = run_label(dataset, method, lr, seed)
             before = None if retry_failed else give_up_reason(rd)
@@ -152,7 +177,8 @@ def run_unit(
             cfg = run_config(spec, dataset, method, lr, seed, data_dir)
             t0 = time.perf_counter()
             try:
-                train(cfg, rd, dataset=dataset_for_config(cfg.data))
+                with tracked(tracking, rd, _tracked_name(out, rd)) as on_epoch:
+                    train(cfg, rd, dataset=dataset_for_config(cfg.data), on_epoch=on_epoch)
             except Exception as exc:  # recorded failed by train(); the unit goes on
                 if failed is None:
                     raise
@@ -166,3 +192,24 @@ def run_unit(
                 flush=True,
             )
     return trained
+
+
+def _tracked_name(out: Path, run_dir: Path) -> str:
+    """The MLflow run's name: the run folder under the grid's ``runs/`` (``lastfm/ew/lr0.001-seed0``)."""
+    try:
+        return str(run_dir.resolve().relative_to((out / "runs").resolve()))
+    except ValueError:
+        return run_dir.name
+
+
+def track_finished(spec: GridSpec, out: Path, tracking: Tracking) -> None:
+    """Log the grid's runs from their files (``tracking.RunTracker``: what is logged already is
+    not logged again): the remote grid's runs, whose epochs were trained on other machines."""
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            for lr in unit_lrs(spec, dataset, method):
+                for seed in spec.seeds:
+                    rd = run_path(out, spec, dataset, method, lr, seed)
+                    if (rd / "metrics.json").is_file():
+                        with tracked(tracking, rd, _tracked_name(out, rd)):
+                            pass
