@@ -14,13 +14,14 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -31,6 +32,9 @@ from pydantic_core import PydanticCustomError
 from pmtrec_lab.errors import ConfigError, format_validation_errors
 from pmtrec_lab.registry_checks import checks
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
+
+if TYPE_CHECKING:
+    from pmtrec_lab.mtl.params import MethodParams
 
 
 def _bool_where_number(value: Any, annotation: Any) -> bool:
@@ -342,31 +346,50 @@ class MethodConfig(_Strict):
     its typed parameter class (``pmtrec_lab.mtl.params``): a bad name or value fails before any
     data is read or file written, naming ``method.name`` or ``method.params.<field>`` and the
     bound. Old spellings are converted with a notice (``tau: .inf`` -> ``weight_mode: uniform``).
+
+    ``params`` keeps the given parameters (in today's spelling); :attr:`resolved` is the typed
+    ``MethodParams`` instance the method runs with (defaults < preset < given), resolved once, at
+    load, and read by every consumer (the trainer, the run cache, ``config.yaml``), so that no
+    one downstream resolves the raw dict again.
     """
 
     name: str = "ew"
     params: dict[str, Any] = Field(default_factory=dict)
+    _resolved: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
-    def _known_method_and_params(cls, data: Any) -> Any:
+    def _known_method_and_upgraded_params(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        from pmtrec_lab.mtl import get_entry, validate_params
+        from pmtrec_lab.mtl import get_entry, upgrade_params
 
         name = data.get("name", "ew")
         params = data.get("params") or {}
         if not isinstance(name, str) or not isinstance(params, dict):
             return data  # the field types report it
         try:
-            entry = get_entry(name)
+            get_entry(name)
         except ValueError as exc:
             raise ConfigError(f"method.name: {exc}") from None
-        upgrade = getattr(entry.params_class, "upgrade", None)
-        if upgrade is not None:
-            params = upgrade(params, name)
-        validate_params(name, params)  # MethodParamsError (a ConfigError) names the field
-        return {**data, "params": params}
+        return {**data, "params": upgrade_params(name, params)}
+
+    @model_validator(mode="after")
+    def _resolve_params(self) -> MethodConfig:
+        from pmtrec_lab.mtl import typed_params
+
+        # MethodParamsError (a ConfigError) names the field
+        self._resolved = typed_params(self.name, self.params)
+        return self
+
+    @property
+    def resolved(self) -> MethodParams:
+        """The typed parameters the method runs with (defaults < preset < given), resolved at load."""
+        return self._resolved
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """:attr:`resolved` as a plain mapping (JSON-ready): what ``config.yaml`` records."""
+        return self._resolved.as_dict()
 
 
 #: The default Adam learning rate (``optim.lr``), the one owner of it. Why 1e-3: the comparison

@@ -240,6 +240,25 @@ def test_import_graph_follows_the_layers():
         assert not {m for m in below if m.split(".")[1] in above}, (name, below)
 
 
+#: the longest a function of the package may be (issue 25: "no function in pmtrec_lab/ exceeds 80 lines")
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_of_the_package_is_longer_than_80_lines():
+    """Every function and method of ``pmtrec_lab/`` (nested ones included, decorators and
+    docstrings counted) fits in ``MAX_FUNCTION_LINES`` lines: a longer one is split into named
+    helpers. ``tests/test_pmtrec_stages.py`` checks the same of the PMTRec package, with its
+    ``combine`` under 40 lines."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({n} lines)")
+    assert not long, long
+
+
 def test_pmtrec_defaults_are_written_once():
     """The default values live in ``PMTRecParams``; nothing else in the package spells them out."""
     defaults = resolve_params("pmtrec")
