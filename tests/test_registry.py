@@ -234,6 +234,14 @@ def test_import_graph_follows_the_layers():
     assert set(registry_checks.PROVIDERS.values()) == providers
     config = _imports(files["pmtrec_lab.config"], "pmtrec_lab.config", known, type_checking=True)
     assert not {m for m in config if m.split(".")[1] in ("data", "encoders")}, config
+    # the atomic task schema lives with the atomic data source and needs nothing above config
+    from pmtrec_lab import config as config_module
+    from pmtrec_lab.data.sources import atomic, atomic_tasks
+
+    assert not hasattr(config_module, "AtomicTask") and atomic.AtomicTask is atomic_tasks.AtomicTask
+    schema_module = "pmtrec_lab.data.sources.atomic_tasks"
+    schema = _imports(files[schema_module], schema_module, known, type_checking=True)
+    assert schema <= {"pmtrec_lab.config", "pmtrec_lab.errors"}, schema
     for name in ("pmtrec_lab.execution", "pmtrec_lab.compare"):  # the two the issue names
         below = {m for n, p in files.items() if n.startswith(name) for m in _imports(p, n, known, True)}
         above = {"pmtrec_lab.execution": ("compare", "tune"), "pmtrec_lab.compare": ("tune",)}[name]
