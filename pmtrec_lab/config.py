@@ -7,6 +7,7 @@ ill-typed key is an error naming it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import math
@@ -265,6 +266,8 @@ class MethodConfig(_Strict):
     name: str = "ew"
     params: dict[str, Any] = Field(default_factory=dict)
     _resolved: Any = PrivateAttr(default=None)
+    #: the (name, given parameters) ``_resolved`` was resolved from
+    _resolved_from: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -285,20 +288,30 @@ class MethodConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve_params(self) -> MethodConfig:
-        from pmtrec_lab.mtl import typed_params
-
-        # MethodParamsError (a ConfigError) names the field
-        self._resolved = typed_params(self.name, self.params)
+        self._resolve(upgraded=True)  # MethodParamsError (a ConfigError) names the field
         return self
+
+    def _resolve(self, upgraded: bool) -> None:
+        from pmtrec_lab.mtl import typed_params, upgrade_params
+
+        given = self.params if upgraded else upgrade_params(self.name, self.params)
+        self._resolved = typed_params(self.name, given)
+        self._resolved_from = (self.name, copy.deepcopy(self.params))
 
     @property
     def resolved(self) -> MethodParams:
-        """The typed parameters the method runs with (defaults < preset < given), resolved at load."""
+        """The typed parameters the method runs with (defaults < preset < given), resolved at load.
+
+        A copy made without validation (``model_copy(update=...)``, ``model_construct``) or a
+        ``params`` changed in place no longer matches what was resolved: then the current name
+        and parameters are resolved (old spellings converted, as at load), never stale ones."""
+        if self._resolved is None or self._resolved_from != (self.name, self.params):
+            self._resolve(upgraded=False)
         return self._resolved
 
     def resolved_dict(self) -> dict[str, Any]:
         """:attr:`resolved` as a plain mapping (JSON-ready): what ``config.yaml`` records."""
-        return self._resolved.as_dict()
+        return self.resolved.as_dict()
 
 
 #: The default Adam learning rate (``optim.lr``), the one owner of it. Why 1e-3: the comparison

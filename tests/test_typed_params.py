@@ -91,3 +91,15 @@ def test_the_grid_takes_its_defaults_from_the_configuration():
     assert spec.lrs == [DEFAULT_LR, SHORT_RUN_LR]
     assert spec.base["eval"]["patience"] == EvalConfig().patience
     assert spec.base["optim"]["epochs"] == OptimConfig().epochs
+
+
+def test_a_copy_without_validation_reads_its_own_parameters():
+    """``model_copy(update=...)`` skips validation; the copy's ``resolved`` follows its own
+    ``params`` (and name), not the original's (a test trains such a copy with ``params: {}``)."""
+    cfg = load_config(overrides=["method.name=pmtrec", "method.params.rho=0.25"])
+    plain = cfg.method.model_copy(update={"params": {}})
+    assert plain.resolved_dict() == resolve_params("pmtrec") and cfg.method.resolved.rho == 0.25
+    other = cfg.method.model_copy(update={"name": "pmtrec-gmb", "params": {"tau": 0.5}})
+    assert other.resolved_dict() == resolve_params("pmtrec-gmb", {"tau": 0.5})
+    cfg.method.params["rho"] = 0.5  # changed in place
+    assert cfg.method.resolved.rho == 0.5
