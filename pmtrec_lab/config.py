@@ -7,30 +7,36 @@ ill-typed key is an error naming it.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import math
-import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 from pmtrec_lab.errors import ConfigError, format_validation_errors
 from pmtrec_lab.registry_checks import checks
 from pmtrec_lab.yaml_files import load_yaml_text, read_yaml_file
+
+if TYPE_CHECKING:
+    from pmtrec_lab.mtl.params import MethodParams
 
 
 def _bool_where_number(value: Any, annotation: Any) -> bool:
@@ -54,9 +60,13 @@ def _bool_where_number(value: Any, annotation: Any) -> bool:
 
 
 class _Strict(BaseModel):
-    """A configuration section: unknown keys and booleans given for numbers are errors."""
+    """A configuration section: unknown keys and booleans given for numbers are errors.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Schemas are built when a section is first validated (``defer_build``), not when this module
+    is imported: ``DataConfig.tasks`` takes its item schema from the dataset registry, which
+    imports this module."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -67,10 +77,9 @@ class _Strict(BaseModel):
         return value
 
 
-#: The names a relation or label set may take (DGL edge and node types are built from them).
-_SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_RESERVED_NAMES = frozenset({"interacts", "interacted_by"})  # the graph's interaction edge types
-_DEFAULT_SOURCE = {"social": "net", "item_item": "kg"}  # label sets default to their field's name
+#: the base of the configuration's sections, for a section schema defined beside its owner
+#: (``data.sources.atomic.AtomicTask``): strict, unknown keys refused
+StrictSection = _Strict
 
 
 class AtomicFields(_Strict):
@@ -85,111 +94,16 @@ class AtomicFields(_Strict):
     time: str = "timestamp"
 
 
-class AtomicTask(_Strict):
-    """One auxiliary task of an atomic-file dataset, declared in configuration: where its data come
-    from. The task is named ``<type>:<name>`` (``name`` defaults to the label field, ``net`` for
-    ``social`` and ``kg`` for ``item_item``), the name also of its relation or label set.
-
-    - ``item_label`` / ``user_label``: ``field`` of ``.item`` / ``.user``. A ``token`` field gives
-      one label per row (softmax), a ``token_seq`` field several (multi-label BCE) unless
-      ``single_label`` (each entity's most frequent label, ties to the lower id). ``bins`` (strictly
-      increasing edges) cut a numeric field (``float``, ``float_seq`` or numeric tokens) into
-      ``len(bins) + 1`` bands, ``bin_names`` naming them; ``top_k`` keeps the k labels used on the
-      most entities after filtering.
-    - ``social``: the user pairs of ``.net`` (fields ``source_id`` -> ``target_id``), both
-      directions added when ``symmetric``.
-    - ``item_item``: items sharing a knowledge-graph entity: ``.link`` maps items to entities,
-      ``.kg`` triples (``head_id``, ``relation_id``, ``tail_id``) whose head is an item's entity
-      and whose relation is in ``relations`` (None: every relation) give the item's tail
-      entities; an entity linked to more than ``max_degree`` items is dropped (None: no cap), since
-      a hub would link nearly every pair.
-    """
-
-    type: Literal["item_label", "user_label", "social", "item_item"]
-    name: str | None = None
-    enabled: bool = True
-    field: str | None = None
-    top_k: int | None = Field(default=None, ge=1)
-    single_label: bool = False
-    bins: list[float] | None = None
-    bin_names: list[str] | None = None
-    source_id: str = "source_id"
-    target_id: str = "target_id"
-    symmetric: bool = False
-    relations: list[str] | None = None
-    max_degree: int | None = Field(default=50, ge=1)
-    head_id: str = "head_id"
-    relation_id: str = "relation_id"
-    tail_id: str = "tail_id"
-    entity_id: str = "entity_id"
-
-    @property
-    def is_label(self) -> bool:
-        return self.type in ("item_label", "user_label")
-
-    def source_name(self) -> str:
-        """The relation or label-set name (the task's ``source``)."""
-        return self.name or (self.field or "" if self.is_label else _DEFAULT_SOURCE[self.type])
-
-    def task_name(self) -> str:
-        return f"{self.type}:{self.source_name()}"
-
-    @model_validator(mode="after")
-    def _options_fit_the_type(self) -> AtomicTask:
-        what = f"task {self.task_name()!r}"
-        if self.is_label:
-            if not self.field:
-                raise ValueError(f"{what}: a {self.type} task needs field (a .{self.type[:4]} field)")
-            misplaced = {
-                "symmetric": self.symmetric,
-                "relations": self.relations is not None,
-            }
-        else:
-            misplaced = {
-                "field": self.field is not None,
-                "top_k": self.top_k is not None,
-                "single_label": self.single_label,
-                "bins": self.bins is not None,
-                "bin_names": self.bin_names is not None,
-            }
-            if self.type == "social":
-                misplaced["relations"] = self.relations is not None
-            else:
-                misplaced["symmetric"] = self.symmetric
-        given = [k for k, v in misplaced.items() if v]
-        if given:
-            raise ValueError(f"{what}: {', '.join(given)} do(es) not apply to a {self.type} task")
-        name = self.source_name()
-        if not _SOURCE_NAME.fullmatch(name) or name in _RESERVED_NAMES:
-            raise ValueError(
-                f"{what}: name {name!r} must be letters, digits, '_', '.' or '-' (not starting with "
-                f"'.' or '-') and not {' or '.join(sorted(_RESERVED_NAMES))}"
-            )
-        if self.bins is not None:
-            edges = self.bins
-            if not edges or any(not math.isfinite(b) for b in edges):
-                raise ValueError(f"{what}: bins must be a non-empty list of finite numbers, got {edges}")
-            if any(b >= a for b, a in zip(edges, edges[1:], strict=False)):
-                raise ValueError(f"{what}: bins must be strictly increasing, got {edges}")
-        if self.bin_names is not None:
-            if self.bins is None:
-                raise ValueError(f"{what}: bin_names needs bins")
-            if len(self.bin_names) != len(self.bins) + 1 or len(set(self.bin_names)) != len(self.bin_names):
-                raise ValueError(
-                    f"{what}: bin_names must be {len(self.bins) + 1} distinct names (one per band of "
-                    f"bins={self.bins}), got {self.bin_names}"
-                )
-        if self.relations is not None and not self.relations:
-            raise ValueError(f"{what}: relations must list at least one relation (None: every relation)")
-        return self
+def _atomic_task_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """The schema of one atomic task declaration: ``AtomicTask``'s, the class the dataset
+    registry provides (it lives with the atomic data source, above this layer), asked for when a
+    configuration is first validated (sections build their schemas then: ``defer_build``)."""
+    return handler(checks("dataset").atomic_task_class())
 
 
-def check_atomic_tasks(tasks: list[AtomicTask], where: str) -> None:
-    """Task names must be unique: each is the name of a relation or label set of the dataset."""
-    names = [t.source_name() for t in tasks]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"{where}: two tasks share the name(s) {dup}; give each a distinct name")
+#: one atomic task declaration (``pmtrec_lab.data.sources.atomic.AtomicTask``), referenced
+#: through the dataset registry's check so that ``config`` imports nothing of ``data``
+AtomicTaskDeclaration = Annotated[Any, GetPydanticSchema(_atomic_task_schema)]
 
 
 class DataConfig(_Strict):
@@ -203,7 +117,7 @@ class DataConfig(_Strict):
     fields: AtomicFields | None = None
     #: ``atomic`` only: the auxiliary tasks and where their data come from; None: the folder's
     #: ``pmtrec.yaml``, else every task the files offer, each off by default (``tasks.include``)
-    tasks: list[AtomicTask] | None = None
+    tasks: list[AtomicTaskDeclaration] | None = None
     k_core: int | None = Field(default=None, ge=1)  # None: the dataset's default
     rating_threshold: float | None = None
     split_seed: int = 0
@@ -247,7 +161,7 @@ class DataConfig(_Strict):
                 f"data.{given[0]}: only for folder datasets (data.name=atomic), not {self.name!r}"
             )
         if self.tasks is not None:
-            check_atomic_tasks(self.tasks, "data.tasks")
+            checks("dataset").check_atomic_tasks(self.tasks, "data.tasks")
         check_loader_args(spec, self.loader_args)
         return self
 
@@ -358,31 +272,62 @@ class MethodConfig(_Strict):
     its typed parameter class (``pmtrec_lab.mtl.params``): a bad name or value fails before any
     data is read or file written, naming ``method.name`` or ``method.params.<field>`` and the
     bound. Old spellings are converted with a notice (``tau: .inf`` -> ``weight_mode: uniform``).
+
+    ``params`` keeps the given parameters (in today's spelling); :attr:`resolved` is the typed
+    ``MethodParams`` instance the method runs with (defaults < preset < given), resolved once, at
+    load, and read by every consumer (the trainer, the run cache, ``config.yaml``), so that no
+    one downstream resolves the raw dict again.
     """
 
     name: str = "ew"
     params: dict[str, Any] = Field(default_factory=dict)
+    _resolved: Any = PrivateAttr(default=None)
+    #: the (name, given parameters) ``_resolved`` was resolved from
+    _resolved_from: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
-    def _known_method_and_params(cls, data: Any) -> Any:
+    def _known_method_and_upgraded_params(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        from pmtrec_lab.mtl import get_entry, validate_params
+        from pmtrec_lab.mtl import get_entry, upgrade_params
 
         name = data.get("name", "ew")
         params = data.get("params") or {}
         if not isinstance(name, str) or not isinstance(params, dict):
             return data  # the field types report it
         try:
-            entry = get_entry(name)
+            get_entry(name)
         except ValueError as exc:
             raise ConfigError(f"method.name: {exc}") from None
-        upgrade = getattr(entry.params_class, "upgrade", None)
-        if upgrade is not None:
-            params = upgrade(params, name)
-        validate_params(name, params)  # MethodParamsError (a ConfigError) names the field
-        return {**data, "params": params}
+        return {**data, "params": upgrade_params(name, params)}
+
+    @model_validator(mode="after")
+    def _resolve_params(self) -> MethodConfig:
+        self._resolve(upgraded=True)  # MethodParamsError (a ConfigError) names the field
+        return self
+
+    def _resolve(self, upgraded: bool) -> None:
+        from pmtrec_lab.mtl import typed_params, upgrade_params
+
+        given = self.params if upgraded else upgrade_params(self.name, self.params)
+        self._resolved = typed_params(self.name, given)
+        self._resolved_from = (self.name, copy.deepcopy(self.params))
+
+    @property
+    def resolved(self) -> MethodParams:
+        """The typed parameters the method runs with (defaults < preset < given), resolved at load.
+
+        A copy made without validation (``model_copy(update=...)``, ``model_construct``) or a
+        ``params`` changed in place no longer matches what was resolved: then the current name
+        and parameters are resolved (old spellings converted, as at load), never stale ones."""
+        if self._resolved is None or self._resolved_from != (self.name, self.params):
+            self._resolve(upgraded=False)
+        return self._resolved
+
+    def resolved_dict(self) -> dict[str, Any]:
+        """:attr:`resolved` as a plain mapping (JSON-ready): what ``config.yaml`` records."""
+        return self.resolved.as_dict()
 
 
 #: The default Adam learning rate (``optim.lr``), the one owner of it. Why 1e-3: the comparison

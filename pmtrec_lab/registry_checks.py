@@ -18,7 +18,9 @@ __all__ = ["PROVIDERS", "checks", "register"]
 
 #: kind -> the module that registers its checks (imported on first use)
 PROVIDERS = {
-    "dataset": "pmtrec_lab.data.registry",  # find(name), get_spec(name), spec_for_data(data), atomic_settings
+    # find(name), get_spec(name), spec_for_data(data), atomic_settings(data), atomic_task_class(),
+    # check_atomic_tasks(tasks, where)
+    "dataset": "pmtrec_lab.data.registry",
     "encoder": "pmtrec_lab.encoders.registry",  # names(), classes (name -> encoder class)
 }
 

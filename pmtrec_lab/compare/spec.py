@@ -30,7 +30,15 @@ from pydantic import (
     model_validator,
 )
 
-from pmtrec_lab.config import DEFAULT_DIM, RunConfig, load_config
+from pmtrec_lab.config import (
+    DEFAULT_DIM,
+    DEFAULT_LR,
+    SHORT_RUN_LR,
+    EvalConfig,
+    OptimConfig,
+    RunConfig,
+    load_config,
+)
 from pmtrec_lab.errors import ConfigError, format_validation_errors
 from pmtrec_lab.eval.groups import ACTIVITY_LEVELS, SOCIAL_LEVELS
 from pmtrec_lab.mtl import get_entry, method_names, resolve_params, validate_params
@@ -124,12 +132,14 @@ class GridSpec(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["ciao", "lastfm", "amazon"])
     methods: list[str] = Field(default_factory=lambda: list(method_names()))
     seeds: list[StrictInt] = Field(default_factory=lambda: [0, 1, 2])
-    lrs: list[float] = Field(default_factory=lambda: [1e-3, 3e-3])
+    #: the configuration's default learning rate and its short-run one; ``base``'s epochs and
+    #: patience are the configuration's defaults too (their one owner: ``config``)
+    lrs: list[float] = Field(default_factory=lambda: [DEFAULT_LR, SHORT_RUN_LR])
     base: dict[str, Any] = Field(
         default_factory=lambda: {
             "encoder": {"name": "mf", "dim": DEFAULT_DIM},
-            "optim": {"epochs": 100},
-            "eval": {"patience": 5},
+            "optim": {"epochs": OptimConfig.model_fields["epochs"].default},
+            "eval": {"patience": EvalConfig.model_fields["patience"].default},
             "progress": "log",
         }
     )

@@ -146,24 +146,7 @@ def tables_from_runs(
     """
     if is_baseline is None:
         is_baseline = grid_baselines(variants).__contains__
-    aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
-    summary = (
-        runs.groupby(["dataset", "method"], sort=False)
-        .agg(
-            **aggs,
-            seeds=("seed", "count"),
-            valid_ndcg20=("valid_ndcg@20", "mean"),
-            recall20_mean=("test_recall@20", "mean"),
-            recall20_std=("test_recall@20", "std"),
-            ndcg20_mean=("test_ndcg@20", "mean"),
-            ndcg20_std=("test_ndcg@20", "std"),
-            epochs=("epochs_run", "mean"),
-            **({"capped": ("stopped", _share_capped)} if "stopped" in runs.columns else {}),
-            **_beyond_aggregates(runs),
-            **_aux_aggregates(runs),
-        )
-        .reset_index()
-    )
+    summary = _summary(runs)
     strongest, sig_rows, group_rows = [], [], []
     for dataset, part in summary.groupby("dataset", sort=False):
         base = part[part["method"].map(is_baseline).astype(bool)]
@@ -191,23 +174,8 @@ def tables_from_runs(
                 **(paired_test(merged) if merged is not None else _untested(in_dataset, pmtrec, baseline)),
             }
         )
-        if merged is None:
-            continue
-        for col in ("activity", "social"):
-            if f"{col}_a" not in merged:
-                continue
-            groups = dict(list(merged.groupby(f"{col}_a", observed=True)))
-            for level in sorted(groups, key=lambda x: (GROUP_ORDER.get(str(x), len(GROUP_ORDER)), str(x))):
-                g = groups[level]
-                group_rows.append(
-                    {
-                        "dataset": dataset,
-                        "grouping": col,
-                        "group": level,
-                        "baseline": baseline["method"],
-                        **paired_test(g),
-                    }
-                )
+        if merged is not None:
+            group_rows.extend(_group_tests(merged, dataset, baseline["method"]))
     return {
         "summary": summary,
         "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
@@ -217,30 +185,83 @@ def tables_from_runs(
     }
 
 
+def _summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method), in first-seen order: the seeds, mean validation NDCG@20, test
+    recall and NDCG@20 (mean, std), mean epochs, and, where ``runs`` has them, the learning rate,
+    the share capped, the beyond-accuracy means and the auxiliary tasks' test means
+    (``tables_from_runs``'s ``summary``)."""
+    aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
+    return (
+        runs.groupby(["dataset", "method"], sort=False)
+        .agg(
+            **aggs,
+            seeds=("seed", "count"),
+            valid_ndcg20=("valid_ndcg@20", "mean"),
+            recall20_mean=("test_recall@20", "mean"),
+            recall20_std=("test_recall@20", "std"),
+            ndcg20_mean=("test_ndcg@20", "mean"),
+            ndcg20_std=("test_ndcg@20", "std"),
+            epochs=("epochs_run", "mean"),
+            **({"capped": ("stopped", _share_capped)} if "stopped" in runs.columns else {}),
+            **_beyond_aggregates(runs),
+            **_aux_aggregates(runs),
+        )
+        .reset_index()
+    )
+
+
+def _group_tests(merged: pd.DataFrame, dataset: str, baseline: str) -> list[dict[str, Any]]:
+    """The paired test of PMTRec against ``baseline`` within each user group (activity, then
+    social; groups in ``GROUP_ORDER``) of the paired per-user table ``merged``."""
+    rows = []
+    for col in ("activity", "social"):
+        if f"{col}_a" not in merged:
+            continue
+        groups = dict(list(merged.groupby(f"{col}_a", observed=True)))
+        for level in sorted(groups, key=lambda x: (GROUP_ORDER.get(str(x), len(GROUP_ORDER)), str(x))):
+            g = groups[level]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "grouping": col,
+                    "group": level,
+                    "baseline": baseline,
+                    **paired_test(g),
+                }
+            )
+    return rows
+
+
 ABLATION_COLUMNS = (
     "dataset method weights align schedule rho seeds ndcg20_mean ndcg20_std "
     "rel_vs_pmtrec rel_vs_ew mean_diff p_value"
 ).split()
 
 
+#: what the ablation table calls each module switch -> the method parameter that holds it
+_SWITCH_PARAMS = {"weights": "weight_mode", "align": "align", "schedule": "schedule", "rho": "rho"}
+#: the switches of a method whose parameters hold none of them (EW: uniform, every module off)
+_NO_SWITCHES = {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
+
+
 def method_switches(method: str, variants: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
-    strength), read off the method itself so the table cannot drift from the presets; EW reads as
-    uniform weights with every module off (``resolve_params``, the one resolution). A label in
-    ``variants`` (a grid's) reads as the registered method and parameters it runs."""
-    from pmtrec_lab.mtl import get_entry, resolve_params
-    from pmtrec_lab.mtl.pmtrec import PMTRec
+    strength), read off the typed parameters the method runs with (``validate_params``, the one
+    resolution) so the table cannot drift from the presets; a method whose parameters hold no
+    such switch (EW) reads as uniform weights with every module off. A label in ``variants`` (a
+    grid's) reads as the registered method and parameters it runs."""
+    from pmtrec_lab.mtl import validate_params
 
     variant = (variants or {}).get(method)
     name, params = (variant["name"], variant.get("params") or {}) if variant else (method, {})
-    if not issubclass(get_entry(name).cls, PMTRec):
-        return {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
-    p = resolve_params(name, params)
+    typed = validate_params(name, params)
+    if not all(field in type(typed).model_fields for field in _SWITCH_PARAMS.values()):
+        return dict(_NO_SWITCHES)
     return {
-        "weights": p["weight_mode"],
-        "align": bool(p["align"]),
-        "schedule": p["schedule"],
-        "rho": float(p["rho"]),
+        "weights": typed.weight_mode,
+        "align": bool(typed.align),
+        "schedule": typed.schedule,
+        "rho": float(typed.rho),
     }
 
 

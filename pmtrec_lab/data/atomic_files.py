@@ -7,7 +7,7 @@ RecSysDatasets collection). Every file is tab-separated, UTF-8, with a header li
 ``name:type`` fields, type one of ``token``, ``token_seq``, ``float``, ``float_seq``.
 
 ``pmtrec.yaml`` (optional, ignored by RecBole) holds what this project needs beyond the files:
-``fields`` (field names, ``config.AtomicFields``), ``tasks`` (``config.AtomicTask`` declarations)
+``fields`` (field names, ``config.AtomicFields``), ``tasks`` (``data.sources.atomic.AtomicTask`` declarations)
 and ``k_core``. ``datasets export`` writes it; ``data.fields`` / ``data.tasks`` override it.
 
 This module reads headers and that file only (cheap, used when a configuration is checked); the

@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pmtrec_lab.config import AtomicFields, AtomicTask, DataConfig, check_atomic_tasks
+from pmtrec_lab.config import AtomicFields, DataConfig
 from pmtrec_lab.data.atomic_files import offered_tasks, read_sidecar, require_inter
+from pmtrec_lab.data.sources.atomic_tasks import AtomicTask, check_atomic_tasks
 from pmtrec_lab.errors import ConfigError, format_validation_errors
 
 __all__ = ["AtomicSettings", "atomic_settings"]

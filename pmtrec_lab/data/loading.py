@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from pmtrec_lab.config import AtomicTask, DataConfig
+from pmtrec_lab.config import DataConfig
 from pmtrec_lab.data.atomic_files import folder_files
 from pmtrec_lab.data.aux_holdout import EXTRA_KEY as AUX_EXTRA_KEY
 from pmtrec_lab.data.aux_holdout import aux_holdout_of, check_fraction, hold_out_aux
@@ -35,6 +35,7 @@ from pmtrec_lab.data.cache import (
 )
 from pmtrec_lab.data.preprocess import preprocess
 from pmtrec_lab.data.registry import DATASETS, DatasetSpec, TaskDefault, get_spec
+from pmtrec_lab.data.sources.atomic_tasks import AtomicTask
 from pmtrec_lab.data.split import MIN_INTERACTIONS_FOR_SPLIT, hold_out_meta, split_per_user
 from pmtrec_lab.data.types import RawDataset, RecDataset
 from pmtrec_lab.errors import ConfigError, MissingDataError, PmtrecError, format_validation_errors

@@ -14,7 +14,7 @@ Relation and label names used across the project (graphs, tasks, configs):
 | atomic | declared | declared | declared (``data.tasks`` or the folder's ``pmtrec.yaml``) |
 
 ``atomic`` is a folder dataset: its release is the folder ``data.path`` names, and its tasks are
-declared in configuration (``config.AtomicTask``), so ``spec_for_data`` (not ``get_spec``) gives
+declared in configuration (``data.sources.atomic.AtomicTask``), so ``spec_for_data`` (not ``get_spec``) gives
 its task list. ml-100k is stored in the same format: its loader is ``atomic`` plus the
 declarations ``ML100K_TASKS``.
 """
@@ -58,7 +58,7 @@ class DatasetSpec:
     generated: bool = False  # produced by a generator (synthetic); no files
     loader_args: dict[str, Any] = field(default_factory=dict)
     folder: bool = False  # the release is the folder data.path names (atomic); tasks declared
-    #: task declarations (``config.AtomicTask`` fields) of a dataset stored as atomic files
+    #: task declarations (``data.sources.atomic.AtomicTask`` fields) of a dataset stored as atomic files
     atomic_tasks: tuple[Mapping[str, Any], ...] = ()
 
     def load_function(self) -> Callable[..., RawDataset]:
@@ -251,6 +251,20 @@ def _atomic_settings(data: Any) -> Any:
     return atomic_settings(data)
 
 
+def _atomic_task_class() -> type:
+    """The schema of one ``data.tasks`` declaration (``AtomicTask``, the atomic source's)."""
+    from pmtrec_lab.data.sources.atomic_tasks import AtomicTask
+
+    return AtomicTask
+
+
+def _check_atomic_tasks(tasks: list[Any], where: str) -> None:
+    """Task names must be unique (``data.sources.atomic.check_atomic_tasks``)."""
+    from pmtrec_lab.data.sources.atomic_tasks import check_atomic_tasks
+
+    check_atomic_tasks(tasks, where)
+
+
 # config's checks (registry_checks): a configuration's dataset, its tasks and its folder
 register_checks(
     "dataset",
@@ -258,4 +272,6 @@ register_checks(
     get_spec=get_spec,
     spec_for_data=spec_for_data,
     atomic_settings=_atomic_settings,
+    atomic_task_class=_atomic_task_class,
+    check_atomic_tasks=_check_atomic_tasks,
 )

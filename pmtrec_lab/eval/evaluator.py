@@ -142,6 +142,60 @@ def _exclusion_of(
     return exclude_of
 
 
+def _checked_chunk_users(user_emb: Tensor, item_emb: Tensor, chunk_users: int | None) -> int:
+    """The users scored at once (``chunk_users``, else the default for the item count), after
+    checking that the embeddings are [U, D] and [I, D] tables of one width."""
+    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
+        raise ValueError(f"embeddings must be [U, D] and [I, D], got {tuple(user_emb.shape)} and "
+                         f"{tuple(item_emb.shape)}")
+    if chunk_users is None:
+        chunk_users = default_chunk_users(int(item_emb.shape[0]))
+    if int(chunk_users) < 1:
+        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
+    return int(chunk_users)
+
+
+def _exclusion_index(exclude_pairs: Sequence[np.ndarray], num_users: int, num_items: int) -> _PairIndex:
+    """One index over every array of ``exclude_pairs`` (a single array is taken as one), each
+    checked and named by its position."""
+    if isinstance(exclude_pairs, np.ndarray):
+        exclude_pairs = [exclude_pairs]
+    excl_list = [
+        _as_pairs(p, num_users, num_items, f"exclude_pairs[{j}]") for j, p in enumerate(exclude_pairs)
+    ]
+    excl_all = np.concatenate(excl_list) if excl_list else None
+    return _PairIndex(excl_all, num_users, num_items, "exclude_pairs")
+
+
+def _chunk_hits(
+    relevant: _PairIndex, chunk: np.ndarray, idx: np.ndarray, valid: np.ndarray, num_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the chunk's ranked items (``idx``, [rows, K]; ``valid`` where a rank holds an
+    item) are relevant, and each row's number of relevant items. By membership of (row, item)
+    keys in the chunk's relevant pairs (deduplicated), so no dense relevance mask is built."""
+    rel_rows, rel_cols = relevant.chunk(chunk)
+    rel_keys = np.unique(rel_rows * num_items + rel_cols)
+    num_rel = np.bincount(rel_keys // num_items, minlength=chunk.shape[0])
+    query = np.arange(chunk.shape[0], dtype=np.int64)[:, None] * num_items + idx
+    found = np.searchsorted(rel_keys, query).clip(max=max(rel_keys.shape[0] - 1, 0))
+    return (rel_keys[found] == query) & valid, num_rel
+
+
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
+    """The chunks' per-user values in one array (an empty float64 one without chunks)."""
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+
+
+def _retrieved(
+    hit_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], relevant_counts: list[np.ndarray]
+) -> tuple[RetrievedPairs, np.ndarray]:
+    """The chunks' retrieved relevant pairs (user, item, rank) and relevant counts, joined."""
+    columns = [np.concatenate([p[j] for p in hit_parts]) if hit_parts else np.zeros(0) for j in range(3)]
+    retrieved = RetrievedPairs(*(c.astype(np.int64) for c in columns))
+    counts = np.concatenate(relevant_counts) if relevant_counts else np.zeros(0, np.int64)
+    return retrieved, counts.astype(np.int64)
+
+
 def evaluate_embeddings(
     user_emb: Tensor,
     item_emb: Tensor,
@@ -174,27 +228,12 @@ def evaluate_embeddings(
         :class:`EvalResult` over the users of ``relevant_pairs`` (ascending ids).
     """
     ks = check_ks(ks)
-    if user_emb.dim() != 2 or item_emb.dim() != 2 or user_emb.shape[1] != item_emb.shape[1]:
-        raise ValueError(f"embeddings must be [U, D] and [I, D], got {tuple(user_emb.shape)} and "
-                         f"{tuple(item_emb.shape)}")
+    chunk_users = _checked_chunk_users(user_emb, item_emb, chunk_users)
     num_users, num_items = int(user_emb.shape[0]), int(item_emb.shape[0])
-    if chunk_users is None:
-        chunk_users = default_chunk_users(num_items)
-    if int(chunk_users) < 1:
-        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
-    chunk_users = int(chunk_users)
     device = torch.device(device) if device is not None else user_emb.device
-
     relevant = _PairIndex(relevant_pairs, num_users, num_items, "relevant_pairs")
-    if isinstance(exclude_pairs, np.ndarray):
-        exclude_pairs = [exclude_pairs]
-    excl_list = [
-        _as_pairs(p, num_users, num_items, f"exclude_pairs[{j}]") for j, p in enumerate(exclude_pairs)
-    ]
-    excl_all = np.concatenate(excl_list) if excl_list else None
-    excluded = _PairIndex(excl_all, num_users, num_items, "exclude_pairs")
+    excluded = _exclusion_index(exclude_pairs, num_users, num_items)
     eval_users = np.unique(relevant.users)
-
     dtype = user_emb.dtype if user_emb.dtype in (torch.float32, torch.float64) else torch.float32
     names = metric_keys(ks)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
@@ -218,14 +257,7 @@ def evaluate_embeddings(
             del scores
             if beyond is not None:
                 beyond.add(idx.cpu().numpy(), valid.cpu().numpy())
-            # Hits by membership of (row, item) keys in the chunk's relevant pairs (deduplicated), so
-            # no dense relevance mask either.
-            rel_rows, rel_cols = relevant.chunk(chunk)
-            rel_keys = np.unique(rel_rows * num_items + rel_cols)
-            num_rel = np.bincount(rel_keys // num_items, minlength=shape[0])
-            query = np.arange(shape[0], dtype=np.int64)[:, None] * num_items + idx.cpu().numpy()
-            found = np.searchsorted(rel_keys, query).clip(max=max(rel_keys.shape[0] - 1, 0))
-            hits = (rel_keys[found] == query) & valid.cpu().numpy()
+            hits, num_rel = _chunk_hits(relevant, chunk, idx.cpu().numpy(), valid.cpu().numpy(), num_items)
             values = metrics_from_hits_np(hits, num_rel, ks)
             for name in names:
                 parts[name].append(values[name])
@@ -233,14 +265,8 @@ def evaluate_embeddings(
                 row, pos = np.nonzero(hits)
                 hit_parts.append((chunk[row], idx.cpu().numpy()[row, pos], pos + 1))
                 relevant_counts.append(num_rel)
-    empty = np.zeros(0, dtype=np.float64)
-    per_user = {name: (np.concatenate(parts[name]) if parts[name] else empty.copy()) for name in names}
-    retrieved = counts = None
-    if with_hits:
-        columns = [np.concatenate([p[j] for p in hit_parts]) if hit_parts else np.zeros(0) for j in range(3)]
-        retrieved = RetrievedPairs(*(c.astype(np.int64) for c in columns))
-        counts = np.concatenate(relevant_counts) if relevant_counts else np.zeros(0, np.int64)
-        counts = counts.astype(np.int64)
+    per_user = {name: _joined(parts[name]) for name in names}
+    retrieved, counts = _retrieved(hit_parts, relevant_counts) if with_hits else (None, None)
     return EvalResult(
         users=eval_users.astype(np.int64),
         per_user=per_user,

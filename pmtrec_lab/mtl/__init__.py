@@ -23,6 +23,7 @@ from pmtrec_lab.mtl.base import (
 from pmtrec_lab.mtl.params import MAIN_TASK, MethodParams, MethodParamsError
 from pmtrec_lab.mtl.registry import (
     METHODS,
+    build_method,
     get_entry,
     make_method,
     method_names,
@@ -31,6 +32,8 @@ from pmtrec_lab.mtl.registry import (
     register,
     register_preset,
     resolve_params,
+    typed_params,
+    upgrade_params,
     validate_params,
 )
 from pmtrec_lab.mtl.registry import _load as _load_methods
@@ -48,6 +51,7 @@ __all__ = [
     "StepContext",
     "WeightingMethod",
     "aggregate",
+    "build_method",
     "get_entry",
     "make_method",
     "method_names",
@@ -56,6 +60,8 @@ __all__ = [
     "register",
     "register_preset",
     "resolve_params",
+    "typed_params",
+    "upgrade_params",
     "validate_params",
 ]
 

@@ -39,6 +39,7 @@ __all__ = [
     "FAMILIES",
     "METHODS",
     "MethodEntry",
+    "build_method",
     "get_entry",
     "load_plugins",
     "make_method",
@@ -49,6 +50,8 @@ __all__ = [
     "register",
     "register_preset",
     "resolve_params",
+    "typed_params",
+    "upgrade_params",
     "validate_params",
 ]
 
@@ -205,16 +208,20 @@ def get_entry(name: str) -> MethodEntry:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(method_names())}") from None
 
 
-def validate_params(name: str, params: Mapping[str, Any], prefix: str = "method.params") -> MethodParams:
-    """The typed parameters ``name`` runs with: class defaults < preset overrides < ``params``.
+def upgrade_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` for method ``name`` with old spellings converted (``Params.upgrade``, with a
+    notice), the given keys only. Configuration loading calls it once; :func:`typed_params` then
+    resolves the result without converting again."""
+    cls = get_entry(name).params_class
+    return cls.upgrade(dict(params), name) if hasattr(cls, "upgrade") else dict(params)
 
-    Raises ``MethodParamsError`` naming ``prefix.field`` and the bound (or ValueError for an
-    unknown method). Nothing is built; this is what configuration loading calls.
-    """
+
+def typed_params(name: str, given: Mapping[str, Any], prefix: str = "method.params") -> MethodParams:
+    """The typed parameters ``name`` runs with: class defaults < preset overrides < ``given``,
+    where ``given`` is already in today's spelling (:func:`upgrade_params`). Raises
+    ``MethodParamsError`` naming ``prefix.field`` and the bound."""
     entry = get_entry(name)
-    cls = entry.params_class
-    given = cls.upgrade(dict(params), name) if hasattr(cls, "upgrade") else dict(params)
-    resolved = cls.build(name, {**entry.overrides, **given}, prefix)
+    resolved = entry.params_class.build(name, {**entry.overrides, **given}, prefix)
     if entry.check is not None:
         try:
             entry.check(resolved)
@@ -223,22 +230,38 @@ def validate_params(name: str, params: Mapping[str, Any], prefix: str = "method.
     return resolved
 
 
-def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every parameter ``name`` runs with, as a plain dict (defaults < preset < ``params``).
+def validate_params(name: str, params: Mapping[str, Any], prefix: str = "method.params") -> MethodParams:
+    """The typed parameters ``name`` runs with: class defaults < preset overrides < ``params``.
 
-    The one resolution that the run cache, the report headlines, the explorer widget and the
-    comparison tables use.
+    Raises ``MethodParamsError`` naming ``prefix.field`` and the bound (or ValueError for an
+    unknown method). Nothing is built. For parameters that are not a run configuration's (a grid
+    variant, a search space's sample); a ``RunConfig`` carries its own (``cfg.method.resolved``).
     """
+    return typed_params(name, upgrade_params(name, params), prefix)
+
+
+def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter ``name`` runs with, as a plain dict (defaults < preset < ``params``):
+    ``validate_params(...).as_dict()``, for parameters that are not a run configuration's."""
     return validate_params(name, params or {}).as_dict()
+
+
+def build_method(name: str, num_tasks: int, params: MethodParams) -> WeightingMethod:
+    """Build registered method ``name`` for ``num_tasks`` tasks from its resolved typed ``params``
+    (a ``RunConfig``'s ``method.resolved``): nothing is resolved or validated again."""
+    entry = get_entry(name)
+    if not isinstance(params, entry.params_class):
+        raise TypeError(
+            f"method {name!r} takes {entry.params_class.__name__}, got {type(params).__name__}"
+        )
+    method = entry.cls(num_tasks, params=params)
+    method.name = entry.name  # a preset's instance carries the preset's name
+    return method
 
 
 def make_method(name: str, num_tasks: int, **params: Any) -> WeightingMethod:
     """Build registered method ``name`` for ``num_tasks`` tasks with ``params`` over its defaults."""
-    entry = get_entry(name)
-    resolved = validate_params(name, params)
-    method = entry.cls(num_tasks, params=resolved)
-    method.name = entry.name  # a preset's instance carries the preset's name
-    return method
+    return build_method(name, num_tasks, validate_params(name, params))
 
 
 def method_table(builtin_only: bool = False) -> list[dict[str, str]]:

@@ -8,10 +8,12 @@ form :func:`pmtrec_lab.reports.record` accepts.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
+from pmtrec_lab.mtl import MethodParams, resolve_params
 from pmtrec_lab.train import Run
 from pmtrec_lab.viz.gradients import conflict_summary, magnitude_summary
 from pmtrec_lab.viz.weights import mean_task_weights, weight_activity_correlation
@@ -95,23 +97,24 @@ def conflict_headlines(epochs_table: pd.DataFrame, epoch: int | None = None) -> 
     }
 
 
-def effective_pmtrec_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The hyper-parameters ``method`` actually runs with: defaults < preset overrides < given
-    ``params``, validated (:func:`pmtrec_lab.mtl.resolve_params`, the one resolution the run
-    cache, the explorer and the comparison tables use too)."""
-    from pmtrec_lab.mtl import resolve_params
+def effective_pmtrec_params(method: str, params: Mapping[str, Any] | MethodParams | None) -> dict[str, Any]:
+    """The hyper-parameters ``method`` actually runs with, as a plain dict. ``params``: a run's
+    typed parameters (``run.config.method.resolved``, resolved when its configuration loaded,
+    taken as they are), or given parameters, resolved here (defaults < preset overrides < given,
+    :func:`pmtrec_lab.mtl.resolve_params`, the one resolution of parameters outside a configuration)."""
+    if isinstance(params, MethodParams):
+        return params.as_dict()
+    return resolve_params(method, params or {})
 
-    return resolve_params(method, params)
 
-
-def gmb_setting(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def gmb_setting(method: str, params: Mapping[str, Any] | MethodParams | None = None) -> dict[str, Any]:
     """Which Gradient Magnitude Balancing ``method`` runs with ``params``: ``rho``, ``gmb_mode``
     (None for a method without GMB) and ``gmb``, a sentence saying it, for notebook 04's reader.
 
     PMTRec's default (v3) is per entity and reduce-only (``entity_reduce``): it leaves the
     per-side magnitude ratios as they are, so a reader must be told where its effect shows.
     """
-    resolved = effective_pmtrec_params(method, dict(params or {}))
+    resolved = effective_pmtrec_params(method, params)
     rho, mode = resolved.get("rho"), resolved.get("gmb_mode")
     if rho is None:
         text = f"{method} has no GMB (not a PMTRec-style weighting): the GMB panels stay empty."
@@ -164,7 +167,7 @@ def side_gmb_headlines(run: Run, factor: float = 2.0, prefix: str = "side_gmb") 
     prefixed ``prefix``: the run, its method, ``rho``, and its per-side magnitude ratios before
     and after balancing."""
     method = run.config.method.name
-    setting = gmb_setting(method, run.config.method.params)
+    setting = gmb_setting(method, run.config.method.resolved)
     ratios = magnitude_headlines(run.diagnostics()["epochs"], factor=factor)
     return {
         f"{prefix}_run": run.path.name,

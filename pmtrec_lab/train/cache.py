@@ -27,12 +27,11 @@ def runs_root(explicit: str | os.PathLike | None = None) -> Path:
 def config_key(cfg: RunConfig) -> str:
     """A short hash of everything that changes a run's result (progress display excluded).
 
-    The method's parameters enter resolved (``mtl.resolve_params``: defaults < preset < given), so
-    ``pmtrec`` with no parameters and ``pmtrec`` with its defaults spelled out share one run."""
-    from pmtrec_lab.mtl import resolve_params
-
-    plain = cfg.updated({"progress": "none"}).to_dict()
-    plain["method"]["params"] = resolve_params(cfg.method.name, cfg.method.params)
+    The method's parameters enter resolved (``cfg.method.resolved``: defaults < preset < given,
+    resolved when the configuration loaded), so ``pmtrec`` with no parameters and ``pmtrec`` with
+    its defaults spelled out share one run."""
+    plain = cfg.model_copy(update={"progress": "none"}).to_dict()
+    plain["method"]["params"] = cfg.method.resolved_dict()
     payload = yaml.safe_dump(plain, sort_keys=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -314,6 +314,20 @@ class DiagnosticsRecorder:
                 self.w_cnt[s].index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
 
     def end_epoch(self, epoch: int) -> None:
+        """Close ``epoch``: its long-format rows (per-task means, the combined direction's, the
+        method's own diagnostics), its cosine histograms and, at a weight epoch, the per-entity
+        weights, in this order (the order of the rows in the files), then start the next epoch."""
+        self._add_task_rows(epoch)
+        self._add_combined_rows(epoch)
+        self._add_method_rows(epoch)
+        self.hist_rows.extend(self._hist_frames(epoch))
+        if epoch in self.weight_epochs:
+            self._add_weight_frames(epoch)
+        self._reset()
+
+    def _add_task_rows(self, epoch: int) -> None:
+        """Per task: the mean loss, per side the mean gradient norm, conflict fraction and ratios,
+        and the mean task weight."""
         names = self.task_names
         add = self.rows.append
         for k, n in enumerate(names):
@@ -361,6 +375,12 @@ class DiagnosticsRecorder:
                         "value": float(self.task_weight_sum[k] / max(1, self.steps)),
                     }
                 )
+
+    def _add_combined_rows(self, epoch: int) -> None:
+        """The combined direction's conflict fraction per side, the schedule's beta and the
+        count-correlation probe's results."""
+        names = self.task_names
+        add = self.rows.append
         for s, sname in enumerate(SIDES):
             if self.conf_comb_cnt[s] > 0:
                 add(
@@ -377,6 +397,11 @@ class DiagnosticsRecorder:
         for (k, s), rho in sorted(self.probe.results().items()):
             row = {"epoch": epoch, "task": names[k], "side": SIDES[s], "metric": "count_spearman"}
             add({**row, "value": rho})
+
+    def _add_method_rows(self, epoch: int) -> None:
+        """The method's own per-task means and per-side tables (means, or the last value)."""
+        names = self.task_names
+        add = self.rows.append
         for key, tot in self.task_mean_sum.items():
             for k, n in enumerate(names):
                 v = float(tot[k] / self.task_mean_n[key])
@@ -392,6 +417,10 @@ class DiagnosticsRecorder:
                     v = float(table[s, k])
                     if np.isfinite(v):
                         add({"epoch": epoch, "task": n, "side": sname, "metric": key, "value": v})
+
+    def _hist_frames(self, epoch: int) -> list[pd.DataFrame]:
+        """The epoch's cosine histograms: per auxiliary task and side, and the combined direction's."""
+        names = self.task_names
         edges = np.linspace(-1.0, 1.0, self.bins + 1)
         frames = []
         for kind, h in self.hist.items():
@@ -404,29 +433,31 @@ class DiagnosticsRecorder:
                 frames.append(
                     self._hist_frame(epoch, "combined", sname, "combined", edges, self.hist_comb[s])
                 )
-        self.hist_rows.extend(frames)
-        if epoch in self.weight_epochs:
-            for s, sname in enumerate(SIDES):
-                cohort = self.cohorts[s]
-                cnt = self.w_cnt[s][cohort].numpy()
-                seen = cnt > 0
-                if not seen.any():
-                    continue
-                ids = cohort[seen]
-                w = (self.w_sum[s][cohort][seen] / self.w_cnt[s][cohort][seen].unsqueeze(1)).numpy()
-                self.weight_frames.append(
-                    pd.DataFrame(
-                        {
-                            "epoch": np.int32(epoch),
-                            "side": sname,
-                            "entity": np.repeat(ids, self.k).astype(np.int64),
-                            "task": np.tile(np.array(names), len(ids)),
-                            "weight": w.reshape(-1).astype(np.float32),
-                            "steps": np.repeat(cnt[seen], self.k).astype(np.int32),
-                        }
-                    )
+        return frames
+
+    def _add_weight_frames(self, epoch: int) -> None:
+        """The mean weight per entity of each side's cohort and task over ``epoch`` (a weight epoch)."""
+        names = self.task_names
+        for s, sname in enumerate(SIDES):
+            cohort = self.cohorts[s]
+            cnt = self.w_cnt[s][cohort].numpy()
+            seen = cnt > 0
+            if not seen.any():
+                continue
+            ids = cohort[seen]
+            w = (self.w_sum[s][cohort][seen] / self.w_cnt[s][cohort][seen].unsqueeze(1)).numpy()
+            self.weight_frames.append(
+                pd.DataFrame(
+                    {
+                        "epoch": np.int32(epoch),
+                        "side": sname,
+                        "entity": np.repeat(ids, self.k).astype(np.int64),
+                        "task": np.tile(np.array(names), len(ids)),
+                        "weight": w.reshape(-1).astype(np.float32),
+                        "steps": np.repeat(cnt[seen], self.k).astype(np.int32),
+                    }
                 )
-        self._reset()
+            )
 
     @staticmethod
     def _hist_frame(epoch, task, side, kind, edges, counts) -> pd.DataFrame:

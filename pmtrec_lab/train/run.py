@@ -264,7 +264,9 @@ def check_checkpoint_run(path: Path, state: dict[str, Any], run_config: dict[str
     recorded = state.get("config")
     if not isinstance(recorded, dict):
         return
-    recorded, run_config = _resolved_method(recorded), _resolved_method(run_config)
+    # ``run_config`` is ``run_identity``'s, resolved when its configuration loaded; only the
+    # checkpoint's record (which may predate resolved records) is resolved here
+    recorded = _resolved_method(recorded)
     if recorded == run_config:
         return
     diffs = config_differences(recorded, run_config)

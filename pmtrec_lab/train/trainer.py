@@ -41,7 +41,7 @@ from pmtrec_lab.eval.beyond import (
     item_group_metrics,
     item_popularity_groups,
 )
-from pmtrec_lab.mtl import META_SPLIT_NEEDS, Need, StepContext, WeightingMethod, make_method
+from pmtrec_lab.mtl import META_SPLIT_NEEDS, Need, StepContext, WeightingMethod, build_method
 from pmtrec_lab.paths import overwrite_in_place, write_text_atomic
 from pmtrec_lab.tasks import Task, build_tasks, resolve_task_configs
 from pmtrec_lab.tasks.link import bpr
@@ -316,7 +316,7 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
     checkpoint copied from another run is then named as such, with the settings that differ,
     instead of being loaded (same shapes) or blamed on changed data. The method's parameters are
     recorded resolved (:func:`resolved_config`), as ``config.yaml`` records them."""
-    return resolved_config(cfg).updated({"progress": "none"}).to_dict()
+    return resolved_config(cfg).model_copy(update={"progress": "none"}).to_dict()
 
 
 def _reason(exc: BaseException) -> str:
@@ -394,13 +394,19 @@ def _epochs_done(out: Path) -> int:
 
 def resolved_config(cfg: RunConfig) -> RunConfig:
     """``cfg`` with its method's parameters resolved (defaults < preset < given,
-    ``mtl.resolve_params``): what a run folder's ``config.yaml`` records (so it says every
+    ``cfg.method.resolved``): what a run folder's ``config.yaml`` records (so it says every
     parameter the run trained with, not ``params: {}``) and the form two configurations are
     compared in when deciding whether a folder holds the same run (so folders written before,
-    with only the given parameters, still resume)."""
-    from pmtrec_lab.mtl import resolve_params
+    with only the given parameters, still resume). The parameters are the configuration's own,
+    resolved when it loaded (``cfg.method.resolved``); nothing is resolved again."""
+    method = cfg.method.model_copy(update={"params": cfg.method.resolved_dict()})
+    return cfg.model_copy(update={"method": method})
 
-    return cfg.updated({"method": {"params": resolve_params(cfg.method.name, cfg.method.params)}})
+
+def _identity_yaml(cfg: RunConfig) -> str:
+    """``cfg`` resolved and without its progress display, as YAML: the form in which two
+    configurations are compared when deciding whether a folder holds the same run."""
+    return resolved_config(cfg).model_copy(update={"progress": "none"}).to_yaml()
 
 
 def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
@@ -418,7 +424,7 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     has_last = (out / "last.pt").is_file()
     # the progress display does not change a run's result
     try:
-        previous = resolved_config(load_config(out / "config.yaml")).updated({"progress": "none"}).to_yaml()
+        previous = _identity_yaml(load_config(out / "config.yaml"))
     except ConfigError as exc:
         detail = _config_problem(exc, out / "config.yaml")
         if state == "failed" or not has_last:
@@ -430,7 +436,7 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
             hint="its last.pt cannot be checked against an unreadable configuration: rerun with "
             "--restart to start over, or use another --out",
         ) from None
-    if previous != resolved_config(cfg).updated({"progress": "none"}).to_yaml():
+    if previous != _identity_yaml(cfg):
         if state == "failed" or not has_last:
             log.warning("%s: the earlier run there (%s) had another configuration; starting over", out, state)
             return "fresh"
@@ -520,7 +526,7 @@ def _setup(cfg: RunConfig, out: Path, dataset: RecDataset | None, status: _Statu
     model = build_model(cfg, ds).to(device)
     tasks: list[Task] = list(model.tasks)
     names = [t.name for t in tasks]
-    method = make_method(cfg.method.name, len(tasks), **cfg.method.params).to(device)
+    method = build_method(cfg.method.name, len(tasks), cfg.method.resolved).to(device)
     needs = _method_needs(method)
     meta = None
     if needs & META_SPLIT_NEEDS:

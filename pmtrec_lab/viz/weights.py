@@ -144,6 +144,34 @@ def _join_activity(ew: pd.DataFrame, activity: pd.DataFrame) -> pd.DataFrame:
     return ew.merge(activity[cols], on=["side", "entity"], how="inner")
 
 
+def _with_social_degree(
+    activity_counts: pd.DataFrame, social_degree: Sequence[float] | np.ndarray | None
+) -> pd.DataFrame:
+    """``activity_counts`` (a copy), its users' ``social_degree`` taken from ``social_degree``
+    (per user id) when given, items' left NaN."""
+    act = activity_counts.copy()
+    if social_degree is not None:
+        deg = np.asarray(social_degree, dtype=float)
+        is_user = act["side"] == "user"
+        act["social_degree"] = np.nan
+        act.loc[is_user, "social_degree"] = deg[act.loc[is_user, "entity"].to_numpy()]
+    return act
+
+
+def _say_no_social_links(fig: go.Figure) -> None:
+    """The third panel of :func:`weights_vs_activity` says there is no social degree to plot."""
+    lo, hi = fig.layout.xaxis3.domain
+    fig.add_annotation(
+        text="The dataset has no social links:<br>no social degree to plot.",
+        xref="paper",
+        yref="paper",
+        x=(lo + hi) / 2,
+        y=0.5,
+        showarrow=False,
+    )
+    fig.update_xaxes(visible=False, col=3)
+
+
 def weights_vs_activity(
     entity_weights: pd.DataFrame,
     activity_counts: pd.DataFrame,
@@ -163,13 +191,7 @@ def weights_vs_activity(
     if ew.empty:
         return missing_figure(_NO_WEIGHTS, "Task weights vs activity")
     ew, chosen = _at_epoch(ew, epoch)
-    act = activity_counts.copy()
-    if social_degree is not None:
-        deg = np.asarray(social_degree, dtype=float)
-        is_user = act["side"] == "user"
-        act["social_degree"] = np.nan
-        act.loc[is_user, "social_degree"] = deg[act.loc[is_user, "entity"].to_numpy()]
-    joined = _join_activity(ew, act)
+    joined = _join_activity(ew, _with_social_degree(activity_counts, social_degree))
     has_social = (
         "social_degree" in joined.columns
         and joined.loc[joined["side"] == "user", "social_degree"].notna().any()
@@ -204,16 +226,7 @@ def weights_vs_activity(
             fig.add_trace(line, row=1, col=col)
             shown.add(task)
     if not has_social:
-        lo, hi = fig.layout.xaxis3.domain
-        fig.add_annotation(
-            text="The dataset has no social links:<br>no social degree to plot.",
-            xref="paper",
-            yref="paper",
-            x=(lo + hi) / 2,
-            y=0.5,
-            showarrow=False,
-        )
-        fig.update_xaxes(visible=False, col=3)
+        _say_no_social_links(fig)
     for col in (1, 2):  # activity spans orders of magnitude: log axes with whole-number ticks
         log_axis(fig, "x", drawn_x[col], col=col)
         fig.update_xaxes(title_text="training interactions (bin median)", col=col)

@@ -84,8 +84,11 @@ _HEADLINE = ("ndcg@20", "recall@20")
 
 
 def _pmtrec_base_params(base_cfg: RunConfig) -> dict[str, Any]:
-    given = base_cfg.method.params if base_cfg.method.name == "pmtrec" else {}
-    return resolve_params("pmtrec", given)
+    """The parameters the controls start from: the base configuration's own (resolved when it
+    loaded) when it runs ``pmtrec``, else PMTRec's defaults."""
+    if base_cfg.method.name == "pmtrec":
+        return base_cfg.method.resolved_dict()
+    return dict(PMTREC_DEFAULTS)
 
 
 def config_from_controls(values: Mapping[str, Any], base_cfg: RunConfig) -> RunConfig:

@@ -1,5 +1,6 @@
 """Any dataset in RecBole's atomic-file format (Zhao et al., "RecBole", CIKM'21), with its
-auxiliary tasks declared in configuration (``config.AtomicTask``) rather than written in code.
+auxiliary tasks declared in configuration (:class:`AtomicTask`, the schema of ``data.tasks``, in
+``data.sources.atomic_tasks``) rather than written in code.
 
 A folder ``<stem>/`` holds ``<stem>.inter`` and any of ``.user``, ``.item``, ``.net``, ``.kg``,
 ``.link`` (layout, headers and ``pmtrec.yaml``: ``pmtrec_lab.data.atomic_files``). Reading:
@@ -38,11 +39,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pmtrec_lab.config import AtomicFields, AtomicTask, DataConfig
+from pmtrec_lab.config import AtomicFields, DataConfig
 from pmtrec_lab.data.atomic_files import FIELD_TYPES, folder_files, read_header, require_inter
 from pmtrec_lab.data.sources._io import _beyond_int64, co_membership_pairs, count_unique_pairs
+from pmtrec_lab.data.sources.atomic_tasks import AtomicTask, check_atomic_tasks
 from pmtrec_lab.data.types import RawDataset, RawLabels
 from pmtrec_lab.errors import ConfigError, DataFormatError, MissingDataError
+
+__all__ = ["AtomicTask", "check_atomic_tasks", "load_raw", "read_folder", "token_order"]
 
 _WHITESPACE = np.array([9, 10, 11, 12, 13, 32], dtype=np.uint8)
 _NAN_WORDS = ("", "nan")
@@ -487,7 +491,7 @@ def load_raw(
 ) -> RawDataset:
     """Read the atomic folder ``root`` (the registry's ``atomic`` loader).
 
-    ``fields`` / ``tasks``: ``config.AtomicFields`` / ``config.AtomicTask`` values (mappings);
+    ``fields`` / ``tasks``: ``config.AtomicFields`` / :class:`AtomicTask` values (mappings);
     None: the folder's ``pmtrec.yaml``, else RecBole's fields and the tasks the files offer (off).
     """
     root = Path(root)

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pmtrec_lab.config import AtomicFields, AtomicTask
+from pmtrec_lab.config import AtomicFields
 from pmtrec_lab.data.registry import ML100K_TASKS
-from pmtrec_lab.data.sources.atomic import read_folder
+from pmtrec_lab.data.sources.atomic import AtomicTask, read_folder
 from pmtrec_lab.data.types import RawDataset
 from pmtrec_lab.errors import DataFormatError, MissingDataError
 from pmtrec_lab.paths import cache_dir

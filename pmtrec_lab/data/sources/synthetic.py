@@ -88,94 +88,31 @@ def load_raw(
     With ``activity_spread`` and ``mislabel_active`` at their defaults the release is what it was
     before they existed.
     """
-    if min(num_users, num_items, num_communities, num_categories) < 1 or interactions_per_user < 0:
-        raise ValueError("num_users, num_items, num_communities, num_categories must be >= 1")
-    if num_users < 2 and friends_per_user > 0:
-        raise ValueError("friends need at least 2 users")
-    if not 0.0 <= homophily <= 1.0 or not 0.0 <= preference_strength <= 1.0:
-        raise ValueError("homophily and preference_strength must lie in [0, 1]")
-    if popularity_exponent <= 0:
-        raise ValueError("popularity_exponent must be > 0")
-    if not 0.0 <= mislabel_active < 1.0:
-        raise ValueError(f"mislabel_active must lie in [0, 1), got {mislabel_active}")
-    if activity_spread < 0:
-        raise ValueError(f"activity_spread must be >= 0, got {activity_spread}")
-    num_categories = min(num_categories, num_items)
-    preferred_per_community = max(1, min(preferred_per_community, num_categories))
-    rng = np.random.default_rng(seed)
-
+    num_categories, preferred_per_community = _checked_sizes(
+        num_users, num_items, interactions_per_user, num_communities, num_categories, friends_per_user,
+        homophily, preference_strength, popularity_exponent, activity_spread, mislabel_active,
+        preferred_per_community,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)  # one generator: the order of its draws below is the release
     community = _balanced_assignment(rng, num_users, num_communities)
     category = _balanced_assignment(rng, num_items, num_categories)
     # Each community's preferred categories: distinct categories per row (argsort of random keys).
     preferred = np.argsort(rng.random((num_communities, num_categories)), axis=1)[:, :preferred_per_community]
+    per_user = _rows_per_user(rng, num_users, interactions_per_user, activity_spread)
+    users, items = _interactions(
+        rng, per_user, community, category, num_categories, preferred, preference_strength,
+        popularity_exponent,
+    )  # fmt: skip
+    src, dst = _friend_links(rng, community, num_communities, friends_per_user, homophily)
 
-    # Items grouped by category: sorted member list, group start and size.
-    items_sorted = np.argsort(category, kind="stable")
-    cat_size = np.bincount(category, minlength=num_categories)
-    cat_start = np.concatenate([[0], np.cumsum(cat_size)[:-1]])
-
-    # Interactions.
-    per_user = np.full(num_users, interactions_per_user, dtype=np.int64)
-    if activity_spread > 0:
-        z = rng.standard_normal(num_users)
-        spread = interactions_per_user * np.exp(activity_spread * z - activity_spread**2 / 2)
-        per_user = np.maximum(np.rint(spread), 3).astype(np.int64)
-    users = np.repeat(np.arange(num_users, dtype=np.int64), per_user)
-    n = len(users)
-    from_pref = rng.random(n) < preference_strength
-    pref_choice = preferred[community[users], rng.integers(preferred_per_community, size=n)]
-    cats = np.where(from_pref, pref_choice, rng.integers(num_categories, size=n))
-    items = _pick_members(rng, cats, items_sorted, cat_start, cat_size, rng.random(n) ** popularity_exponent)
-
-    # Friend links: homophilous ones to another member of the same community, the rest uniform.
-    src = np.repeat(np.arange(num_users, dtype=np.int64), friends_per_user)
-    m = len(src)
-    users_sorted = np.argsort(community, kind="stable")
-    com_size = np.bincount(community, minlength=num_communities)
-    com_start = np.concatenate([[0], np.cumsum(com_size)[:-1]])
-    rank = np.empty(num_users, dtype=np.int64)  # position of each user in its community's list
-    rank[users_sorted] = np.arange(num_users) - com_start[community[users_sorted]]
-    c = community[src]
-    inside = (rng.random(m) < homophily) & (com_size[c] > 1)
-    # Uniform over the community minus the user itself: draw among size-1 slots, skip own slot.
-    slot = np.minimum((rng.random(m) * (com_size[c] - 1)).astype(np.int64), np.maximum(com_size[c] - 2, 0))
-    slot = slot + (slot >= rank[src])
-    dst_in = users_sorted[com_start[c] + np.minimum(slot, com_size[c] - 1)]
-    dst_out = (src + 1 + rng.integers(max(num_users - 1, 1), size=m)) % num_users
-    dst = np.where(inside, dst_in, dst_out).astype(np.int64)
-
-    raw_counts: dict[str, int | str] = {
-        "users": count_unique(users),
-        "items": count_unique(items),
-        "interactions": count_unique_pairs(users, items),
-        "rows": int(n),
-        "friends": int(m),
-        "categories": int(num_categories),
-        "communities": int(num_communities),
-    }
     return RawDataset(
         name="synthetic",
         users=users,
         items=items.astype(np.int64),
         ratings=None,
         user_relations={"friends": (src, dst)},
-        labels={
-            "category": RawLabels(
-                side="item",
-                entity=np.arange(num_items, dtype=np.int64),
-                label=category,
-                names=[f"category_{k}" for k in range(num_categories)],
-                multi=False,
-            ),
-            "community": RawLabels(
-                side="user",
-                entity=np.arange(num_users, dtype=np.int64),
-                label=_mislabelled(community, per_user, mislabel_active, num_communities, seed),
-                names=[f"community_{k}" for k in range(num_communities)],
-                multi=False,
-            ),
-        },
-        raw_counts=raw_counts,
+        labels=_labels(category, num_categories, community, num_communities, per_user, mislabel_active, seed),
+        raw_counts=_raw_counts(users, items, src, num_categories, num_communities),
         extra={
             "preferred_categories": preferred,
             "params": {
@@ -194,4 +131,148 @@ def load_raw(
                 **({"mislabel_active": mislabel_active} if mislabel_active else {}),
             },
         },
+    )
+
+
+def _raw_counts(
+    users: np.ndarray, items: np.ndarray, src: np.ndarray, num_categories: int, num_communities: int
+) -> dict[str, int | str]:
+    """The release's ``raw_counts``: distinct users, items and (user, item) pairs, the rows
+    (pairs may repeat), friend links, categories and communities."""
+    return {
+        "users": count_unique(users),
+        "items": count_unique(items),
+        "interactions": count_unique_pairs(users, items),
+        "rows": len(users),
+        "friends": len(src),
+        "categories": int(num_categories),
+        "communities": int(num_communities),
+    }
+
+
+def _checked_sizes(
+    num_users: int,
+    num_items: int,
+    interactions_per_user: int,
+    num_communities: int,
+    num_categories: int,
+    friends_per_user: int,
+    homophily: float,
+    preference_strength: float,
+    popularity_exponent: float,
+    activity_spread: float,
+    mislabel_active: float,
+    preferred_per_community: int,
+) -> tuple[int, int]:
+    """The number of categories and of preferred categories per community :func:`load_raw` uses
+    (at most the items, and the categories), after a ValueError naming the first argument
+    outside its range."""
+    if min(num_users, num_items, num_communities, num_categories) < 1 or interactions_per_user < 0:
+        raise ValueError("num_users, num_items, num_communities, num_categories must be >= 1")
+    if num_users < 2 and friends_per_user > 0:
+        raise ValueError("friends need at least 2 users")
+    if not 0.0 <= homophily <= 1.0 or not 0.0 <= preference_strength <= 1.0:
+        raise ValueError("homophily and preference_strength must lie in [0, 1]")
+    if popularity_exponent <= 0:
+        raise ValueError("popularity_exponent must be > 0")
+    if not 0.0 <= mislabel_active < 1.0:
+        raise ValueError(f"mislabel_active must lie in [0, 1), got {mislabel_active}")
+    if activity_spread < 0:
+        raise ValueError(f"activity_spread must be >= 0, got {activity_spread}")
+    num_categories = min(num_categories, num_items)
+    return num_categories, max(1, min(preferred_per_community, num_categories))
+
+
+def _rows_per_user(
+    rng: np.random.Generator, num_users: int, interactions_per_user: int, activity_spread: float
+) -> np.ndarray:
+    """Each user's number of interaction rows: ``interactions_per_user``, or log-normally spread
+    around it (at least 3) when ``activity_spread`` > 0 (the only case that draws from ``rng``)."""
+    per_user = np.full(num_users, interactions_per_user, dtype=np.int64)
+    if activity_spread > 0:
+        z = rng.standard_normal(num_users)
+        spread = interactions_per_user * np.exp(activity_spread * z - activity_spread**2 / 2)
+        per_user = np.maximum(np.rint(spread), 3).astype(np.int64)
+    return per_user
+
+
+def _interactions(
+    rng: np.random.Generator,
+    per_user: np.ndarray,
+    community: np.ndarray,
+    category: np.ndarray,
+    num_categories: int,
+    preferred: np.ndarray,
+    preference_strength: float,
+    popularity_exponent: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interaction rows (users, items): each row's category is one of the user's community's
+    preferred ones with probability ``preference_strength`` (else uniform), its item a member of
+    that category, low positions popular (``popularity_exponent``)."""
+    # Items grouped by category: sorted member list, group start and size.
+    items_sorted = np.argsort(category, kind="stable")
+    cat_size = np.bincount(category, minlength=num_categories)
+    cat_start = np.concatenate([[0], np.cumsum(cat_size)[:-1]])
+    users = np.repeat(np.arange(len(per_user), dtype=np.int64), per_user)
+    n = len(users)
+    from_pref = rng.random(n) < preference_strength
+    pref_choice = preferred[community[users], rng.integers(preferred.shape[1], size=n)]
+    cats = np.where(from_pref, pref_choice, rng.integers(num_categories, size=n))
+    items = _pick_members(rng, cats, items_sorted, cat_start, cat_size, rng.random(n) ** popularity_exponent)
+    return users, items
+
+
+def _friend_links(
+    rng: np.random.Generator,
+    community: np.ndarray,
+    num_communities: int,
+    friends_per_user: int,
+    homophily: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directed friend links (source, target), ``friends_per_user`` from each user: with
+    probability ``homophily`` to another member of the same community, the rest uniform."""
+    num_users = len(community)
+    src = np.repeat(np.arange(num_users, dtype=np.int64), friends_per_user)
+    m = len(src)
+    users_sorted = np.argsort(community, kind="stable")
+    com_size = np.bincount(community, minlength=num_communities)
+    com_start = np.concatenate([[0], np.cumsum(com_size)[:-1]])
+    rank = np.empty(num_users, dtype=np.int64)  # position of each user in its community's list
+    rank[users_sorted] = np.arange(num_users) - com_start[community[users_sorted]]
+    c = community[src]
+    inside = (rng.random(m) < homophily) & (com_size[c] > 1)
+    # Uniform over the community minus the user itself: draw among size-1 slots, skip own slot.
+    slot = np.minimum((rng.random(m) * (com_size[c] - 1)).astype(np.int64), np.maximum(com_size[c] - 2, 0))
+    slot = slot + (slot >= rank[src])
+    dst_in = users_sorted[com_start[c] + np.minimum(slot, com_size[c] - 1)]
+    dst_out = (src + 1 + rng.integers(max(num_users - 1, 1), size=m)) % num_users
+    return src, np.where(inside, dst_in, dst_out).astype(np.int64)
+
+
+def _labels(
+    category: np.ndarray,
+    num_categories: int,
+    community: np.ndarray,
+    num_communities: int,
+    per_user: np.ndarray,
+    mislabel_active: float,
+    seed: int,
+) -> dict[str, RawLabels]:
+    """The two label sets: each item's ``category`` and each user's ``community`` (the most
+    active ``mislabel_active`` share of users carrying a random one, see :func:`_mislabelled`)."""
+    community_labels = _mislabelled(community, per_user, mislabel_active, num_communities, seed)
+    return {
+        "category": _single_labels("item", category, "category", num_categories),
+        "community": _single_labels("user", community_labels, "community", num_communities),
+    }
+
+
+def _single_labels(side: str, label: np.ndarray, prefix: str, count: int) -> RawLabels:
+    """One label per entity of ``side`` (entity ``i`` has ``label[i]``), named ``<prefix>_<k>``."""
+    return RawLabels(
+        side=side,
+        entity=np.arange(len(label), dtype=np.int64),
+        label=label,
+        names=[f"{prefix}_{k}" for k in range(count)],
+        multi=False,
     )
