@@ -194,7 +194,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "data",
         "tasks encoders viz",
         "train",
-        "execution ray_connect",
+        "execution ray_connect tracking",
         "compare",
         "tune",
         "reports widgets benefit",
