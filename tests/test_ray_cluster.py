@@ -7,6 +7,7 @@ with nothing left running (``tests/ray_cluster.py``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -165,6 +166,58 @@ def test_tune_with_seeded_tpe_and_asha_then_compare_tuned(cluster, tmp_path):
         yaml.safe_load((runs / "grid.resolved.yaml").read_text())["tuned"]["synthetic"]["ew"]["lr"]
         == best["lr"]
     )
+
+
+def _tune_args(tmp_path: Path, cluster, out: Path) -> list[str]:
+    """A tiny tuning unit (synthetic, EW, 4 trials x at most 3 epochs, ASHA from epoch 1)."""
+    grid = tmp_path / "grid.yaml"
+    if not grid.is_file():
+        grid.write_text(yaml.safe_dump({**GRID, "methods": ["ew"], "variants": {}}, sort_keys=False))
+        spaces = tmp_path / "spaces"
+        spaces.mkdir()
+        (spaces / "ew.yaml").write_text(
+            "optim.lr: {loguniform: [1.0e-4, 5.0e-2]}\noptim.weight_decay: {choice: [0.0, 1.0e-4]}\n"
+        )
+    args = ["tune", "--grid", str(grid), "--spaces", str(tmp_path / "spaces"), "--out", str(out)]
+    return [*args, "--trials", "4", "--max-epochs", "3", "--grace-period", "1", "--address", cluster.address]
+
+
+def test_an_interrupted_tune_unit_resumes_by_replaying_its_finished_trials(cluster, tmp_path, capsys):
+    """Stopped after 2 finished trials (the test switch), then rerun: the recorded trials are
+    replayed, the others trained, and trials.csv and best.yaml equal an uninterrupted unit's but
+    for Ray's trial ids and the timing. A record that the sampler does not reproduce is refused."""
+    from pmtrec_lab.tune.resume import PARTIAL_FILE, STOP_AFTER_ENV
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert main(_tune_args(tmp_path, cluster, whole)) == 0
+    assert not (whole / "synthetic" / "ew" / PARTIAL_FILE).exists()
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STOP_AFTER_ENV, "2")
+        assert main(_tune_args(tmp_path, cluster, resumed)) == 2
+    partial = resumed / "synthetic" / "ew" / PARTIAL_FILE
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # Ray logs to stderr too
+    assert err.startswith("error: tune synthetic ew: the study ended after 2 of 4") and str(partial) in err
+    assert len(partial.read_text().splitlines()) == 2 and not (partial.parent / "best.yaml").exists()
+    assert main(_tune_args(tmp_path, cluster, resumed)) == 0
+    assert "replaying 2 finished trials" in capsys.readouterr().out and not partial.exists()
+    a, b = (pd.read_csv(o / "synthetic" / "ew" / "trials.csv") for o in (whole, resumed))
+    assert a["trial_id"].nunique() == 4 and a["stopped_early"].any()  # ASHA cut: the replay must match
+    pd.testing.assert_frame_equal(a.drop(columns="trial_id"), b.drop(columns="trial_id"))
+    best_a, best_b = (yaml.safe_load((o / "synthetic/ew/best.yaml").read_text()) for o in (whole, resumed))
+    for best in (best_a, best_b):
+        del best["trial_id"], best["seconds"]
+    assert best_a == best_b
+    # a record the seeded sampler does not propose (another space, another code) is refused
+    bad = tmp_path / "bad"
+    line = {"trial": 1, "config": {"optim.lr": 0.5}, "reports": [], "stopped_early": False}
+    (bad / "synthetic" / "ew").mkdir(parents=True)
+    (bad / "synthetic" / "ew" / PARTIAL_FILE).write_text(json.dumps(line) + "\n")
+    capsys.readouterr()
+    assert main(_tune_args(tmp_path, cluster, bad)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {bad / 'synthetic' / 'ew' / PARTIAL_FILE}: trial 1") and "delete" in err
+    assert not (bad / "synthetic" / "ew" / "best.yaml").exists()
 
 
 def test_compare_tuned_needs_every_best_yaml(tmp_path, capsys):

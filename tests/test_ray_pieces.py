@@ -184,3 +184,32 @@ def test_remote_jobs_carry_an_absolute_data_dir(tmp_path, monkeypatch):
     absolute = load_config(base={"data": {"data_dir": "/srv/data"}})
     assert remote_config(absolute)["data"]["data_dir"] == "/srv/data"
     assert remote_config(load_config(base={}))["data"]["data_dir"] is None  # the worker's own default
+
+
+def test_tune_journal_records_replays_and_refuses_a_mismatch(tmp_path):
+    """A resumable unit's partial file (``pmtrec_lab.tune.resume``, no Ray): finished trials are
+    appended with their reports (NaN kept), read back, marked for replay when the sampler
+    proposes the recorded configuration, and a different proposal is one error naming the file."""
+    from pmtrec_lab.tune.resume import REPLAY_KEY, Journal, read_partial
+
+    path = tmp_path / "u" / "trials.partial.jsonl"
+    first = Journal(path, stop_after=None)
+    reports = [{"valid_ndcg20": float("nan"), "best_valid_ndcg20": float("nan"), "epoch": 1}]
+    assert first.propose("a", {"optim.lr": 0.01}) == {"optim.lr": 0.01}
+    first.trial_finished("a", reports, True)
+    assert first.propose("b", {"optim.lr": 0.02}) == {"optim.lr": 0.02}  # not finished: not recorded
+    recorded = read_partial(path)
+    assert list(recorded) == [1] and recorded[1].stopped_early and recorded[1].config == {"optim.lr": 0.01}
+    assert recorded[1].reports[0]["epoch"] == 1 and recorded[1].reports[0]["valid_ndcg20"] != 0.0
+    again = Journal(path, read_partial(path), stop_after=1)
+    assert again.replays() == {1: recorded[1].reports}
+    assert again.propose("c", {"optim.lr": 0.01}) == {"optim.lr": 0.01, REPLAY_KEY: 1}
+    again.trial_finished("c", recorded[1].reports, True)
+    assert len(path.read_text().splitlines()) == 1 and again.should_stop()  # replayed: not appended
+    other = Journal(path, read_partial(path), stop_after=None)
+    assert other.propose("d", {"optim.lr": 0.011}) is None
+    with pytest.raises(ConfigError, match=f"^{path}: trial 1's sampled configuration .* delete {path}"):
+        other.check()
+    path.write_text("{not json\n")
+    with pytest.raises(ConfigError, match=f"^{path}, line 1: not a recorded trial"):
+        read_partial(path)

@@ -3,8 +3,9 @@
 
 Modules, one job each: ``space`` (search-space files, checked against the methods' typed
 parameters), ``trial`` (one trial: a run reporting validation NDCG@20 every epoch), ``study``
-(the Tune study per (dataset, method) with an equal budget), ``output`` (``best.yaml``,
-``trials.csv``, reading them back), ``cli``. Ray is imported only when a study runs.
+(the Tune study per (dataset, method) with an equal budget), ``resume`` (an interrupted unit's
+finished trials, recorded and replayed on a rerun), ``output`` (``best.yaml``, ``trials.csv``,
+reading them back), ``cli``. Ray is imported only when a study runs.
 """
 
 from __future__ import annotations

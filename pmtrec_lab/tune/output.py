@@ -7,7 +7,9 @@ configuration), and per (dataset, method) ``<dataset>/<method>/trials.csv`` (one
 ``best_epoch``, ``stopped_early`` (ASHA stopped it), ``status``, ``error``) and
 ``<dataset>/<method>/best.yaml`` (the trial with the best validation NDCG@20: its learning rate,
 weight decay and method parameters, its score, and the budget). Selection is on validation
-only: no test metric is computed during tuning.
+only: no test metric is computed during tuning. While a unit runs, its finished trials are kept
+in ``<dataset>/<method>/trials.partial.jsonl`` for a rerun to replay (``resume``); the file is
+removed once the unit is written.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ every epoch (``trial``); its score is its best validation NDCG@20 at any epoch, 
 what ASHA compares at each rung (``grace_period`` epochs, then x ``reduction_factor``). Trials
 keep no checkpoints (nothing is shared between nodes but Ray's own messages). The chosen
 configuration is the best-scoring trial (``output``). Units whose ``best.yaml`` exists with the
-same budget are skipped, so a study resumes per (dataset, method).
+same budget are skipped, so a study resumes per (dataset, method); within a unit, the trials that
+finished before an interruption are replayed from ``trials.partial.jsonl`` (``resume``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from pmtrec_lab.execution.remote import remote_config
 from pmtrec_lab.execution.resources import RunResources
 from pmtrec_lab.paths import write_text_atomic
 from pmtrec_lab.tune.output import BEST_FILE, SCORE_COLUMN, STUDY_FILE, best_from_trials, unit_dir, write_unit
+from pmtrec_lab.tune.resume import PARTIAL_FILE, Journal, StudyInterrupted, read_partial, replaying_searcher
 from pmtrec_lab.tune.space import SearchSpace, find_space_file, load_space, split_sample
-from pmtrec_lab.tune.trial import REPORTED, SCORE, TrialJob, run_trial
+from pmtrec_lab.tune.trial import REPORT_KEYS, REPORTED, SCORE, TrialJob, run_trial
 
 __all__ = ["Budget", "check_budget", "load_spaces", "run_study", "tune_unit"]
 
@@ -135,8 +137,9 @@ def _scheduler(budget: Budget) -> Any:
     )
 
 
-def _recorder() -> Any:
-    """A Tune callback keeping every trial's reports on the driver (no storage is read back)."""
+def _recorder(journal: Journal, scheduler: Any) -> Any:
+    """A Tune callback keeping every trial's reports on the driver (no storage is read back), and
+    handing each finished trial to ``journal`` (the partial file of a resumable unit)."""
     from ray.tune import Callback
 
     class Recorder(Callback):
@@ -145,6 +148,7 @@ def _recorder() -> Any:
             self.configs: dict[str, dict[str, Any]] = {}
             self.results: dict[str, list[dict[str, Any]]] = {}
             self.errors: dict[str, str] = {}
+            self.ended: set[str] = set()
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             if trial.trial_id not in self.configs:
@@ -158,9 +162,17 @@ def _recorder() -> Any:
                 {k: result.get(k) for k in (REPORTED, SCORE, "epoch", "training_iteration")}
             )
 
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            # after ASHA's decision on the last result (Tune's stop_trial): stopped_early is known
+            tid = trial.trial_id
+            self.ended.add(tid)
+            reports = [{k: r.get(k) for k in REPORT_KEYS} for r in self.results.get(tid, [])]
+            journal.trial_finished(tid, reports, tid in scheduler.stopped_early)
+
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             text = str(getattr(trial, "error_file", "") or "")
             self.errors[trial.trial_id] = f"trial failed ({text})" if text else "trial failed"
+            self.ended.add(trial.trial_id)
 
     return Recorder()
 
@@ -200,26 +212,71 @@ def tune_unit(
     max_retries: int = 2,
 ) -> dict[str, Any]:
     """Tune one (dataset, method) on an already connected Ray; write ``trials.csv`` and
-    ``best.yaml``; return the best configuration (``best.yaml``'s content)."""
+    ``best.yaml``; return the best configuration (``best.yaml``'s content). The trials recorded
+    in the unit's partial file by an interrupted run are replayed (``resume``); a study that ends
+    before all its trials did raises ``StudyInterrupted`` and writes neither file."""
+    resources = resources or RunResources()
+    base_cfg = run_config(spec, dataset, method, spec.lrs[0], spec.seeds[0], data_dir)
+    base_cfg = base_cfg.updated({"optim": {"epochs": budget.max_epochs}, "progress": "none"})
+    _, variant_params = method_of(spec, method)
+    journal = _journal(out, dataset, method, budget)
+    job = TrialJob(remote_config(base_cfg), variant_params, resources.threads, journal.replays())
+    scheduler = _scheduler(budget)
+    recorder = _recorder(journal, scheduler)
+    t0 = time.perf_counter()
+    _fit(f"{dataset}-{method}", space, budget, job, journal, scheduler, recorder, resources, max_retries)
+    journal.check()
+    if len(recorder.ended) < budget.trials:
+        kept = f"its {len(journal.recorded)} finished trials are kept in {journal.path}: rerun to resume"
+        raise StudyInterrupted(
+            f"tune {dataset} {method}: the study ended after {len(recorder.ended)} of {budget.trials} "
+            f"trials; " + (kept if journal.path else "rerun to start the unit over")
+        )
+    trials = _trials_table(space, recorder, scheduler.stopped_early, budget.max_epochs)
+    best = _best_record(dataset, method, space, budget, trials, base_cfg, variant_params, spec.seeds[0])
+    best["seconds"] = round(time.perf_counter() - t0, 1)
+    write_unit(out, dataset, method, trials, best)
+    if journal.path is not None:
+        journal.path.unlink(missing_ok=True)  # best.yaml now marks the unit done
+    return best
+
+
+def _journal(out: Path, dataset: str, method: str, budget: Budget) -> Journal:
+    """The unit's replay state: its partial file read back (``--concurrent 1`` only)."""
+    if budget.concurrent != 1:
+        return Journal(None)
+    path = unit_dir(out, dataset, method) / PARTIAL_FILE
+    journal = Journal(path, read_partial(path))
+    if journal.recorded:
+        print(
+            f"[tune] {dataset} {method}: replaying {len(journal.recorded)} finished trials ({path})",
+            flush=True,
+        )
+    return journal
+
+
+def _fit(
+    name: str,
+    space: SearchSpace,
+    budget: Budget,
+    job: TrialJob,
+    journal: Journal,
+    scheduler: Any,
+    recorder: Any,
+    resources: RunResources,
+    max_retries: int,
+) -> None:
+    """Run the Tune study: seeded TPE (through ``journal``, which numbers and replays), ASHA."""
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    resources = resources or RunResources()
-    seed = spec.seeds[0]
-    base_cfg = run_config(spec, dataset, method, spec.lrs[0], seed, data_dir)
-    base_cfg = base_cfg.updated({"optim": {"epochs": budget.max_epochs}, "progress": "none"})
-    _, variant_params = method_of(spec, method)
-    job = TrialJob(remote_config(base_cfg), variant_params, resources.threads)
     param_space = {d.key: _ray_domain(tune, d) for d in space.dimensions}
     sampler = optuna.samplers.TPESampler(seed=budget.searcher_seed)
     searcher = ConcurrencyLimiter(
-        OptunaSearch(metric=SCORE, mode="max", sampler=sampler), max_concurrent=budget.concurrent
+        replaying_searcher(journal, metric=SCORE, mode="max", sampler=sampler),
+        max_concurrent=budget.concurrent,
     )
-    scheduler = _scheduler(budget)
-    recorder = _recorder()
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pmtrec-tune-") as storage:  # Tune's bookkeeping only
         tuner = tune.Tuner(
             tune.with_resources(
@@ -234,7 +291,7 @@ def tune_unit(
                 num_samples=budget.trials,
             ),
             run_config=tune.RunConfig(
-                name=f"{dataset}-{method}",
+                name=name,
                 storage_path=storage,
                 verbose=0,
                 callbacks=[recorder],
@@ -242,13 +299,25 @@ def tune_unit(
             ),
         )
         tuner.fit()
-    trials = _trials_table(space, recorder, scheduler.stopped_early, budget.max_epochs)
+
+
+def _best_record(
+    dataset: str,
+    method: str,
+    space: SearchSpace,
+    budget: Budget,
+    trials: pd.DataFrame,
+    base_cfg: Any,
+    variant_params: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """``best.yaml``'s content (without ``seconds``): the best trial's settings over the variant's."""
     top = best_from_trials(trials)
     optim, params = split_sample({k: _plain(top[k]) for k in space.keys()})
     merged = {**variant_params}
     for key, value in params.items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-    best = {
+    return {
         "dataset": dataset,
         "method": method,
         "trial": int(top["trial"]),
@@ -262,10 +331,7 @@ def tune_unit(
         "seed": seed,
         "budget": budget.record(),
         "space_file": str(space.path),
-        "seconds": round(time.perf_counter() - t0, 1),
     }
-    write_unit(out, dataset, method, trials, best)
-    return best
 
 
 def _plain(value: Any) -> Any:

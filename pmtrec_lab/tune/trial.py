@@ -5,34 +5,41 @@ Each report carries ``valid_ndcg20`` (this epoch's; the last evaluated one when 
 not evaluated), ``best_valid_ndcg20`` (the best so far: the trial's score, and what ASHA
 compares) and ``epoch``. The trial trains in a temporary folder on its worker's disk and keeps
 no checkpoint between trials, so no storage is shared; a trial that ASHA stops simply ends.
+A trial whose configuration carries ``resume.REPLAY_KEY`` (a resumed unit's recorded trial)
+reports the recorded sequence instead of training (``pmtrec_lab.tune.resume``).
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pmtrec_lab.tune.resume import REPLAY_KEY
 from pmtrec_lab.tune.space import split_sample
 
-__all__ = ["REPORTED", "SCORE", "TrialJob", "run_trial", "trial_config"]
+__all__ = ["REPORTED", "REPORT_KEYS", "SCORE", "TrialJob", "run_trial", "trial_config"]
 
 #: the metric reported every epoch and the trial's score (the best so far)
 REPORTED = "valid_ndcg20"
 SCORE = "best_valid_ndcg20"
+#: the keys of every report (what a resumed unit records and replays)
+REPORT_KEYS = (REPORTED, SCORE, "epoch")
 
 
 @dataclass(frozen=True)
 class TrialJob:
     """What every trial of one (dataset, method) shares: the unit's run configuration
     (``RunConfig.to_dict()``, seed 0's, with ``optim.epochs`` = the budget's max epochs), the
-    grid variant's method parameters the samples go over, and the torch threads per trial."""
+    grid variant's method parameters the samples go over, the torch threads per trial, and the
+    recorded reports of a resumed unit's finished trials by trial number (replayed, not trained)."""
 
     config: dict[str, Any]
     base_params: dict[str, Any]
     threads: int = 1
+    replay: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def trial_config(job: TrialJob, sample: dict[str, Any]):
@@ -55,8 +62,13 @@ def run_trial(sample: dict[str, Any], job: TrialJob) -> None:
 
     from pmtrec_lab.train import train
 
+    number = sample.get(REPLAY_KEY)
+    if number is not None:
+        for record in job.replay[number]:  # instantly: ASHA and TPE see what they saw before
+            tune.report(dict(record))
+        return
     torch.set_num_threads(job.threads)
-    cfg = trial_config(job, sample)
+    cfg = trial_config(job, {k: v for k, v in sample.items() if k != REPLAY_KEY})
     metric = f"valid/{cfg.eval.metric}"
     state = {"best": -math.inf, "last": float("nan")}
 
