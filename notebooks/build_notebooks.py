@@ -302,6 +302,7 @@ with the combined ones (and, with `compare_align_off=True`, with a run whose ali
         {
             "hist_epoch": (None, "epoch of the before/after histograms (None: the last)"),
             "compare_align_off": (False, "also train pmtrec-no-align and compare its conflicts"),
+            "compare_task_adam": (False, "also train the run with PMTRec v4's task_adam and compare"),
         }
     )
     b.code(
@@ -340,6 +341,22 @@ if compare_align_off:
     values["align_off_test_ndcg@20"] = run_off.metrics["test"]["ndcg@20"]
 else:
     display(Markdown("Set `compare_align_off=True` to train `pmtrec-no-align` and compare."))"""
+    )
+    b.md(
+        "## PMTRec v4: per-task Adam\nWith `task_adam`, each task's gradient is replaced by its own Adam "
+        "direction before the combination: the raw cosines above are unchanged, but the combined "
+        "gradient follows the directions, so its conflicts with the main task can differ."
+    )
+    b.code(
+        """if compare_task_adam:
+    cfg_ta = cfg.updated({"method": {"name": method, "params": {**method_params, "task_adam": True}}})
+    run_ta = cached_run(cfg_ta, runs_dir)
+    display(Markdown(f"Run `{run_ta.path.name}` (task_adam)"))
+    display(viz.conflict_fraction_over_epochs(run_ta.diagnostics()["epochs"]))
+    values["task_adam_conflict_fraction_combined"] = conflict_headlines(
+        run_ta.diagnostics()["epochs"])["conflict_fraction_combined"]
+else:
+    display(Markdown("Set `compare_task_adam=True` to train the run with `task_adam` and compare."))"""
     )
     b.code(
         """

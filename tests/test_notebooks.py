@@ -326,10 +326,10 @@ def test_07_shows_each_committed_map_and_records_its_overall_benefit(tmp_path):
         assert "Plotly.newPlot" in page and "toy: by train_degree" in page
 
 
-def test_02_and_04_show_pmtrec_v4_levels_and_per_task_adam(tmp_path):
-    """Notebook 02 shows a run's level rounds (a placeholder without level_select); 04 trains the
-    run with a v4 switch beside it (``compare_v4``; its first round comes after 5 epochs) and
-    records its test NDCG@20."""
+def test_02_to_04_show_pmtrec_v4_levels_and_per_task_adam(tmp_path):
+    """Notebook 02 shows a run's level rounds (a placeholder without level_select); 03 trains the run
+    with task_adam beside it and records its combined conflicts; 04 trains the run with a v4 switch
+    beside it (``compare_v4``; its first round comes after 5 epochs) and records its test NDCG@20."""
     common = {
         "dataset": "synthetic",
         "loader_args": SYN,
@@ -340,8 +340,11 @@ def test_02_and_04_show_pmtrec_v4_levels_and_per_task_adam(tmp_path):
         "batch_size": 256,
         "runs_dir": str(tmp_path / "runs"),
     }
-    per = {"04_magnitude_balance": {"compare_v4": "level_select", "compare_gmb_method": None}}
-    paths = [notebook_path("02_task_weights"), notebook_path("04_magnitude_balance")]
+    per = {
+        "04_magnitude_balance": {"compare_v4": "level_select", "compare_gmb_method": None},
+        "03_gradient_conflicts": {"compare_task_adam": True},
+    }
+    paths = [notebook_path(n) for n in ("02_task_weights", "03_gradient_conflicts", "04_magnitude_balance")]
     result = run_report(paths, per, tmp_path / "out", common_params=common)
     assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
     page02 = (result.out_dir / result.entry("02_task_weights").html).read_text()
@@ -350,6 +353,8 @@ def test_02_and_04_show_pmtrec_v4_levels_and_per_task_adam(tmp_path):
     assert 0 < v4["level_select_test_ndcg@20"] < 1
     page04 = (result.out_dir / result.entry("04_magnitude_balance").html).read_text()
     assert "after epoch 5" in page04 and "branch epochs: 12 after epoch 5" in page04  # 2 tasks x (4 + 2)
+    combined = _values(result, "03_gradient_conflicts")["task_adam_conflict_fraction_combined"]
+    assert set(combined) == {"user", "item"} and all(0 <= v <= 1 for v in combined.values())
 
 
 def test_01_shows_and_records_the_auxiliary_tasks_metrics_with_aux_holdout(tmp_path):
