@@ -288,7 +288,9 @@ def test_grid_tables_carry_a_column_per_task_and_metric(cache, tmp_path) -> None
         "optim": {"epochs": 2, "batch_size": 512},
         "progress": "none",
     }
-    spec = GridSpec(datasets=["synthetic"], methods=["ew", "single-task"], seeds=[0], lrs=[0.01], base=base)
+    spec = GridSpec(
+        datasets=["synthetic"], methods=["ew", "single-task", "pcgrad"], seeds=[0], lrs=[0.01], base=base
+    )
     run_grid(spec, tmp_path / "grid")
     runs = collect(tmp_path / "grid", spec).set_index("method")
     summary = summarize(tmp_path / "grid", spec)["summary"].set_index("method")
@@ -298,6 +300,13 @@ def test_grid_tables_carry_a_column_per_task_and_metric(cache, tmp_path) -> None
     col = "test_aux/social:friends/hit@10"
     assert summary.loc["ew", "aux/social:friends/hit@10"] == pytest.approx(runs.loc["ew", col])
     assert np.isnan(summary.loc["single-task", "aux/social:friends/auc"])  # no head trained: nothing
+    # each metric's change against EW, right after it
+    cols = list(summary.columns)
+    assert cols[cols.index("aux/social:friends/auc") + 1] == "aux/social:friends/auc/vs_ew"
+    auc = runs["test_aux/social:friends/auc"]
+    assert summary.loc["pcgrad", "aux/social:friends/auc/vs_ew"] == pytest.approx(auc["pcgrad"] - auc["ew"])
+    assert summary.loc["ew", "aux/social:friends/auc/vs_ew"] == 0.0
+    assert np.isnan(summary.loc["single-task", "aux/social:friends/auc/vs_ew"])
     for path in (tmp_path / "grid").rglob("metrics.json"):  # runs without the setting: no columns
         metrics = json.loads(path.read_text())
         metrics.pop("aux", None)

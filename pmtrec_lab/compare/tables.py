@@ -66,6 +66,25 @@ def _aux_aggregates(runs: pd.DataFrame) -> dict[str, tuple[str, str]]:
     }
 
 
+#: the reference of the auxiliary metrics' change column: EW trains every head at weight 1
+AUX_REFERENCE = "ew"
+
+
+def _aux_against_ew(summary: pd.DataFrame) -> pd.DataFrame:
+    """``summary`` with, after each ``aux/<task>/<metric>`` column, ``.../vs_ew``: the method's
+    mean minus EW's on the same dataset (a difference of rates, AUC or accuracy; NaN where the
+    dataset has no EW row or EW has no value). Without auxiliary columns, ``summary`` unchanged."""
+    columns = [c for c in summary.columns if str(c).startswith("aux/")]
+    if not columns:
+        return summary
+    ew = summary[summary["method"] == AUX_REFERENCE].set_index("dataset")
+    out = summary.copy()
+    for c in columns:
+        reference = out["dataset"].map(ew[c]) if c in ew else float("nan")
+        out.insert(out.columns.get_loc(c) + 1, f"{c}/vs_ew", out[c] - reference)
+    return out
+
+
 def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     """Write the result tables (CSV + Markdown) from the finished runs; return them."""
     runs = collect(out, spec)
@@ -188,8 +207,8 @@ def tables_from_runs(
 def _summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method), in first-seen order: the seeds, mean validation NDCG@20, test
     recall and NDCG@20 (mean, std), mean epochs, and, where ``runs`` has them, the learning rate,
-    the share capped, the beyond-accuracy means and the auxiliary tasks' test means
-    (``tables_from_runs``'s ``summary``)."""
+    the share capped, the beyond-accuracy means and the auxiliary tasks' test means with their
+    difference from EW's (``tables_from_runs``'s ``summary``)."""
     aggs = {"lr": ("lr", "first")} if "lr" in runs.columns else {}
     return (
         runs.groupby(["dataset", "method"], sort=False)
@@ -207,6 +226,7 @@ def _summary(runs: pd.DataFrame) -> pd.DataFrame:
             **_aux_aggregates(runs),
         )
         .reset_index()
+        .pipe(_aux_against_ew)
     )
 
 
