@@ -4,6 +4,8 @@ and the datasets README's raw counts."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 from pmtrec_lab.data.loading import build_rec_dataset
 from pmtrec_lab.data.sources.synthetic import load_raw as synthetic_raw
@@ -60,3 +62,15 @@ def assert_pairs_disjoint(a: np.ndarray, b: np.ndarray) -> None:
     ka = set(map(tuple, a.tolist()))
     kb = set(map(tuple, b.tolist()))
     assert not (ka & kb)
+
+
+class FixedEncoder(nn.Module):
+    """An encoder whose full representations are given (evaluation reads ``encoder()``)."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor):
+        super().__init__()
+        self.u = nn.Parameter(users)
+        self.i = nn.Parameter(items)
+
+    def forward(self):
+        return self.u, self.i

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from pmtrec_lab.config import load_config
 from pmtrec_lab.data import load_dataset
@@ -25,6 +24,7 @@ from pmtrec_lab.tasks import LabelTask, SocialTask
 from pmtrec_lab.train import train
 from pmtrec_lab.train.auxiliary import AuxiliaryEvaluator
 from pmtrec_lab.train.trainer import Model
+from tests.helpers import FixedEncoder
 
 SYN = {"num_users": 150, "num_items": 90, "interactions_per_user": 12}
 
@@ -170,17 +170,6 @@ def test_negatives_are_never_edges_nor_the_anchor() -> None:
     assert np.array_equal(neg, sample_non_edges(anchors, n, keys, np.random.default_rng(1)))
 
 
-class _Fixed(nn.Module):
-    """An encoder whose full representations are given (evaluation reads ``encoder()``)."""
-
-    def __init__(self, users: torch.Tensor, items: torch.Tensor):
-        super().__init__()
-        self.u = nn.Parameter(users)
-        self.i = nn.Parameter(items)
-
-    def forward(self):
-        return self.u, self.i
-
 
 def test_a_model_that_ranks_held_out_links_first_scores_one_and_a_constant_one_half(cache) -> None:
     ds = load_dataset("synthetic", loader_args=SYN, aux_holdout=0.3)
@@ -208,12 +197,13 @@ def test_a_model_that_ranks_held_out_links_first_scores_one_and_a_constant_one_h
     with torch.no_grad():
         label.head.weight.copy_(torch.eye(n_labels))
         label.head.bias.zero_()
-    model = Model(_Fixed(users, items), [social, label])
+    model = Model(FixedEncoder(users, items), [social, label])
     for which in ("valid", "test"):
         m = evaluator.evaluate(model, which)
         assert m["social:friends"] == {"auc": 1.0, "hit@10": 1.0}
         assert m["item_label:category"] == {"accuracy": 1.0}
-    constant = Model(_Fixed(torch.zeros(n_u, n_labels), torch.zeros(ds.num_items, n_labels)), [social, label])
+    zeros = FixedEncoder(torch.zeros(n_u, n_labels), torch.zeros(ds.num_items, n_labels))
+    constant = Model(zeros, [social, label])
     with torch.no_grad():
         label.head.weight.zero_()
     m = evaluator.evaluate(constant, "test")

@@ -12,7 +12,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from pmtrec_lab.cli import main as cli_main
 from pmtrec_lab.config import load_config
@@ -29,7 +28,7 @@ from pmtrec_lab.train import train
 from pmtrec_lab.train.run import load_checkpoint
 from pmtrec_lab.train.step import layout_step, meta_gradients, train_step
 from pmtrec_lab.train.trainer import Model, evaluate_split
-from tests.helpers import assert_pairs_disjoint
+from tests.helpers import FixedEncoder, assert_pairs_disjoint
 
 SYN = {"num_users": 150, "num_items": 90, "interactions_per_user": 12}
 
@@ -95,17 +94,6 @@ def test_datasets_info_shows_the_meta_split(tmp_path, monkeypatch, capsys) -> No
     assert on["train"] + on["meta"] == off["train"] and on["valid"] == off["valid"]
 
 
-class _Fixed(nn.Module):
-    """An encoder whose representations are given (evaluation reads ``encoder()``)."""
-
-    def __init__(self, users: torch.Tensor, items: torch.Tensor):
-        super().__init__()
-        self.u = nn.Parameter(users)
-        self.i = nn.Parameter(items)
-
-    def forward(self):
-        return self.u, self.i
-
 
 def test_evaluation_masks_the_meta_pairs() -> None:
     raw = synthetic_raw(None, **SYN, seed=0)
@@ -122,7 +110,7 @@ def test_evaluation_masks_the_meta_pairs() -> None:
     clash = np.isin(first[:, 1], ds.split.meta[:, 1])  # an item that is another user's meta item
     first = first[~clash]
     items[first[:, 1], first[:, 0]] = 1.0
-    model = Model(_Fixed(users, items), [])
+    model = Model(FixedEncoder(users, items), [])
     masked = evaluate_split(model, ds, cfg, "valid", torch.device("cpu"))
     unmasked_ds = replace(ds, split=replace(ds.split, meta=np.zeros((0, 2), dtype=np.int64)))
     unmasked = evaluate_split(model, unmasked_ds, cfg, "valid", torch.device("cpu"))
