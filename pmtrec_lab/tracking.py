@@ -48,8 +48,12 @@ __all__ = [
     "Tracking",
     "add_tracking_options",
     "default_store_uri",
+    "experiment_id",
     "flat_params",
     "metric_key",
+    "store_client",
+    "store_failed",
+    "store_off",
     "tracked",
     "tracking_from",
     "tracking_from_args",
@@ -96,9 +100,9 @@ class Tracking:
         if self.uri in _BROKEN:
             return
         try:
-            _experiment_id(_client(self.uri), self.experiment, self.uri)
+            experiment_id(store_client(self.uri), self.experiment, self.uri)
         except Exception as exc:
-            _give_up(self.uri, exc)
+            store_failed(self.uri, exc)
 
 
 def tracking_from(track: bool, uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> Tracking | None:
@@ -171,7 +175,13 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {metric_key(f"final/{k}"): v for k, v in _numbers(metrics) if k not in ("schema", "seconds")}
 
 
-def _client(uri: str) -> Any:
+def store_off(uri: str) -> bool:
+    """True once a store failed in this process (``store_failed``): it is not tried again."""
+    return uri in _BROKEN
+
+
+def store_client(uri: str) -> Any:
+    """An ``MlflowClient`` of the store (imports mlflow: seconds, the first time)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # local and opt-in: nothing leaves
     from mlflow.tracking import MlflowClient
 
@@ -185,7 +195,8 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
-def _experiment_id(client: Any, name: str, uri: str) -> str:
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (beside a SQLite store: its artifacts) if new."""
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     found = client.get_experiment_by_name(name)
@@ -200,7 +211,9 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
         return found.experiment_id
 
 
-def _give_up(uri: str, exc: BaseException) -> None:
+def store_failed(uri: str, exc: BaseException) -> None:
+    """The store cannot be written: one warning line naming it (once per store and process), and
+    tracking to it stops (``store_off``)."""
     if uri not in _BROKEN:
         _BROKEN.add(uri)
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -271,7 +284,7 @@ class RunTracker:
         try:
             action()
         except Exception as exc:
-            _give_up(self.tracking.uri, exc)
+            store_failed(self.tracking.uri, exc)
 
     def _run_key(self) -> str:
         return hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:20]
@@ -281,8 +294,8 @@ class RunTracker:
         ``fresh``: the run started over (its first epoch came again), so a new MLflow run."""
         from mlflow.entities import Param, RunTag
 
-        client = self._client = self._client or _client(self.tracking.uri)
-        experiment = _experiment_id(client, self.tracking.experiment, self.tracking.uri)
+        client = self._client = self._client or store_client(self.tracking.uri)
+        experiment = experiment_id(client, self.tracking.experiment, self.tracking.uri)
         if not fresh:
             found = client.search_runs(
                 [experiment], filter_string=f"tags.`{_TAG_KEY}` = '{self._run_key()}'", max_results=1

@@ -183,6 +183,32 @@ def test_an_unwritable_store_warns_once_and_the_run_is_unchanged(tmp_path, untra
         assert ours == without_seconds(json.loads((untracked / name).read_text())), name
 
 
+def test_a_tuning_units_tracker_on_an_unwritable_store_warns_once_and_never_raises(tmp_path, caplog):
+    """The study's side of ``tune --track`` (``tune.tracking.UnitTracker``): every event of a unit
+    goes through the same guard as a training run's, so a broken store cannot stop a study."""
+    from pmtrec_lab.tune.tracking import UnitTracker
+
+    uri = _unwritable_store(tmp_path, "file in the way")
+    tracker = UnitTracker(
+        Tracking(uri, "tuned"),
+        tmp_path / "ciao" / "ew",
+        "ciao",
+        "ew",
+        {"trials": 2},
+        config_of=lambda sample: {"optim": dict(sample)},
+        replayed=lambda sample: False,
+    )
+    with caplog.at_level(logging.WARNING, logger="pmtrec_lab.tracking"):
+        tracker.start()
+        tracker.trial_started("t1", {"lr": 0.01})
+        tracker.trial_result("t1", {"epoch": 1, "best_valid_ndcg20": 0.1}, "best_valid_ndcg20")
+        tracker.trial_ended("t1", failed=False, stopped_early=True)
+        tracker.unit_ended({"best_valid_ndcg@20": 0.1, "trial": 1})
+    warnings = [r for r in caplog.records if r.name == "pmtrec_lab.tracking"]
+    assert len(warnings) == 1 and uri in warnings[0].getMessage()
+    assert tracker.parent_id is None and tracker.numbers == {"t1": 1}
+
+
 @pytest.mark.slow
 def test_a_bad_uri_warns_once_and_the_run_finishes(tmp_path, untracked, caplog):
     uri = "nosuchscheme://nowhere"

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from pmtrec_lab.execution.resources import parse_resources
+from pmtrec_lab.tracking import add_tracking_options, tracking_from_args
 
 __all__ = ["add_tune_command"]
 
@@ -34,6 +35,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         args.address,
         resources,
         args.max_retries,
+        tracking_from_args(args, Path(args.out).resolve().name),
     )
     print("| dataset | method | best trial | valid NDCG@20 | lr | weight decay | parameters |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -74,4 +76,5 @@ def add_tune_command(sub) -> None:
     p.add_argument("--reduction-factor", type=int, default=2, help="ASHA: keep 1 / this at each rung")
     p.add_argument("--concurrent", type=int, default=1, help="trials at a time (1: reproducible)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker was lost")
+    add_tracking_options(p, "every unit and trial (experiment: the --out folder's name)")
     p.set_defaults(func=_cmd_tune)

@@ -31,10 +31,19 @@ from pmtrec_lab.errors import ConfigError
 from pmtrec_lab.execution.remote import remote_config
 from pmtrec_lab.execution.resources import RunResources
 from pmtrec_lab.paths import write_text_atomic
+from pmtrec_lab.tracking import Tracking
 from pmtrec_lab.tune.output import BEST_FILE, SCORE_COLUMN, STUDY_FILE, best_from_trials, unit_dir, write_unit
-from pmtrec_lab.tune.resume import PARTIAL_FILE, Journal, StudyInterrupted, read_partial, replaying_searcher
+from pmtrec_lab.tune.resume import (
+    PARTIAL_FILE,
+    REPLAY_KEY,
+    Journal,
+    StudyInterrupted,
+    read_partial,
+    replaying_searcher,
+)
 from pmtrec_lab.tune.space import SearchSpace, find_space_file, load_space, split_sample
-from pmtrec_lab.tune.trial import REPORT_KEYS, REPORTED, SCORE, TrialJob, run_trial
+from pmtrec_lab.tune.tracking import UnitTracker, tracking_callback
+from pmtrec_lab.tune.trial import REPORT_KEYS, REPORTED, SCORE, TrialJob, run_trial, trial_config
 
 __all__ = ["Budget", "check_budget", "load_spaces", "run_study", "tune_unit"]
 
@@ -210,35 +219,77 @@ def tune_unit(
     data_dir: str | None = None,
     resources: RunResources | None = None,
     max_retries: int = 2,
+    tracking: Tracking | None = None,
 ) -> dict[str, Any]:
     """Tune one (dataset, method) on an already connected Ray; write ``trials.csv`` and
     ``best.yaml``; return the best configuration (``best.yaml``'s content). The trials recorded
     in the unit's partial file by an interrupted run are replayed (``resume``); a study that ends
-    before all its trials did raises ``StudyInterrupted`` and writes neither file."""
+    before all its trials did raises ``StudyInterrupted`` and writes neither file. ``tracking``
+    also logs the unit and its trials to MLflow (``tune.tracking``); it changes no result."""
     resources = resources or RunResources()
     base_cfg = run_config(spec, dataset, method, spec.lrs[0], spec.seeds[0], data_dir)
     base_cfg = base_cfg.updated({"optim": {"epochs": budget.max_epochs}, "progress": "none"})
     _, variant_params = method_of(spec, method)
     journal = _journal(out, dataset, method, budget)
-    job = TrialJob(remote_config(base_cfg), variant_params, resources.threads, journal.replays())
+    job = TrialJob(
+        remote_config(base_cfg), variant_params, resources.threads, journal.replays(), tracking is not None
+    )
     scheduler = _scheduler(budget)
-    recorder = _recorder(journal, scheduler)
+    callbacks = [_recorder(journal, scheduler)]
+    tracker = _unit_tracker(tracking, out, dataset, method, budget, job, callbacks, scheduler)
+    recorder = callbacks[0]
     t0 = time.perf_counter()
-    _fit(f"{dataset}-{method}", space, budget, job, journal, scheduler, recorder, resources, max_retries)
-    journal.check()
-    if len(recorder.ended) < budget.trials:
-        kept = f"its {len(journal.recorded)} finished trials are kept in {journal.path}: rerun to resume"
-        raise StudyInterrupted(
-            f"tune {dataset} {method}: the study ended after {len(recorder.ended)} of {budget.trials} "
-            f"trials; " + (kept if journal.path else "rerun to start the unit over")
-        )
+    try:
+        _fit(f"{dataset}-{method}", space, budget, job, journal, scheduler, callbacks, resources, max_retries)
+        journal.check()
+        if len(recorder.ended) < budget.trials:
+            kept = f"its {len(journal.recorded)} finished trials are kept in {journal.path}: rerun to resume"
+            raise StudyInterrupted(
+                f"tune {dataset} {method}: the study ended after {len(recorder.ended)} of {budget.trials} "
+                f"trials; " + (kept if journal.path else "rerun to start the unit over")
+            )
+    except BaseException as exc:
+        if tracker is not None:
+            failed = isinstance(exc, Exception) and not isinstance(exc, StudyInterrupted)
+            tracker.unit_ended(None, status="FAILED" if failed else "KILLED")
+        raise
     trials = _trials_table(space, recorder, scheduler.stopped_early, budget.max_epochs)
     best = _best_record(dataset, method, space, budget, trials, base_cfg, variant_params, spec.seeds[0])
     best["seconds"] = round(time.perf_counter() - t0, 1)
     write_unit(out, dataset, method, trials, best)
     if journal.path is not None:
         journal.path.unlink(missing_ok=True)  # best.yaml now marks the unit done
+    if tracker is not None:
+        tracker.unit_ended(best, trials)
     return best
+
+
+def _unit_tracker(
+    tracking: Tracking | None,
+    out: Path,
+    dataset: str,
+    method: str,
+    budget: Budget,
+    job: TrialJob,
+    callbacks: list[Any],
+    scheduler: Any,
+) -> UnitTracker | None:
+    """With ``tracking``: the unit's MLflow record, started, its Tune callback added to
+    ``callbacks``; None without."""
+    if tracking is None:
+        return None
+    tracker = UnitTracker(
+        tracking,
+        unit_dir(out, dataset, method),
+        dataset,
+        method,
+        budget.record(),
+        config_of=lambda sample: trial_config(job, sample).to_dict(),
+        replayed=lambda sample: REPLAY_KEY in sample,
+    )
+    tracker.start()
+    callbacks.append(tracking_callback(tracker, scheduler, SCORE))
+    return tracker
 
 
 def _journal(out: Path, dataset: str, method: str, budget: Budget) -> Journal:
@@ -262,7 +313,7 @@ def _fit(
     job: TrialJob,
     journal: Journal,
     scheduler: Any,
-    recorder: Any,
+    callbacks: list[Any],
     resources: RunResources,
     max_retries: int,
 ) -> None:
@@ -294,7 +345,7 @@ def _fit(
                 name=name,
                 storage_path=storage,
                 verbose=0,
-                callbacks=[recorder],
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=max_retries),
             ),
         )
@@ -348,9 +399,11 @@ def run_study(
     address: str | None = None,
     resources: RunResources | None = None,
     max_retries: int = 2,
+    tracking: Tracking | None = None,
 ) -> list[dict[str, Any]]:
     """Tune every (dataset, method) of the grid with the same budget (module docstring);
-    units already tuned with this budget are skipped. Returns the units' best configurations."""
+    units already tuned with this budget are skipped. Returns the units' best configurations.
+    ``tracking``: also log every unit and trial to MLflow (``tune.tracking``)."""
     import sys
 
     from pmtrec_lab.execution.ray_connect import connect, disconnect
@@ -359,9 +412,11 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     check_budget(out, budget, spec)
     owns = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    if tracking is not None:
+        tracking.prepare()
     connect(address)
     try:
-        return _run_units(spec, loaded, budget, out, data_dir, resources, max_retries)
+        return _run_units(spec, loaded, budget, out, data_dir, resources, max_retries, tracking)
     finally:
         if owns:
             disconnect()
@@ -375,6 +430,7 @@ def _run_units(
     data_dir: str | None,
     resources: RunResources | None,
     max_retries: int,
+    tracking: Tracking | None,
 ) -> list[dict[str, Any]]:
     chosen = []
     for (dataset, method), space in loaded.items():
@@ -384,7 +440,9 @@ def _run_units(
             chosen.append(yaml.safe_load(done.read_text()))
             continue
         print(f"[tune] {dataset} {method}: {budget.trials} trials x {budget.max_epochs} epochs", flush=True)
-        best = tune_unit(spec, dataset, method, space, budget, out, data_dir, resources, max_retries)
+        best = tune_unit(
+            spec, dataset, method, space, budget, out, data_dir, resources, max_retries, tracking
+        )
         print(
             f"[tune] {dataset} {method}: best trial {best['trial']} valid NDCG@20 "
             f"{best[SCORE_COLUMN]:.4f} ({best['seconds']:.0f}s)",

@@ -20,13 +20,16 @@ from typing import Any
 from pmtrec_lab.tune.resume import REPLAY_KEY
 from pmtrec_lab.tune.space import split_sample
 
-__all__ = ["REPORTED", "REPORT_KEYS", "SCORE", "TrialJob", "run_trial", "trial_config"]
+__all__ = ["HISTORY_KEY", "REPORTED", "REPORT_KEYS", "SCORE", "TrialJob", "run_trial", "trial_config"]
 
 #: the metric reported every epoch and the trial's score (the best so far)
 REPORTED = "valid_ndcg20"
 SCORE = "best_valid_ndcg20"
 #: the keys of every report (what a resumed unit records and replays)
 REPORT_KEYS = (REPORTED, SCORE, "epoch")
+#: with ``TrialJob.report_history``: the epoch's ``history.json`` numbers under their MLflow keys
+#: (``pmtrec_lab.tracking.epoch_metrics``), for the driver's tracking (``tune.tracking``)
+HISTORY_KEY = "history"
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,15 @@ class TrialJob:
     """What every trial of one (dataset, method) shares: the unit's run configuration
     (``RunConfig.to_dict()``, seed 0's, with ``optim.epochs`` = the budget's max epochs), the
     grid variant's method parameters the samples go over, the torch threads per trial, and the
-    recorded reports of a resumed unit's finished trials by trial number (replayed, not trained)."""
+    recorded reports of a resumed unit's finished trials by trial number (replayed, not trained),
+    and whether each report also carries the epoch's history (``HISTORY_KEY``; with ``--track``:
+    neither ASHA nor the sampler reads it)."""
 
     config: dict[str, Any]
     base_params: dict[str, Any]
     threads: int = 1
     replay: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    report_history: bool = False
 
 
 def trial_config(job: TrialJob, sample: dict[str, Any]):
@@ -60,6 +66,7 @@ def run_trial(sample: dict[str, Any], job: TrialJob) -> None:
     import torch
     from ray import tune
 
+    from pmtrec_lab.tracking import epoch_metrics
     from pmtrec_lab.train import train
 
     number = sample.get(REPLAY_KEY)
@@ -78,7 +85,10 @@ def run_trial(sample: dict[str, Any], job: TrialJob) -> None:
             state["last"] = float(value)
             state["best"] = max(state["best"], float(value))
         best = state["best"] if state["best"] > -math.inf else float("nan")
-        tune.report({REPORTED: state["last"], SCORE: best, "epoch": int(record["epoch"])})
+        report = {REPORTED: state["last"], SCORE: best, "epoch": int(record["epoch"])}
+        if job.report_history:
+            report[HISTORY_KEY] = epoch_metrics(record)
+        tune.report(report)
 
     with tempfile.TemporaryDirectory(prefix="pmtrec-trial-") as tmp:
         train(cfg, Path(tmp) / "run", on_epoch=report)
