@@ -157,8 +157,16 @@ def test_a_missing_per_user_side_is_a_row_without_a_test_not_silence():
 
     runs = pd.DataFrame(
         [
-            {"dataset": "d", "method": m, "seed": 0, "valid_ndcg@20": v, "test_recall@20": v,
-             "test_ndcg@20": v, "epochs_run": 1, "run_dir": "/nonexistent"}
+            {
+                "dataset": "d",
+                "method": m,
+                "seed": 0,
+                "valid_ndcg@20": v,
+                "test_recall@20": v,
+                "test_ndcg@20": v,
+                "epochs_run": 1,
+                "run_dir": "/nonexistent",
+            }
             for m, v in [("pmtrec", 0.3), ("ew", 0.2)]
         ]
     )
@@ -166,3 +174,29 @@ def test_a_missing_per_user_side_is_a_row_without_a_test_not_silence():
     sig = tables_from_runs(runs, per_user=per_user)["significance"]
     assert sig[["dataset", "baseline", "n"]].values.tolist() == [["d", "ew", 0]]
     assert sig["p_value"].isna().all() and sig["pmtrec_ndcg20"].iloc[0] == pytest.approx(0.3)
+
+
+def test_a_tuned_grid_takes_single_task_from_the_grid_named_and_has_no_h3_tests(tmp_path, capsys):
+    """A tuned grid has no single-task runs and no H3 controls: H2 reads single-task from the
+    untuned grid given (and says so), its H3 comparisons have no test, and H1 is judged on the
+    tuned grid alone."""
+    up = [0.2 + 0.001 * i for i in range(40)]
+    (tmp_path / "tuned").mkdir()
+    (tmp_path / "untuned").mkdir()
+    tuned = _grid(tmp_path / "tuned", {"pmtrec": 0.30, "ew": 0.25}, {"pmtrec": up})
+    untuned = _grid(tmp_path / "untuned", {"pmtrec": 0.2, "single-task": 0.31}, {"pmtrec": up})
+    evidence, verdicts = judge(tuned)
+    assert evidence.iloc[0]["single_task_from"] is None and verdicts["H2"] is None
+    evidence, verdicts = judge(tuned, single_task_from=untuned)
+    row = evidence.iloc[0]
+    assert row["single_task"] == 0.31 and row["single_task_from"] == str(untuned)
+    assert row["vs_single_task"] == pytest.approx(0.30 / 0.31 - 1) and row["h2_holds"] == False  # noqa: E712
+    assert row["h1_not_below"] and row["h1_ahead"]
+    assert verdicts["H2"] is False and evidence["pmtrec vs pmtrec-no-personalization: ahead"].isna().all()
+    # the untuned grid's single-task unfinished: H2 undecided, not judged on a partial mean
+    pd.DataFrame([{"dataset": "d", "method": "single-task", "done": 2, "planned": 3}]).to_csv(
+        untuned / "progress.csv", index=False
+    )
+    assert judge(tuned, single_task_from=untuned)[0].iloc[0]["h2_holds"] is None
+    assert main([str(tuned), "--single-task-from", str(untuned)]) == 0
+    assert "'H2': 'undecided'" in capsys.readouterr().out

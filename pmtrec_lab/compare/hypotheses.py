@@ -12,7 +12,11 @@
 
 A dataset where a needed method has not finished all its runs (``progress.csv``) reads as
 undecided (``None``); for H1 that is every method of the dataset, since the strongest baseline
-is chosen among all of them. Verdicts
+is chosen among all of them. A tuned grid (``compare --tuned``) has no single-task runs (the study tunes
+the multi-task methods only): ``single_task_from`` names the grid whose single-task runs H2 uses
+then (the untuned v3 grid, its learning rate chosen on validation among two), and the evidence
+says which grid each single-task figure came from; H3's controls are not part of a tuned grid,
+so there H3 reads as undecided. Verdicts
 combine as three-valued logic: one failing dataset fails a hypothesis that needs all of them;
 otherwise it stays undecided while a dataset it needs is. Run
 ``python -m pmtrec_lab.compare.hypotheses results/grid-v3`` to print both tables.
@@ -103,16 +107,37 @@ def _datasets(out: Path, summary: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys([*(listed or []), *summary["dataset"]]))
 
 
-def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[str, bool | None]]:
-    """Per-dataset evidence and the verdicts ``{"H1", "H2", "H3"}`` of the grid in ``out``."""
+def _single_task_reference(
+    other: Path | None,
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The summary and progress tables of the grid that supplies single-task (None: none)."""
+    if other is None:
+        return None, None
+    tables = load_results(Path(other))
+    if "summary" not in tables:
+        raise FileNotFoundError(f"{other}: no summary.csv (the grid for --single-task-from)")
+    progress_file = Path(other) / "progress.csv"
+    return tables["summary"], pd.read_csv(progress_file) if progress_file.is_file() else None
+
+
+def judge(
+    out: str | Path, pmtrec: str = "pmtrec", single_task_from: str | Path | None = None
+) -> tuple[pd.DataFrame, dict[str, bool | None]]:
+    """Per-dataset evidence and the verdicts ``{"H1", "H2", "H3"}`` of the grid in ``out``
+    (``single_task_from``: the grid whose single-task runs H2 uses where ``out`` has none)."""
     out = Path(out)
+    ref_summary, ref_progress = _single_task_reference(
+        None if single_task_from is None else Path(single_task_from)
+    )
     tables = load_results(out)
     summary = tables.get("summary", pd.DataFrame(columns=["dataset", "method", "ndcg20_mean"]))
     strongest = tables.get("strongest_baseline", pd.DataFrame(columns=["dataset", "baseline"]))
     significance = tables.get("significance", pd.DataFrame(columns=["dataset", "method", "p_value"]))
     per_user_file = out / PER_USER_FILE
-    per_user = pd.read_parquet(per_user_file) if per_user_file.is_file() else pd.DataFrame(
-        columns=["dataset", "method", "seed", "user", METRIC]
+    per_user = (
+        pd.read_parquet(per_user_file)
+        if per_user_file.is_file()
+        else pd.DataFrame(columns=["dataset", "method", "seed", "user", METRIC])
     )
     lr_choice = tables.get("lr_choice")
     if "lr" in per_user.columns and lr_choice is not None:  # a grid keeps every run's rows
@@ -125,6 +150,13 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
         h2_ready = _complete(progress, dataset, [pmtrec, "single-task"])
         p = _mean_test(summary, dataset, pmtrec)
         single = _mean_test(summary, dataset, "single-task")
+        single_source = str(out)
+        if math.isnan(single) and ref_summary is not None:
+            single = _mean_test(ref_summary, dataset, "single-task")
+            single_source = str(single_task_from)
+            h2_ready = _complete(progress, dataset, [pmtrec]) and _complete(
+                ref_progress, dataset, ["single-task"]
+            )
         base = strongest[strongest["dataset"] == dataset]
         baseline = str(base["baseline"].iloc[0]) if len(base) else None
         b = _mean_test(summary, dataset, baseline) if baseline else math.nan
@@ -137,9 +169,11 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
             "baseline": b,
             "h1_not_below": None if not h1_ready or math.isnan(p) or math.isnan(b) else bool(p >= b),
             "h1_p_value": p_value,
-            "h1_ahead": None if not h1_ready or math.isnan(p_value) or math.isnan(p) or math.isnan(b)
+            "h1_ahead": None
+            if not h1_ready or math.isnan(p_value) or math.isnan(p) or math.isnan(b)
             else bool(p > b and p_value < ALPHA),
             "single_task": single,
+            "single_task_from": single_source if not math.isnan(single) else None,
             "vs_single_task": p / single - 1 if single > 0 else math.nan,
         }
         vs = row["vs_single_task"]
@@ -161,8 +195,14 @@ def judge(out: str | Path, pmtrec: str = "pmtrec") -> tuple[pd.DataFrame, dict[s
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="a grid's output folder (its tables), e.g. results/grid-v3")
+    ap.add_argument(
+        "--single-task-from",
+        default=None,
+        metavar="GRID",
+        help="the grid whose single-task runs H2 uses where OUT has none (a tuned grid: results/grid-v3)",
+    )
     args = ap.parse_args(argv)
-    evidence, verdicts = judge(args.out)
+    evidence, verdicts = judge(args.out, single_task_from=args.single_task_from)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         print(evidence.to_string(index=False))
     print({k: ("undecided" if v is None else ("holds" if v else "fails")) for k, v in verdicts.items()})
