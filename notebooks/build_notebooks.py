@@ -582,12 +582,6 @@ viz.method_comparison(summary)"""
         "    if name in tables and not tables[name].empty:\n"
         '        display(Markdown(f"**{name}**"), tables[name].round(4))'
     )
-    b.md("## Tuned grids: best validation NDCG@20 against the number of trials (does the budget suffice?)")
-    b.code(
-        "from pmtrec_lab.tune import grid_trials, tuning_curves\n"
-        "tuning = tuning_curves(grid_trials(source)) if not run_small_grid else None\n"
-        "viz.tuning_curve(tuning)"
-    )
     b.md("## Other committed grids (labelled by the PMTRec they ran)")
     b.code(
         """
@@ -600,9 +594,27 @@ for label, folder, other in others:
     if "strongest_baseline" in other:
         display(other["strongest_baseline"])"""
     )
+    b.md(
+        "## Tuned grids: best validation NDCG@20 against the number of trials (does the budget suffice?)\n"
+        "For the grid shown and every committed grid run by `compare --tuned` (its studies' `trials.csv`)."
+    )
+    b.code(
+        """
+from pmtrec_lab.tune import grid_trials, tuning_curves
+tuned_grids = [] if run_small_grid else [("shown", source)]
+tuned_grids += [(label, str(PROJECT_ROOT / "results" / folder)) for label, folder, _ in others]
+curves = [(label, tuning_curves(grid_trials(folder))) for label, folder in tuned_grids]
+curves = [(label, c) for label, c in curves if not c.empty]
+if not curves:
+    viz.tuning_curve(None).show()
+for label, c in curves:
+    display(Markdown(f"### {label}"))
+    viz.tuning_curve(c).show()"""
+    )
     b.code(
         "values = grid_headlines(tables, source)\n"
         'values["other_grids"] = [label for label, _, _ in others]\n'
+        'values["tuning_curves"] = [label for label, _ in curves]\n'
         "_ = record(values)\nvalues"
     )
     return b

@@ -253,7 +253,7 @@ def test_without_social_links_and_without_results_the_notebooks_say_so_and_go_on
 def test_06_by_default_shows_the_v3_grid_whole_with_the_v2_grid_labelled(tmp_path):
     """Notebook 06's default source is the committed v3 grid: its strongest baselines follow the
     corrected pool (lastfm's is static-lambda's variant static0.1), the v2 grid is shown labelled,
-    and no table is cut to "N rows x M columns"."""
+    the tuned grids' tuning curves are drawn, and no table is cut to "N rows x M columns"."""
     result = run_report([notebook_path("06_method_comparison")], {}, tmp_path / "out")
     assert result.ok, [(e.name, e.error) for e in result.entries if not e.ok]
     v = _values(result, "06_method_comparison")
@@ -261,6 +261,9 @@ def test_06_by_default_shows_the_v3_grid_whole_with_the_v2_grid_labelled(tmp_pat
     assert v["datasets"] == ["amazon", "ciao", "lastfm", "ml-100k"]
     assert v["strongest_baseline"]["lastfm"] == "static0.1"
     assert any(label.startswith("PMTRec v2 grid") for label in v["other_grids"])
+    # the committed tuned grids' studies are drawn as tuning curves (the shown grid is untuned)
+    assert "shown" not in v["tuning_curves"]
+    assert any(label.startswith("PMTRec v3, tuning pilot") for label in v["tuning_curves"])
     page = (result.out_dir / result.entry("06_method_comparison").html).read_text()
     assert not re.search(r"\d+ rows . \d+ columns", page)
 

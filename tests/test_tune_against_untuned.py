@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import yaml
 
 from pmtrec_lab.compare import GridSpec, collect, run_grid
 from pmtrec_lab.tune.against_untuned import markdown, tuned_against_untuned
@@ -168,3 +169,23 @@ def test_compare_tuned_trains_the_studys_epoch_budget_not_the_grids(tmp_path, ma
     (study / STUDY_FILE).write_text("budget:\n  max_epochs: many\n")
     with pytest.raises(ConfigError, match="budget.max_epochs"):
         with_tuned(grid, study)
+
+
+def test_grid_trials_finds_a_relative_study_from_outside_the_project_root(tmp_path, monkeypatch):
+    """A tuned grid records its studies' ``best.yaml`` as ``compare`` was given them (relative to
+    the project root it ran in); a notebook's kernel runs elsewhere and still finds the trials."""
+    from pmtrec_lab.tune.output import grid_trials
+
+    unit = tmp_path / "results" / "study" / "ciao" / "ew"
+    unit.mkdir(parents=True)
+    _trials([0.1, 0.2], [10, 20], [False, False]).to_csv(unit / "trials.csv", index=False)
+    grid = tmp_path / "results" / "grid-tuned"
+    grid.mkdir()
+    tuned = {"tuned": {"ciao": {"ew": {"source": "results/study/ciao/ew/best.yaml"}}}}
+    (grid / "grid.resolved.yaml").write_text(yaml.safe_dump(tuned))
+    monkeypatch.chdir(tmp_path / "results")  # not the folder compare ran in
+    found = grid_trials(grid)
+    assert list(found["dataset"]) == ["ciao", "ciao"] and list(found["trial"]) == [1, 2]
+    tuned["tuned"]["ciao"]["ew"]["source"] = "results/nowhere/best.yaml"
+    (grid / "grid.resolved.yaml").write_text(yaml.safe_dump(tuned))
+    assert grid_trials(grid).empty

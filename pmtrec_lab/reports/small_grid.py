@@ -145,6 +145,8 @@ GRID_LABELS = {
     "grid": "PMTRec v2 grid (there `pmtrec` is v2)",
     "grid-v3": "PMTRec v3 grid (`pmtrec` is the v3 default, `pmtrec-v2` is v2)",
     "grid-v3-tuned": "PMTRec v3, tuning pilot (ASHA grace 1, 100 epochs: not the tuning protocol)",
+    "grid-v3-tuned-study": "PMTRec v3 and its baselines, each tuned by the equal-budget study "
+    "(20 trials x 200 epochs, TPE + ASHA from epoch 10; results/tuned-study)",
 }
 
 

@@ -79,19 +79,30 @@ def load_trials(tuned_dir: Path) -> pd.DataFrame:
 def grid_trials(grid_dir: Path) -> pd.DataFrame:
     """The trials of the studies a tuned grid ran from (its ``grid.resolved.yaml``'s
     ``tuned.<dataset>.<method>.source`` names each ``best.yaml``; ``trials.csv`` lies beside it);
-    empty for an untuned grid."""
+    empty for an untuned grid. A relative source is as ``compare`` was given it, from the folder
+    it ran in: tried as it is, then from each folder above the grid's (a notebook's kernel runs
+    elsewhere than the project root where ``compare`` ran)."""
     resolved = Path(grid_dir) / "grid.resolved.yaml"
     tuned = (yaml.safe_load(resolved.read_text()) or {}).get("tuned") if resolved.is_file() else None
     frames = []
     for dataset, methods in (tuned or {}).items():
         for method, choice in methods.items():
-            path = Path(str(choice.get("source", ""))).with_name(TRIALS_FILE)
-            if path.is_file():
+            path = _study_file(Path(str(choice.get("source", ""))).with_name(TRIALS_FILE), grid_dir)
+            if path is not None:
                 f = pd.read_csv(path)
                 f.insert(0, "method", method)
                 f.insert(0, "dataset", dataset)
                 frames.append(f)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _study_file(path: Path, grid_dir: Path) -> Path | None:
+    """``path`` where it exists: as given, or (relative) under a folder above ``grid_dir``."""
+    if path.is_file():
+        return path
+    if path.is_absolute():
+        return None
+    return next((p / path for p in Path(grid_dir).resolve().parents if (p / path).is_file()), None)
 
 
 def tuning_curves(trials: pd.DataFrame) -> pd.DataFrame:
