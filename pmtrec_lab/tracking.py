@@ -50,10 +50,10 @@ __all__ = [
     "default_store_uri",
     "experiment_id",
     "flat_params",
+    "guarded",
     "metric_key",
     "store_client",
     "store_failed",
-    "store_off",
     "tracked",
     "tracking_from",
     "tracking_from_args",
@@ -175,9 +175,15 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {metric_key(f"final/{k}"): v for k, v in _numbers(metrics) if k not in ("schema", "seconds")}
 
 
-def store_off(uri: str) -> bool:
-    """True once a store failed in this process (``store_failed``): it is not tried again."""
-    return uri in _BROKEN
+def guarded(uri: str, action: Callable[[], None]) -> None:
+    """Run one store action unless the store failed before; its failure is ``store_failed``'s
+    one warning, never an exception: tracking must not stop a run or a study."""
+    if uri in _BROKEN:
+        return
+    try:
+        action()
+    except Exception as exc:
+        store_failed(uri, exc)
 
 
 def store_client(uri: str) -> Any:
@@ -213,7 +219,7 @@ def experiment_id(client: Any, name: str, uri: str) -> str:
 
 def store_failed(uri: str, exc: BaseException) -> None:
     """The store cannot be written: one warning line naming it (once per store and process), and
-    tracking to it stops (``store_off``)."""
+    tracking to it stops (``guarded``)."""
     if uri not in _BROKEN:
         _BROKEN.add(uri)
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -274,17 +280,8 @@ class RunTracker:
         self._guarded(lambda: self._end(status))
 
     # -- the store's side ----------------------------------------------------------------------
-    @property
-    def _off(self) -> bool:
-        return self.tracking.uri in _BROKEN
-
     def _guarded(self, action: Callable[[], None]) -> None:
-        if self._off:
-            return
-        try:
-            action()
-        except Exception as exc:
-            store_failed(self.tracking.uri, exc)
+        guarded(self.tracking.uri, action)
 
     def _run_key(self) -> str:
         return hashlib.sha1(str(self.run_dir).encode()).hexdigest()[:20]

@@ -33,10 +33,9 @@ from pmtrec_lab.tracking import (
     Tracking,
     experiment_id,
     flat_params,
+    guarded,
     metric_key,
     store_client,
-    store_failed,
-    store_off,
 )
 from pmtrec_lab.tune.trial import HISTORY_KEY
 
@@ -79,12 +78,7 @@ class UnitTracker:
 
     # -- guarded entry points --------------------------------------------------------------------
     def _guarded(self, action: Callable[[], None]) -> None:
-        if store_off(self.tracking.uri):
-            return
-        try:
-            action()
-        except Exception as exc:
-            store_failed(self.tracking.uri, exc)
+        guarded(self.tracking.uri, action)
 
     def start(self) -> None:
         """Open (or find again) the unit's parent run; close trials an interruption left open."""
