@@ -250,7 +250,7 @@ class RunTracker:
         with tracking.run(out) as tracker:
             train(cfg, out, on_epoch=tracker.on_epoch)
 
-    Every store call is guarded: the first failure is one warning (``_give_up``), and the tracker
+    Every store call is guarded: the first failure is one warning (``store_failed``), and the tracker
     does nothing more. The MLflow run is opened at the first epoch (``config.yaml`` is written by
     then), or at the end."""
 

@@ -198,5 +198,12 @@ def test_a_tuned_grid_takes_single_task_from_the_grid_named_and_has_no_h3_tests(
         untuned / "progress.csv", index=False
     )
     assert judge(tuned, single_task_from=untuned)[0].iloc[0]["h2_holds"] is None
+    # a grid that plans single-task itself is never completed from another grid
+    pd.DataFrame([{"dataset": "d", "method": "single-task", "done": 1, "planned": 3}]).to_csv(
+        tuned / "progress.csv", index=False
+    )
+    row = judge(tuned, single_task_from=untuned)[0].iloc[0]
+    assert row["single_task_from"] is None and row["h2_holds"] is None
+    (tuned / "progress.csv").unlink()
     assert main([str(tuned), "--single-task-from", str(untuned)]) == 0
     assert "'H2': 'undecided'" in capsys.readouterr().out

@@ -209,6 +209,60 @@ def test_a_tuning_units_tracker_on_an_unwritable_store_warns_once_and_never_rais
     assert tracker.parent_id is None and tracker.numbers == {"t1": 1}
 
 
+def test_a_tuning_units_record_supersedes_retries_and_closes_open_trials(tmp_path):
+    """``UnitTracker`` on a real SQLite store, driven as Tune's callbacks drive it: a retried
+    trial's first attempt ends FAILED and a new child of the same number continues; a unit that
+    stops closes its open trials KILLED; a resumed unit continues its parent, and one that starts
+    over supersedes it."""
+    from pmtrec_lab.tune.tracking import UnitTracker
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def unit(resuming: bool) -> UnitTracker:
+        tracker = UnitTracker(
+            Tracking(store, "tuned"),
+            tmp_path / "ciao" / "ew",
+            "ciao",
+            "ew",
+            {"trials": 2},
+            config_of=lambda sample: {"optim": dict(sample)},
+            replayed=lambda s: "_replay" in s,
+            resuming=resuming,
+        )
+        tracker.start()
+        return tracker
+
+    first = unit(resuming=False)
+    first.trial_started("t1", {"lr": 0.01})
+    first.trial_result("t1", {"epoch": 1, "history": {"loss/rec": 0.7}, "s": 0.1}, "s")
+    first.trial_retried("t1")  # the worker was lost: Ray starts t1 again from epoch 1
+    first.trial_started("t1", {"lr": 0.01})
+    first.trial_result("t1", {"epoch": 1, "history": {"loss/rec": 0.6}, "s": 0.2}, "s")
+    first.trial_ended("t1", failed=False, stopped_early=False)
+    first.trial_started("t2", {"lr": 0.02})
+    first.unit_ended(None, status="KILLED")  # interrupted while t2 trains
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tuned").experiment_id
+
+    def children(parent: str) -> list[tuple[str, str, str]]:
+        runs = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+        return sorted(
+            (r.data.tags["pmtrec.trial"], r.data.tags["pmtrec.attempt"], r.info.status) for r in runs
+        )
+
+    assert children(first.parent_id) == [("1", "1", "FAILED"), ("1", "2", "FINISHED"), ("2", "1", "KILLED")]
+    assert client.get_run(first.parent_id).info.status == "KILLED"
+    resumed = unit(resuming=True)
+    assert resumed.parent_id == first.parent_id
+    resumed.trial_started("r1", {"lr": 0.01, "_replay": 1})  # replayed: not logged again
+    resumed.unit_ended({"best_valid_ndcg@20": 0.2, "trial": 1})
+    assert len(children(first.parent_id)) == 3
+    assert client.get_run(first.parent_id).info.status == "FINISHED"
+    again = unit(resuming=False)  # best.yaml deleted, the unit tuned over
+    assert again.parent_id != first.parent_id and children(again.parent_id) == []
+    assert client.get_run(first.parent_id).data.tags["pmtrec.unit_key"].endswith("-superseded")
+
+
 @pytest.mark.slow
 def test_a_bad_uri_warns_once_and_the_run_finishes(tmp_path, untracked, caplog):
     uri = "nosuchscheme://nowhere"

@@ -151,7 +151,10 @@ def judge(
         p = _mean_test(summary, dataset, pmtrec)
         single = _mean_test(summary, dataset, "single-task")
         single_source = str(out)
-        if math.isnan(single) and ref_summary is not None:
+        planned_here = progress is not None and bool(
+            ((progress["dataset"] == dataset) & (progress["method"] == "single-task")).any()
+        )
+        if math.isnan(single) and ref_summary is not None and not planned_here:
             single = _mean_test(ref_summary, dataset, "single-task")
             single_source = str(single_task_from)
             h2_ready = _complete(progress, dataset, [pmtrec]) and _complete(

@@ -248,15 +248,15 @@ def tune_unit(
                 f"tune {dataset} {method}: the study ended after {len(recorder.ended)} of {budget.trials} "
                 f"trials; " + (kept if journal.path else "rerun to start the unit over")
             )
+        trials = _trials_table(space, recorder, scheduler.stopped_early, budget.max_epochs)
+        best = _best_record(dataset, method, space, budget, trials, base_cfg, variant_params, spec.seeds[0])
+        best["seconds"] = round(time.perf_counter() - t0, 1)
+        write_unit(out, dataset, method, trials, best)
     except BaseException as exc:
         if tracker is not None:
             failed = isinstance(exc, Exception) and not isinstance(exc, StudyInterrupted)
             tracker.unit_ended(None, status="FAILED" if failed else "KILLED")
         raise
-    trials = _trials_table(space, recorder, scheduler.stopped_early, budget.max_epochs)
-    best = _best_record(dataset, method, space, budget, trials, base_cfg, variant_params, spec.seeds[0])
-    best["seconds"] = round(time.perf_counter() - t0, 1)
-    write_unit(out, dataset, method, trials, best)
     if journal.path is not None:
         journal.path.unlink(missing_ok=True)  # best.yaml now marks the unit done
     if tracker is not None:
@@ -286,6 +286,7 @@ def _unit_tracker(
         budget.record(),
         config_of=lambda sample: trial_config(job, sample).to_dict(),
         replayed=lambda sample: REPLAY_KEY in sample,
+        resuming=bool(job.replay),
     )
     tracker.start()
     callbacks.append(tracking_callback(tracker, scheduler, SCORE))

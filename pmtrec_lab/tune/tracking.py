@@ -15,10 +15,14 @@ child run (``mlflow.parentRunId``; ``<dataset>/<method> trial <n>``) with
 
 Logging from the driver (a Tune callback) rather than inside each trial: a trial that ASHA stops
 is ended by Ray without running its own clean-up, so only the driver can close its MLflow run;
-and one process writes the store. A resumed unit finds its parent run again (tag
-``pmtrec.unit_key``), marks the trials that were running when it was interrupted KILLED, and
-logs nothing for the trials it replays (they were logged when they trained). As for training
-runs, a store that cannot be written gives one warning and the study goes on unchanged.
+and one process writes the store. A trial whose worker was lost and that Ray retries (it starts
+again from epoch 1) ends its child run FAILED and continues in a new child of the same number
+(tag ``pmtrec.attempt``). A unit that stops before its end (interrupted, or failed) closes its
+open trials KILLED. A resumed unit (one that replays finished trials) finds its parent run again
+(tag ``pmtrec.unit_key``), marks the trials that were running when it was interrupted KILLED, and
+logs nothing for the trials it replays (they were logged when they trained); a unit that starts
+over supersedes its earlier parent (KILLED, its key tagged ``-superseded``) with a new one. As for
+training runs, a store that cannot be written gives one warning and the study goes on unchanged.
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ _UNIT_KEY = "pmtrec.unit_key"
 class UnitTracker:
     """The MLflow record of one tuning unit (module docstring). ``config_of`` maps a trial's
     sampled configuration to its resolved run configuration (a dict, ``RunConfig.to_dict()``);
-    ``replayed`` tells a replayed trial's sample. Every store call is guarded: the first failure
-    is one warning and the tracker does nothing more."""
+    ``replayed`` tells a replayed trial's sample; ``resuming``: the unit replays finished trials, so
+    its earlier parent run is continued. Every store call is guarded: the first failure is one
+    warning and the tracker does nothing more."""
 
     def __init__(
         self,
@@ -62,6 +67,7 @@ class UnitTracker:
         budget: Mapping[str, Any],
         config_of: Callable[[dict[str, Any]], dict[str, Any]],
         replayed: Callable[[dict[str, Any]], bool],
+        resuming: bool = False,
     ):
         self.tracking = tracking
         self.unit_dir = Path(unit_dir).resolve()
@@ -70,10 +76,13 @@ class UnitTracker:
         self.budget = dict(budget)
         self.config_of = config_of
         self.replayed = replayed
+        self.resuming = resuming
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id (trials this process logs)
         self.numbers: dict[str, int] = {}  # Ray trial id -> trial number (start order, from 1)
         self.epochs: dict[str, int] = {}
+        self.ended: set[str] = set()  # Ray trial ids whose child run this tracker closed
+        self.attempts: dict[str, int] = {}  # Ray trial id -> attempts so far (retries after a lost worker)
         self._client: Any = None
 
     # -- guarded entry points --------------------------------------------------------------------
@@ -86,7 +95,7 @@ class UnitTracker:
 
     def trial_started(self, trial_id: str, sample: Mapping[str, Any]) -> None:
         number = self.numbers.setdefault(trial_id, len(self.numbers) + 1)
-        if trial_id in self.runs or self.replayed(dict(sample)):
+        if trial_id in self.runs or trial_id in self.ended or self.replayed(dict(sample)):
             return
         self._guarded(lambda: self._open_trial(trial_id, number, dict(sample)))
 
@@ -101,6 +110,15 @@ class UnitTracker:
         if run_id is None:
             return
         self._guarded(lambda: self._end_trial(run_id, trial_id, failed, stopped_early))
+
+    def trial_retried(self, trial_id: str) -> None:
+        """Ray retries the trial from its start (its worker was lost): its child run ends FAILED
+        and the next start opens a new one under the same trial number."""
+        run_id = self.runs.pop(trial_id, None)
+        self.attempts[trial_id] = self.attempts.get(trial_id, 1) + 1
+        self.epochs.pop(trial_id, None)
+        if run_id is not None:
+            self._guarded(lambda: self._client.set_terminated(run_id, "FAILED"))
 
     def unit_ended(
         self, best: Mapping[str, Any] | None, trials: Any = None, status: str = "FINISHED"
@@ -123,6 +141,14 @@ class UnitTracker:
         found = client.search_runs(
             [experiment], filter_string=f"tags.`{_UNIT_KEY}` = '{self._unit_key()}'", max_results=1
         )
+        if found and not self.resuming:  # the unit starts over: its earlier record is superseded
+            from mlflow.entities import RunTag
+
+            old = found[0].info
+            client.log_batch(old.run_id, tags=[RunTag(_UNIT_KEY, f"{self._unit_key()}-superseded")])
+            if old.status == "RUNNING":
+                client.set_terminated(old.run_id, "KILLED")
+            found = []
         if found:
             self.parent_id = found[0].info.run_id
             if found[0].info.status != "RUNNING":
@@ -159,6 +185,7 @@ class UnitTracker:
             "pmtrec.kind": "tuning trial",
             "pmtrec.trial": str(number),
             "pmtrec.trial_id": trial_id,
+            "pmtrec.attempt": str(self.attempts.get(trial_id, 1)),
         }
         run_id = client.create_run(experiment, run_name=f"{self.name} trial {number}", tags=tags).info.run_id
         self.runs[trial_id] = run_id
@@ -189,11 +216,17 @@ class UnitTracker:
         ]
         self._client.log_batch(run_id, tags=tags)
         self._client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        self.runs.pop(trial_id, None)  # ended: a unit that stops later leaves it as it is
+        self.ended.add(trial_id)
 
     def _end_unit(self, best: Mapping[str, Any] | None, trials: Any, status: str) -> None:
         from mlflow.entities import Metric, RunTag
 
         client = self._client
+        if status != "FINISHED":  # trials still training when the unit stopped
+            for run_id in self.runs.values():
+                client.set_terminated(run_id, "KILLED")
+            self.runs.clear()
         if best is not None:
             now = int(time.time() * 1000)
             metrics = [Metric(metric_key("best_valid_ndcg@20"), float(best["best_valid_ndcg@20"]), now, 0)]
@@ -229,6 +262,9 @@ def tracking_callback(tracker: UnitTracker, scheduler: Any, score_key: str) -> A
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             tracker.trial_ended(trial.trial_id, False, trial.trial_id in scheduler.stopped_early)
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            tracker.trial_retried(trial.trial_id)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             tracker.trial_ended(trial.trial_id, True, False)
