@@ -202,3 +202,17 @@ def test_variants_of_a_baseline_compete_for_the_strongest_baseline():
     assert "gmb-variant" not in grid_baselines(variants)
     strongest = tables_from_runs(rows, variants=variants)["strongest_baseline"]
     assert strongest["baseline"].tolist() == ["static0.1"]
+
+
+def test_ablation_switches_of_a_tuned_grid_are_each_datasets_tuned_ones():
+    """A tuned grid runs each dataset's PMTRec with its own tuned parameters (``compare --tuned``):
+    the ablation table's switches must say so, not the method's defaults (the tuned study chose
+    shared weights on amazon, personalized on ciao)."""
+    from pmtrec_lab.compare.tables import method_switches
+
+    default = method_switches("pmtrec")
+    tuned = method_switches("pmtrec", None, {"weight_mode": "shared", "rho": 0.25})
+    assert default["weights"] == "personalized" and default["rho"] != 0.25
+    assert tuned == {**default, "weights": "shared", "rho": 0.25}
+    ew = {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
+    assert method_switches("ew", None, {}) == ew

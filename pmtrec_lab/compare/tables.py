@@ -105,7 +105,7 @@ def summarize(out: Path, spec: GridSpec) -> dict[str, pd.DataFrame]:
     sel = runs.merge(lr_choice, on=["dataset", "method", "lr"])
     tables = {
         "lr_choice": lr_choice,
-        **tables_from_runs(sel, spec.pmtrec, per_user=per_user, variants=spec.variants),
+        **tables_from_runs(sel, spec.pmtrec, per_user=per_user, variants=spec.variants, tuned=spec.tuned),
         "progress": grid_progress(out, spec),
     }
     # every finished run's per-user rows, not only those today's tests read: the strongest baseline
@@ -138,8 +138,11 @@ def tables_from_runs(
     is_baseline: Callable[[str], bool] | None = None,
     per_user: pd.DataFrame | None = None,
     variants: Mapping[str, Mapping[str, Any]] | None = None,
+    tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The result tables of a set of runs (one row per run; pure: reads per-user files, writes nothing).
+    ``tuned``: a tuned grid's configurations (``GridSpec.tuned``), whose parameters the ablation
+    table's switches read.
 
     ``runs`` has columns ``dataset, method, seed, valid_ndcg@20, test_recall@20, test_ndcg@20,
     epochs_run, run_dir`` (``run_dir`` holds ``per_user_test.parquet``) and optionally ``lr``
@@ -200,7 +203,7 @@ def tables_from_runs(
         "strongest_baseline": pd.DataFrame(strongest, columns=["dataset", "baseline", "valid_ndcg20"]),
         "significance": pd.DataFrame(sig_rows),
         "significance_groups": pd.DataFrame(group_rows),
-        "ablation": ablation_table(runs, summary, pmtrec, per_user, variants),
+        "ablation": ablation_table(runs, summary, pmtrec, per_user, variants, tuned),
     }
 
 
@@ -264,16 +267,22 @@ _SWITCH_PARAMS = {"weights": "weight_mode", "align": "align", "schedule": "sched
 _NO_SWITCHES = {"weights": "uniform", "align": False, "schedule": "none", "rho": 0.0}
 
 
-def method_switches(method: str, variants: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def method_switches(
+    method: str,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
+    tuned_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """The PMTRec modules a named configuration turns on (weights, alignment, schedule, GMB
     strength), read off the typed parameters the method runs with (``validate_params``, the one
     resolution) so the table cannot drift from the presets; a method whose parameters hold no
     such switch (EW) reads as uniform weights with every module off. A label in ``variants`` (a
-    grid's) reads as the registered method and parameters it runs."""
+    grid's) reads as the registered method and parameters it runs; ``tuned_params`` (a tuned
+    grid's, for this dataset) are merged over them as ``compare --tuned`` runs them."""
     from pmtrec_lab.mtl import validate_params
 
     variant = (variants or {}).get(method)
     name, params = (variant["name"], variant.get("params") or {}) if variant else (method, {})
+    params = {**params, **(tuned_params or {})}
     typed = validate_params(name, params)
     if not all(field in type(typed).model_fields for field in _SWITCH_PARAMS.values()):
         return dict(_NO_SWITCHES)
@@ -291,6 +300,7 @@ def ablation_table(
     pmtrec: str = "pmtrec",
     per_user: pd.DataFrame | None = None,
     variants: Mapping[str, Mapping[str, Any]] | None = None,
+    tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> pd.DataFrame:
     """PMTRec against its own named configurations and EW, per dataset (Yang et al., 2024,
     arXiv 2407.21364, ablate the same three modules).
@@ -298,7 +308,8 @@ def ablation_table(
     Columns: ``dataset, method, weights, align, schedule, rho, seeds, ndcg20_mean, ndcg20_std,
     rel_vs_pmtrec, rel_vs_ew`` (relative change of mean test NDCG@20) and, against ``pmtrec`` over
     per-user test NDCG@20 averaged over seeds, ``mean_diff, p_value`` (NaN for ``pmtrec`` itself).
-    ``variants`` (a grid's) lets ``pmtrec`` be a variant label (the tuning grid's ``base``).
+    ``variants`` (a grid's) lets ``pmtrec`` be a variant label (the tuning grid's ``base``);
+    ``tuned`` (a tuned grid's ``GridSpec.tuned``): each dataset's switches are its tuned ones.
     """
     family = [pmtrec, *[m for m in pmtrec_family() if m != pmtrec], "ew"]
     rows = []
@@ -325,7 +336,9 @@ def ablation_table(
                 {
                     "dataset": dataset,
                     "method": method,
-                    **method_switches(method, variants),
+                    **method_switches(
+                        method, variants, ((tuned or {}).get(dataset, {}).get(method) or {}).get("params")
+                    ),
                     "seeds": int(r["seeds"]),
                     "ndcg20_mean": r["ndcg20_mean"],
                     "ndcg20_std": r["ndcg20_std"],
