@@ -1,16 +1,23 @@
 """``pmtrec-lab tune --track`` (issue "What a multi-task recommender researcher expects"): every
 tuning unit and trial in a local MLflow store, on a local Ray instance (the default of ``tune``
-without ``--address``), checked against the study's own ``trials.csv`` and ``best.yaml``."""
+without ``--address``), checked against the study's own ``trials.csv`` and ``best.yaml``. Each
+``tune`` command runs in a fresh process, as a user runs it: a local Ray instance started inside
+the test session after others were started and stopped there can fail to start its GCS."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from pmtrec_lab.cli import main
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -42,6 +49,19 @@ def _tune_args(tmp_path: Path, out: Path) -> list[str]:
     return [*args, "--trials", "4", "--max-epochs", "3", "--grace-period", "1"]
 
 
+def _tune(args: list[str], **env: str) -> int:
+    """``pmtrec-lab tune ARGS`` in a fresh process (a short temporary folder: Ray's socket paths
+    under it must stay within AF_UNIX's 107 bytes); its exit code."""
+    tmp = tempfile.mkdtemp(prefix="tt-", dir="/tmp")
+    try:
+        full = {**os.environ, "TMPDIR": tmp, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
+        code = "import sys; from pmtrec_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+        done = subprocess.run([sys.executable, "-c", code, *args], env=full, timeout=600, cwd=REPO)
+        return done.returncode
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_tune_track_logs_each_unit_and_trial_and_changes_no_result(tmp_path):
     """``tune --track``: one parent MLflow run per unit and one child run per trial with its
     resolved parameters and per-epoch history, ASHA's cuts tagged, every run closed. Interrupted
@@ -52,13 +72,11 @@ def test_tune_track_logs_each_unit_and_trial_and_changes_no_result(tmp_path):
     from pmtrec_lab.tune.resume import STOP_AFTER_ENV
 
     whole, tracked = tmp_path / "whole", tmp_path / "tracked"
-    assert main(_tune_args(tmp_path, whole)) == 0
+    assert _tune(_tune_args(tmp_path, whole)) == 0
     store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     track = ["--tracking-uri", store]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(STOP_AFTER_ENV, "2")
-        assert main([*_tune_args(tmp_path, tracked), *track]) == 2
-    assert main([*_tune_args(tmp_path, tracked), *track]) == 0
+    assert _tune([*_tune_args(tmp_path, tracked), *track], **{STOP_AFTER_ENV: "2"}) == 2
+    assert _tune([*_tune_args(tmp_path, tracked), *track]) == 0
     a, b = (pd.read_csv(o / "synthetic" / "ew" / "trials.csv") for o in (whole, tracked))
     pd.testing.assert_frame_equal(a.drop(columns="trial_id"), b.drop(columns="trial_id"))
     client = MlflowClient(tracking_uri=store)
