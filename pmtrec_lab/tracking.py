@@ -35,7 +35,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,7 @@ __all__ = [
     "experiment_id",
     "flat_params",
     "guarded",
+    "log_in_batches",
     "metric_key",
     "store_client",
     "store_failed",
@@ -97,12 +98,7 @@ class Tracking:
     def prepare(self) -> None:
         """Create the store and the experiment now, in this process: a grid's worker processes
         then share a store that exists instead of racing to create the SQLite file's tables."""
-        if self.uri in _BROKEN:
-            return
-        try:
-            experiment_id(store_client(self.uri), self.experiment, self.uri)
-        except Exception as exc:
-            store_failed(self.uri, exc)
+        guarded(self.uri, lambda: experiment_id(store_client(self.uri), self.experiment, self.uri))
 
 
 def tracking_from(track: bool, uri: str | None, experiment: str = DEFAULT_EXPERIMENT) -> Tracking | None:
@@ -184,6 +180,15 @@ def guarded(uri: str, action: Callable[[], None]) -> None:
         action()
     except Exception as exc:
         store_failed(uri, exc)
+
+
+def log_in_batches(client: Any, run_id: str, params: Sequence[Any] = (), metrics: Sequence[Any] = ()) -> None:
+    """``params`` and ``metrics`` of one run in as many ``log_batch`` calls as MLflow's limits
+    need (at most 100 params and 1000 metrics a batch)."""
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i : i + 100])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
 def store_client(uri: str) -> Any:
@@ -312,9 +317,7 @@ class RunTracker:
         self.run_id = client.create_run(experiment, run_name=self.run_name, tags=tags).info.run_id
         self.logged, self.final_logged, self.status = 0, False, "RUNNING"
         config = _config(self.run_dir)
-        params = [Param(k, v) for k, v in flat_params(config).items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
-            client.log_batch(self.run_id, params=params[i : i + 100])
+        log_in_batches(client, self.run_id, params=[Param(k, v) for k, v in flat_params(config).items()])
         client.log_batch(
             self.run_id, tags=[RunTag("pmtrec.dataset", str(config.get("data", {}).get("name")))]
         )
@@ -349,8 +352,7 @@ class RunTracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, epoch) for epoch, values in by_epoch.items() for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
-            self._client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        log_in_batches(self._client, self.run_id, metrics=metrics)
         self.logged = max(self.logged, last)
         self._client.log_batch(self.run_id, tags=[RunTag(_TAG_LOGGED, str(self.logged))])
 
@@ -367,8 +369,7 @@ class RunTracker:
             if not self.final_logged:
                 now = int(time.time() * 1000)
                 final = [Metric(k, v, now, 0) for k, v in final_metrics(metrics).items()]
-                for i in range(0, len(final), 1000):
-                    self._client.log_batch(self.run_id, metrics=final[i : i + 1000])
+                log_in_batches(self._client, self.run_id, metrics=final)
                 self._client.log_batch(self.run_id, tags=[RunTag(_TAG_FINAL, "1")])
                 self.final_logged = True
         elif status == "FINISHED" and self._paused():

@@ -116,8 +116,13 @@ def _single_task_reference(
     tables = load_results(Path(other))
     if "summary" not in tables:
         raise FileNotFoundError(f"{other}: no summary.csv (the grid for --single-task-from)")
-    progress_file = Path(other) / "progress.csv"
-    return tables["summary"], pd.read_csv(progress_file) if progress_file.is_file() else None
+    return tables["summary"], _progress(Path(other))
+
+
+def _progress(grid: Path) -> pd.DataFrame | None:
+    """A grid's ``progress.csv`` (None without one: its tables are taken as final)."""
+    path = grid / "progress.csv"
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def judge(
@@ -142,8 +147,7 @@ def judge(
     lr_choice = tables.get("lr_choice")
     if "lr" in per_user.columns and lr_choice is not None:  # a grid keeps every run's rows
         per_user = per_user.merge(lr_choice[["dataset", "method", "lr"]], on=["dataset", "method", "lr"])
-    progress_file = out / "progress.csv"
-    progress = pd.read_csv(progress_file) if progress_file.is_file() else None
+    progress = _progress(out)
     rows = []
     for dataset in _datasets(out, summary):
         h1_ready = _complete(progress, dataset, None)  # the strongest baseline among all of them

@@ -38,6 +38,7 @@ from pmtrec_lab.tracking import (
     experiment_id,
     flat_params,
     guarded,
+    log_in_batches,
     metric_key,
     store_client,
 )
@@ -84,6 +85,7 @@ class UnitTracker:
         self.ended: set[str] = set()  # Ray trial ids whose child run this tracker closed
         self.attempts: dict[str, int] = {}  # Ray trial id -> attempts so far (retries after a lost worker)
         self._client: Any = None
+        self._experiment: str | None = None  # the MLflow experiment's id, found once in ``start``
 
     # -- guarded entry points --------------------------------------------------------------------
     def _guarded(self, action: Callable[[], None]) -> None:
@@ -137,7 +139,7 @@ class UnitTracker:
         from mlflow.entities import Param
 
         client = self._client = store_client(self.tracking.uri)
-        experiment = experiment_id(client, self.tracking.experiment, self.tracking.uri)
+        experiment = self._experiment = experiment_id(client, self.tracking.experiment, self.tracking.uri)
         found = client.search_runs(
             [experiment], filter_string=f"tags.`{_UNIT_KEY}` = '{self._unit_key()}'", max_results=1
         )
@@ -177,7 +179,6 @@ class UnitTracker:
         if self.parent_id is None:
             return
         client = self._client
-        experiment = experiment_id(client, self.tracking.experiment, self.tracking.uri)
         tags = {
             _PARENT: self.parent_id,
             "pmtrec.dataset": self.dataset,
@@ -187,11 +188,11 @@ class UnitTracker:
             "pmtrec.trial_id": trial_id,
             "pmtrec.attempt": str(self.attempts.get(trial_id, 1)),
         }
-        run_id = client.create_run(experiment, run_name=f"{self.name} trial {number}", tags=tags).info.run_id
+        run_name = f"{self.name} trial {number}"
+        run_id = client.create_run(self._experiment, run_name=run_name, tags=tags).info.run_id
         self.runs[trial_id] = run_id
         params = [Param(k, v) for k, v in flat_params(self.config_of(sample)).items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
-            client.log_batch(run_id, params=params[i : i + 100])
+        log_in_batches(client, run_id, params=params)
 
     def _log_result(self, run_id: str, trial_id: str, result: Mapping[str, Any], score_key: str) -> None:
         from mlflow.entities import Metric
@@ -202,9 +203,7 @@ class UnitTracker:
         if isinstance(score, float) and score == score:
             values[SCORE_METRIC] = score
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, epoch) for k, v in values.items()]
-        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
-            self._client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        log_in_batches(self._client, run_id, metrics=[Metric(k, v, now, epoch) for k, v in values.items()])
         self.epochs[trial_id] = epoch
 
     def _end_trial(self, run_id: str, trial_id: str, failed: bool, stopped_early: bool) -> None:
