@@ -50,7 +50,7 @@ _COMMENTS = {
     "data_path": "folder of RecBole atomic files, for dataset atomic (relative: under data_dir)",
     "loader_args": "dataset loader arguments, e.g. {'num_users': 300} for synthetic",
     "k_core": "None: the dataset's default k-core filter",
-    "aux_holdout": "share of each auxiliary relation and label set held out to measure it (None: off)",
+    "aux_holdout": "share of each auxiliary relation and label set held out to measure it (0 or None: off)",
     "tasks": "auxiliary tasks to include (None: the dataset's defaults)",
     "runs_dir": "run cache root (None: PMTREC_RUNS_DIR or .cache/runs)",
 }
@@ -185,7 +185,8 @@ run.
     b.code("display(viz.beyond_table(items).round(4))")
     b.md(
         "## The auxiliary tasks themselves\n"
-        "With `aux_holdout`, a share of each auxiliary relation and label set is held out of training "
+        "With `aux_holdout` (on by default, 0.1), a share of each auxiliary relation and label set is held "
+        "out of training "
         "and each auxiliary task is measured on it by its own head: AUC and Hit@10 of a held-out edge "
         "against 100 non-edges for link tasks, accuracy (or micro-F1) for label tasks "
         "(`pmtrec_lab/eval/auxiliary.py`). What the main task's gain cost the auxiliary tasks, or "

@@ -106,6 +106,11 @@ def _atomic_task_schema(source: Any, handler: GetCoreSchemaHandler) -> core_sche
 AtomicTaskDeclaration = Annotated[Any, GetPydanticSchema(_atomic_task_schema)]
 
 
+#: ``data.aux_holdout``'s default: 10% of each auxiliary relation and label set held out (5%
+#: validation, 5% test), enough held-out links and labels to score every default task
+DEFAULT_AUX_HOLDOUT = 0.1
+
+
 class DataConfig(_Strict):
     name: str = "ml-100k"
     data_dir: str | None = None  # None: PMTREC_DATA_DIR, then the default cache location
@@ -128,9 +133,10 @@ class DataConfig(_Strict):
     meta_split: bool = False
     #: auxiliary-task evaluation (``data/aux_holdout.py``): this share of each auxiliary relation
     #: (its undirected pairs) and label set (its entities) held out of training, drawn once with
-    #: ``split_seed``, half validation and half test, and scored by the task's own head. 0 or None:
-    #: off (and out of the data fingerprint, so runs without it keep theirs)
-    aux_holdout: float | None = None
+    #: ``split_seed``, half validation and half test, and scored by the task's own head. On by
+    #: default (0.1) since the verdict grids were committed; 0 or None: off (read as None, and out
+    #: of the data fingerprint, so runs without it keep theirs). Committed grids pin it off.
+    aux_holdout: float | None = DEFAULT_AUX_HOLDOUT
     loader_args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("aux_holdout")
@@ -142,7 +148,7 @@ class DataConfig(_Strict):
                 f"data.aux_holdout must be a share in [0, 1) of each auxiliary relation or label set "
                 f"to hold out (0 or null: off), got {value}"
             )
-        return value
+        return value or None  # off has one form, so two configurations that mean off compare equal
 
     @model_validator(mode="after")
     def _folder_settings(self) -> DataConfig:
@@ -364,11 +370,12 @@ class OptimConfig(_Strict):
     #: (``pmtrec_lab.train.lazy_adam``); the task heads keep Adam. An epoch then costs the rows it
     #: touches. Not with ``sparse: true`` (that is SparseAdam, another lazy Adam).
     optimizer: Literal["adam", "lazy_adam"] = "adam"
-    #: ``autograd``: each task's gradient per touched row through autograd (the default; every
-    #: committed result). ``analytic`` (opt-in until the verdict grids are committed): closed-form
-    #: gradients for the BPR link tasks and the label heads (``Task.loss_and_grads``), equal to
-    #: autograd's up to float rounding (not bit for bit), cheaper per step.
-    task_gradients: Literal["autograd", "analytic"] = "autograd"
+    #: ``analytic`` (the default since the verdict grids were committed): closed-form gradients
+    #: for the BPR link tasks and the label heads (``Task.loss_and_grads``), equal to autograd's up
+    #: to float rounding (not bit for bit), cheaper per step. ``autograd``: each task's gradient
+    #: per touched row through autograd (the reference; every result committed before the switch,
+    #: whose grid files pin it).
+    task_gradients: Literal["autograd", "analytic"] = "analytic"
 
     @field_validator("lr")
     @classmethod
@@ -547,6 +554,23 @@ def load_config(
     except ValidationError as err:
         where = f" in {path}" if path else ""
         raise ConfigError(f"invalid configuration{where}: {format_validation_errors(err)}") from None
+
+
+#: settings whose default changed after run folders were first written, with the value every run
+#: had before the setting existed. A run folder's ``config.yaml`` records every setting the code
+#: had when it was written, so one without such a key was written before the setting existed and
+#: trained with this value: :func:`load_run_config` reads it so (an explicit key always wins).
+BEFORE_THE_SETTING: dict[str, dict[str, Any]] = {
+    "data": {"aux_holdout": None},
+    "optim": {"task_gradients": "autograd"},
+}
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """A run folder's recorded configuration (its ``config.yaml``), with every setting added since
+    it was written at the value it trained with (:data:`BEFORE_THE_SETTING`), not today's default:
+    a run recorded before a default changed resumes, reproduces and compares as the run it was."""
+    return load_config(path, overrides, base=copy.deepcopy(BEFORE_THE_SETTING))
 
 
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -16,9 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pmtrec_lab.compare.layout import renamed_runs, run_path
-from pmtrec_lab.compare.spec import load_grid, unit_lrs
+from pmtrec_lab.compare.spec import GridSpec, load_grid, run_config, unit_lrs
+from pmtrec_lab.config import load_run_config
+from pmtrec_lab.train.trainer import _identity_yaml
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 GRIDS = sorted(p for p in RESULTS.glob("*.yaml") if (RESULTS / p.stem / "runs").is_dir())
@@ -73,3 +76,67 @@ def test_a_neutral_parameter_leaves_names_alone(monkeypatch):
     assert run_key(spec, "learned", 1e-3, 0)["params"]["delta"] == "learned"
     assert run_name(spec, "pmtrec", 1e-3, 0) != before["pmtrec"]
     assert run_name(spec, "learned", 1e-3, 0) == before["learned"]
+
+
+# ------------------------------------------------------------------ the settings they trained with
+
+#: grid files of studies one level down: ``results/<study>/<name>.yaml`` runs into ``results/<study>/<name>``
+NESTED = sorted(
+    p
+    for p in RESULTS.glob("*/*.yaml")
+    if (p.parent / p.stem / "runs").is_dir() and p.name != "grid.resolved.yaml"
+)
+#: tuned grids: their grid file and the tuning study they were run with (``compare --tuned``)
+TUNED = {
+    "grid-v3-tuned": ("grid-v3.yaml", "tuned-v3"),
+    "grid-v3-tuned-study": ("grid-v3.yaml", "tuned-study"),
+}
+#: grids whose run records predate resolved parameters (``config.yaml`` lists only the given ones,
+#: so a record does not say which parameters it trained with): the module docstring says why
+UNRESOLVED_RECORDS = {"grid", "tuning"}
+
+
+def _grid_folders() -> list[tuple[str, GridSpec, Path]]:
+    from pmtrec_lab.compare.tuned import with_tuned
+
+    out = [(p.stem, load_grid(p), RESULTS / p.stem) for p in GRIDS if p.stem not in UNRESOLVED_RECORDS]
+    out += [(f"{p.parent.name}/{p.stem}", load_grid(p), p.parent / p.stem) for p in NESTED]
+    for name, (grid, study) in TUNED.items():  # with the datasets and methods it was run with (--set)
+        ran = yaml.safe_load((RESULTS / name / "grid.resolved.yaml").read_text())
+        sets = [f"datasets=[{','.join(ran['datasets'])}]", f"methods=[{','.join(ran['methods'])}]"]
+        out.append((name, with_tuned(load_grid(RESULTS / grid, sets), RESULTS / study), RESULTS / name))
+    return out
+
+
+def test_every_grid_folder_is_checked():
+    """A new committed grid whose file this module cannot find would go unguarded."""
+    checked = {name for name, _, _ in _grid_folders()} | UNRESOLVED_RECORDS
+    committed = {str(p.parent.relative_to(RESULTS)) for p in RESULTS.glob("**/grid.resolved.yaml")}
+    assert committed <= checked, f"grid folders without their grid file here: {sorted(committed - checked)}"
+
+
+@pytest.mark.parametrize("name,spec,out", _grid_folders(), ids=lambda v: v if isinstance(v, str) else "")
+def test_finished_runs_keep_their_settings(name, spec, out):
+    """A resumed grid returns its finished runs as they are and trains only the rest, so the rest
+    must get the settings the finished ones trained with. A default that changes (as
+    ``data.aux_holdout`` and ``optim.task_gradients`` did once the verdict grids were committed)
+    would otherwise mix two configurations in one table without a word: every grid file pins the
+    old value, and this test fails on a run whose recorded configuration the grid no longer gives."""
+    moved, found = [], 0
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            for lr in unit_lrs(spec, dataset, method):
+                for seed in spec.seeds:
+                    run = run_path(out, spec, dataset, method, lr, seed)
+                    if not (run / "metrics.json").is_file():
+                        continue
+                    found += 1
+                    recorded = load_run_config(run / "config.yaml")
+                    now = run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
+                    if _identity_yaml(recorded) != _identity_yaml(now):
+                        moved.append(str(run.relative_to(RESULTS)))
+    assert not moved, (
+        f"{name}: finished runs the grid would now configure differently, so a resumed grid would mix "
+        f"two configurations: {moved[:4]} ... Pin the value these runs trained with in the grid file's base."
+    )
+    assert found > 0

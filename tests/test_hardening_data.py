@@ -486,7 +486,9 @@ def test_planted_pickle_is_never_executed(
     from pmtrec_lab.config import DataConfig
     from pmtrec_lab.data.loading import identity_for_config
 
-    key = identity_for_config(DataConfig(name="synthetic", loader_args=SMALL_SYNTHETIC)).cache_key
+    # load_dataset's own default: no auxiliary holdout (a run's DataConfig holds one out by default)
+    plain = DataConfig(name="synthetic", loader_args=SMALL_SYNTHETIC, aux_holdout=None)
+    key = identity_for_config(plain).cache_key
     PLANTS[where](cache, key, blob)
     with caplog.at_level(logging.WARNING, logger=LOG):
         got = load_dataset("synthetic", loader_args=SMALL_SYNTHETIC)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from pmtrec_lab.cli import main
-from pmtrec_lab.config import load_config
+from pmtrec_lab.config import load_config, load_run_config
 from pmtrec_lab.mtl import METHODS, CombineResult, MethodParams, WeightingMethod, register
 from pmtrec_lab.train import load_run, train
 from pmtrec_lab.train.lock import RunLock
@@ -225,7 +225,7 @@ def test_committed_runs_from_before_the_mark_still_read_and_are_returned(capsys,
     assert run.history["epoch"].iloc[0] == 1 and run.metrics["schema"] == RUN_SCHEMA
     # training the same configuration there returns the finished run, rewriting nothing
     before = _snapshot(copy)
-    again = train(load_config(copy / "config.yaml"), copy)
+    again = train(load_run_config(copy / "config.yaml"), copy)  # as it recorded it
     assert again.metrics == run.metrics and _snapshot(copy) == before
 
 

@@ -16,11 +16,12 @@ from pmtrec_lab.data.registry import get_spec
 
 __all__ = ["BASE", "EW_LR", "WEIGHTINGS", "benefit_grid", "variant_label", "weights_grid"]
 
-#: the v3 grid's run settings (``results/grid-v3.yaml``'s ``base``)
+#: the v3 grid's run settings (``results/grid-v3.yaml``'s ``base``, the settings switched on by
+#: default after it pinned off: no auxiliary holdout, autograd task gradients)
 BASE: dict[str, Any] = {
-    "data": {"meta_split": True},
+    "data": {"meta_split": True, "aux_holdout": 0},
     "encoder": {"name": "mf", "dim": 64},
-    "optim": {"epochs": 100},
+    "optim": {"epochs": 100, "task_gradients": "autograd"},
     "eval": {"patience": 5},
     "progress": "log",
 }

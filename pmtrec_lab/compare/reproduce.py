@@ -87,7 +87,7 @@ def reproduce(
     ``data.data_dir`` (a relative one is read from the working directory)."""
     import torch
 
-    from pmtrec_lab.config import load_config
+    from pmtrec_lab.config import load_run_config
     from pmtrec_lab.train import train
 
     run_dir = Path(run_dir)
@@ -100,7 +100,7 @@ def reproduce(
         with tempfile.TemporaryDirectory(dir=work, prefix="reproduce-") as tmp:
             rerun = Path(tmp) / "run"
             sets = [f"data.data_dir={Path(data_dir).resolve()}"] if data_dir is not None else []
-            train(load_config(run_dir / "config.yaml", sets), rerun, resume=False)
+            train(load_run_config(run_dir / "config.yaml", sets), rerun, resume=False)
             differing, first = [], ""
             for name in COMPARED:
                 old = without_seconds(read_json(run_dir / name))

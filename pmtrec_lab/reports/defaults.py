@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pmtrec_lab.config import DEFAULT_DIM, SHORT_RUN_LR, RunConfig, load_config
+from pmtrec_lab.config import DEFAULT_AUX_HOLDOUT, DEFAULT_DIM, SHORT_RUN_LR, RunConfig, load_config
 from pmtrec_lab.paths import PROJECT_ROOT
 
 NOTEBOOK_DIR: Path = PROJECT_ROOT / "notebooks"
@@ -52,7 +52,7 @@ COMMON_PARAMS: dict[str, Any] = {
     "loader_args": {},
     "k_core": None,
     "tasks": None,
-    "aux_holdout": None,
+    "aux_holdout": DEFAULT_AUX_HOLDOUT,
     "runs_dir": None,
 }
 
@@ -87,7 +87,7 @@ def notebook_config(
     loader_args: dict[str, Any] | None = None,
     k_core: int | None = None,
     tasks: list[str] | None = None,
-    aux_holdout: float | None = None,
+    aux_holdout: float | None = DEFAULT_AUX_HOLDOUT,
     overrides: dict[str, Any] | None = None,
     **ignored: Any,
 ) -> RunConfig:
@@ -98,8 +98,7 @@ def notebook_config(
     is a nested dict merged last (e.g. ``{"eval": {"patience": 3}}``). ``data_path`` is
     ``data.path``: the folder of atomic files of ``dataset="atomic"`` (relative: under the data
     directory); its tasks are those its ``pmtrec.yaml`` declares (or those its files offer, off).
-    ``aux_holdout`` is ``data.aux_holdout`` (the auxiliary tasks' own metrics), set only when given,
-    so a configuration without it is the one it always was.
+    ``aux_holdout`` is ``data.aux_holdout`` (the auxiliary tasks' own metrics; 0 or None: off).
     """
     base: dict[str, Any] = {
         "data": {
@@ -108,7 +107,7 @@ def notebook_config(
             **({"path": data_path} if data_path is not None else {}),
             "k_core": k_core,
             "loader_args": dict(loader_args or {}),
-            **({"aux_holdout": aux_holdout} if aux_holdout else {}),
+            "aux_holdout": aux_holdout,
         },
         "encoder": {"name": encoder, "dim": int(dim)},
         "method": {"name": method, "params": dict(method_params or {})},

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.config import RunConfig, load_run_config
 from pmtrec_lab.errors import ConfigError, PmtrecError
 from pmtrec_lab.paths import atomic_path, write_text_atomic
 
@@ -358,7 +358,7 @@ def is_damaged_run_folder(path: str | Path) -> bool:
     if status_damage(p / "status.json") is None or not (p / "last.pt").is_file():
         return False
     try:
-        load_config(p / "config.yaml")
+        load_run_config(p / "config.yaml")
     except (ConfigError, OSError):
         return False
     return True
@@ -448,7 +448,7 @@ def load_run(run_dir: str | Path) -> Run:
     p = Path(run_dir)
     if not (p / "config.yaml").is_file():
         raise FileNotFoundError(f"{p} is not a run directory (no config.yaml)")
-    cfg = load_config(p / "config.yaml")
+    cfg = load_run_config(p / "config.yaml")
     status = _json_file(p / "status.json", dict, {})
     schema = run_schema(status)
     records = _json_file(p / "history.json", list, [])

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pmtrec_lab.config import RunConfig, load_config
+from pmtrec_lab.config import RunConfig, load_run_config
 from pmtrec_lab.data import dataset_for_config
 from pmtrec_lab.data.types import RecDataset
 from pmtrec_lab.encoders import build_encoder
@@ -414,7 +414,8 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
 
     A folder holding another configuration's run is refused unless that run failed or never
     finished an epoch (then it starts over, with a notice): rerunning a corrected command in the
-    folder of a failed run works, and a healthy run is never overwritten by a different one."""
+    folder of a failed run works, and a healthy run is never overwritten by a different one. A
+    finished run counts as healthy without its ``last.pt`` (committed run folders keep none)."""
     if not resume or not (out / "config.yaml").is_file():
         return "fresh"
     status_path = out / "status.json"
@@ -422,22 +423,24 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     status = read_json(status_path) if damage is None and status_path.is_file() else {}
     state = status.get("state") if isinstance(status, dict) else None
     has_last = (out / "last.pt").is_file()
+    # what may be replaced: a failed run, or one that never finished an epoch
+    replaceable = state == "failed" or (state != "finished" and not has_last)
     # the progress display does not change a run's result
     try:
-        previous = _identity_yaml(load_config(out / "config.yaml"))
+        previous = _identity_yaml(load_run_config(out / "config.yaml"))
     except ConfigError as exc:
         detail = _config_problem(exc, out / "config.yaml")
-        if state == "failed" or not has_last:
+        if replaceable:
             log.warning("%s is unreadable (%s); starting over", out / "config.yaml", detail)
             return "fresh"
         raise RunFileError(
             out / "config.yaml",
             f"is unreadable ({detail})",
-            hint="its last.pt cannot be checked against an unreadable configuration: rerun with "
+            hint="the run there cannot be checked against an unreadable configuration: rerun with "
             "--restart to start over, or use another --out",
         ) from None
     if previous != _identity_yaml(cfg):
-        if state == "failed" or not has_last:
+        if replaceable:
             log.warning("%s: the earlier run there (%s) had another configuration; starting over", out, state)
             return "fresh"
         known = f"state {state!r}" if damage is None else f"its {status_path.name} is damaged"

@@ -1,0 +1,80 @@
+"""The defaults switched on once the verdict grids were committed (issues "Experiment throughput"
+and "What a multi-task recommender researcher expects"): closed-form task gradients and a 10%
+auxiliary holdout. A run folder recorded before a setting existed keeps the value it trained with,
+so it resumes, reproduces and is refused exactly as before; a run recorded with the setting keeps
+what it says."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from pmtrec_lab.config import BEFORE_THE_SETTING, DEFAULT_AUX_HOLDOUT, load_config, load_run_config
+from pmtrec_lab.errors import PmtrecError
+from pmtrec_lab.train import train
+
+SYN = {"num_users": 120, "num_items": 80}
+
+
+def _cfg(*sets: str):
+    return load_config(
+        base={
+            "data": {"name": "synthetic", "loader_args": SYN},
+            "encoder": {"name": "mf", "dim": 8},
+            "method": {"name": "ew"},
+            "optim": {"epochs": 1, "lr": 0.01, "batch_size": 512},
+            "progress": "none",
+        },
+        overrides=list(sets),
+    )
+
+
+def test_the_defaults_are_on_and_off_has_one_form():
+    cfg = _cfg()
+    assert cfg.data.aux_holdout == DEFAULT_AUX_HOLDOUT == 0.1
+    assert cfg.optim.task_gradients == "analytic"
+    assert _cfg("data.aux_holdout=0").data.aux_holdout is None  # 0 and null both mean off
+    assert _cfg("data.aux_holdout=0").to_yaml() == _cfg("data.aux_holdout=null").to_yaml()
+
+
+def _record(tmp_path, name, drop: bool, *sets: str):
+    """A finished run's folder; with ``drop``, its ``config.yaml`` as a run recorded before the two
+    settings existed wrote it (neither key)."""
+    out = tmp_path / name
+    train(_cfg(*sets), out)
+    if drop:
+        path = out / "config.yaml"
+        record = yaml.safe_load(path.read_text())
+        for section, keys in BEFORE_THE_SETTING.items():
+            for key in keys:
+                del record[section][key]
+        path.write_text(yaml.safe_dump(record, sort_keys=False))
+    return out
+
+
+OLD = ("data.aux_holdout=0", "optim.task_gradients=autograd")
+
+
+def test_a_record_without_the_settings_reads_as_the_run_it_was(tmp_path):
+    old = _record(tmp_path, "old", True, *OLD)
+    cfg = load_run_config(old / "config.yaml")
+    assert cfg.data.aux_holdout is None and cfg.optim.task_gradients == "autograd"
+    # a record that states the settings keeps them, the old values and today's defaults alike
+    assert load_run_config(_record(tmp_path, "new", False) / "config.yaml").optim.task_gradients == "analytic"
+    assert load_run_config(_record(tmp_path, "new", False) / "config.yaml").data.aux_holdout == 0.1
+    pinned = load_run_config(_record(tmp_path, "pinned", False, *OLD) / "config.yaml")
+    assert pinned.to_yaml() == cfg.to_yaml()
+
+
+def test_an_old_run_is_returned_under_its_own_settings_and_refused_under_the_new_defaults(tmp_path):
+    old = _record(tmp_path, "old", True, *OLD)
+    before = (old / "metrics.json").read_text()
+    run = train(_cfg(*OLD), old)  # the same command with the old values pinned: the same run, not retrained
+    assert run.finished and (old / "metrics.json").read_text() == before
+    with pytest.raises(PmtrecError, match="different configuration"):
+        train(_cfg(), old)  # the new defaults are another run: never mixed into the old folder
+    assert (old / "metrics.json").read_text() == before
+    (old / "last.pt").unlink(missing_ok=True)  # as committed run folders are: no checkpoints
+    with pytest.raises(PmtrecError, match="different configuration"):
+        train(_cfg(), old)  # still refused: a finished run is never replaced by another one
+    assert (old / "metrics.json").read_text() == before
