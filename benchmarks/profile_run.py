@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import subprocess
 import sys
 import tempfile
@@ -185,6 +186,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", default="ew,pmtrec")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--data-dir", default="../shared/datasets")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run setting over the grid's base, e.g. optim.task_gradients=analytic (repeatable); "
+        "grid-v3.yaml pins the settings that became defaults after it: --set "
+        "optim.task_gradients=analytic --set data.aux_holdout=0.1 measures today's defaults",
+    )
     args = ap.parse_args(argv)
 
     start = interpreter_seconds("pass")
@@ -192,9 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from pmtrec_lab.compare.spec import load_grid, run_config
+    from pmtrec_lab.config import apply_overrides
 
     torch.set_num_threads(1)
     spec = load_grid(Path(__file__).resolve().parents[1] / "results" / "grid-v3.yaml")
+    spec = spec.model_copy(update={"base": apply_overrides(copy.deepcopy(spec.base), args.set)})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in args.datasets.split(","):
@@ -207,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
                     profile_run(one, Path(tmp) / f"warm-{dataset}")
                 phases = profile_run(cfg, Path(tmp) / f"{dataset}-{method}")
                 rows.append((dataset, method, {"start": start, "imports": imports, **phases}))
-    print(f"one run per (dataset, method): {args.epochs} epochs at lr 1e-3, grid-v3 settings, one thread")
+    settings = "grid-v3 settings" + (f" with {', '.join(args.set)}" if args.set else "")
+    print(f"one run per (dataset, method): {args.epochs} epochs at lr 1e-3, {settings}, one thread")
     print(
         f"per process, not per run: interpreter start {start:.2f} s, imports {imports:.2f} s (a grid's "
         "worker processes pay them once and then run many runs)"

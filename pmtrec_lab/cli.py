@@ -97,6 +97,10 @@ def _cmd_datasets_info(args: argparse.Namespace) -> int:
         print(f"  {section}:{note}")
         for k, v in info[section].items():
             print(f"    {k}: {v}")
+    if "aux_holdout" in info:  # data.aux_holdout (on by default): the task rows below are what trains
+        print(f"  aux_holdout: ({params.get('aux_holdout')} of each auxiliary set, never trained on)")
+        for k, v in info["aux_holdout"].items():
+            print(f"    {k}: valid {v['valid']}, test {v['test']}")
     origin = ""
     if data.path is not None:
         where = data.atomic_settings().origin

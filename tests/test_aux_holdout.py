@@ -297,11 +297,23 @@ def test_grid_tables_carry_a_column_per_task_and_metric(cache, tmp_path) -> None
     assert summary.loc["pcgrad", "aux/social:friends/auc/vs_ew"] == pytest.approx(auc["pcgrad"] - auc["ew"])
     assert summary.loc["ew", "aux/social:friends/auc/vs_ew"] == 0.0
     assert np.isnan(summary.loc["single-task", "aux/social:friends/auc/vs_ew"])
+    # summary.md: a table per dataset, x100 with the change against EW, "-" where no head trained
+    text = (tmp_path / "grid" / "summary.md").read_text()
+    assert "### Auxiliary tasks (test, mean over seeds, x100; in brackets: the change against EW)" in text
+    header = next(line for line in text.splitlines() if line.startswith("| method | ") and "auc" in line)
+    names = [c.strip() for c in header.strip("|").split("|")][1:]
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    col = names.index("social:friends/auc")
+    pc_cell = rows["pcgrad"].strip("|").split("|")[1 + col].strip()
+    pc, ew_auc = summary.loc["pcgrad", "aux/social:friends/auc"], summary.loc["ew", "aux/social:friends/auc"]
+    assert pc_cell == f"{100 * pc:.2f} ({100 * (pc - ew_auc):+.2f})"
+    assert rows["single-task"].strip("|").split("|")[1 + col].strip() == "-"
     for path in (tmp_path / "grid").rglob("metrics.json"):  # runs without the setting: no columns
         metrics = json.loads(path.read_text())
         metrics.pop("aux", None)
         path.write_text(json.dumps(metrics))
     assert not any(c.startswith("aux/") for c in summarize(tmp_path / "grid", spec)["summary"].columns)
+    assert "### Auxiliary tasks" not in (tmp_path / "grid" / "summary.md").read_text()
 
 
 def test_a_paused_run_resumes_to_the_same_auxiliary_metrics(cache, tmp_path) -> None:

@@ -78,3 +78,15 @@ def test_an_old_run_is_returned_under_its_own_settings_and_refused_under_the_new
     with pytest.raises(PmtrecError, match="different configuration"):
         train(_cfg(), old)  # still refused: a finished run is never replaced by another one
     assert (old / "metrics.json").read_text() == before
+
+
+def test_datasets_info_says_what_the_default_holdout_keeps_out(capsys):
+    from pmtrec_lab.cli import main
+
+    loader = "loader_args={num_users: 120, num_items: 80}"
+    assert main(["datasets", "info", "synthetic", "--set", loader]) == 0
+    text = capsys.readouterr().out
+    assert "aux_holdout: (0.1 of each auxiliary set, never trained on)" in text
+    assert "    friends: valid " in text and ", test " in text
+    assert main(["datasets", "info", "synthetic", "--set", loader, "--set", "aux_holdout=0"]) == 0
+    assert "aux_holdout" not in capsys.readouterr().out

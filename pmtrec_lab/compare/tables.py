@@ -414,6 +414,7 @@ def markdown_tables(tables: dict[str, pd.DataFrame]) -> str:
                 f"{_pm(r['recall20_mean'], r['recall20_std'])} | {_pm(r['ndcg20_mean'], r['ndcg20_std'])} |"
                 + (f" {round(r['capped'] * r['seeds'])} of {r['seeds']} |" if capped else "")
             )
+        parts += _aux_markdown(s) + _beyond_markdown(s)
     sig = tables.get("significance")
     if sig is not None and not sig.empty:
         parts.append("\n### PMTRec vs the strongest baseline (Wilcoxon over per-user test NDCG@20)\n")
@@ -474,6 +475,50 @@ def _share_capped(stopped: pd.Series) -> float:
     ``max_epochs``): still improving when the budget ended, so their method may be under-trained
     against methods that converged within it."""
     return float((stopped == "max_epochs").mean())
+
+
+def _aux_markdown(summary: pd.DataFrame) -> list[str]:
+    """The auxiliary tasks' test metrics (``data.aux_holdout``), one table per dataset (its tasks
+    differ): x100, each with its change against EW; "-" where the method trains no head for the
+    task. Nothing for a grid without them."""
+    columns = [c for c in summary.columns if str(c).startswith("aux/") and not str(c).endswith("/vs_ew")]
+    if not columns:
+        return []
+    parts = ["\n### Auxiliary tasks (test, mean over seeds, x100; in brackets: the change against EW)"]
+    for dataset, rows in summary.groupby("dataset", sort=False):
+        mine = [c for c in columns if rows[c].notna().any()]
+        if not mine:
+            continue
+        parts.append(f"\n{dataset}:\n")
+        parts.append("| method | " + " | ".join(c[len("aux/") :] for c in mine) + " |")
+        parts.append("| --- |" + " --- |" * len(mine))
+        for _, r in rows.iterrows():
+            cells = [_aux_cell(r[c], r[f"{c}/vs_ew"]) for c in mine]
+            parts.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    return parts
+
+
+def _aux_cell(value: float, change: float) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{100 * value:.2f}" + ("" if pd.isna(change) else f" ({100 * change:+.2f})")
+
+
+def _beyond_markdown(summary: pd.DataFrame) -> list[str]:
+    """Beyond accuracy at the selected epoch (RecBole's definitions, ``eval/beyond.py``): catalogue
+    coverage, average popularity, Gini index and tail share of the test top-20 lists, seed means."""
+    names = [n for n in BEYOND_SUMMARY if n in summary.columns]
+    if not names:
+        return []
+    parts = [
+        "\n### Beyond accuracy (test top-20 lists, mean over seeds)\n",
+        "| dataset | method | " + " | ".join(names) + " |",
+        "| --- | --- |" + " --- |" * len(names),
+    ]
+    for _, r in summary.iterrows():
+        cells = ["" if pd.isna(r[n]) else f"{r[n]:.4g}" for n in names]
+        parts.append(f"| {r['dataset']} | {r['method']} | " + " | ".join(cells) + " |")
+    return parts
 
 
 def _rel(x: float) -> str:
