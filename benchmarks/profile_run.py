@@ -23,7 +23,11 @@ phase's share of one run's wall time:
 - ``other``: what the run's wall time leaves (the loop, loss bookkeeping, early stopping).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_run.py [--datasets ciao,lastfm,amazon,ml-100k]
-        [--methods ew,pmtrec] [--epochs 5] [--data-dir ../shared/datasets]
+        [--methods ew,pmtrec] [--epochs 5] [--data-dir ../shared/datasets] [--grid FILE]
+        [--set optim.task_gradients=analytic --set data.aux_holdout=0.1]
+
+``results/grid-v3.yaml`` pins the two settings that became defaults after it (autograd task
+gradients, no auxiliary holdout); ``--set`` puts today's defaults back for a measurement of them.
 
 Timers add a few microseconds per call; phases are shares of one run, so compare them within a
 run, and compare code versions by running this script from each (``PYTHONPATH`` or a worktree)
@@ -187,6 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--data-dir", default="../shared/datasets")
     ap.add_argument(
+        "--grid",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "results" / "grid-v3.yaml",
+        help="the grid file whose settings the runs take (default: results/grid-v3.yaml); an older "
+        "commit's code on PYTHONPATH needs that commit's grid file",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     from pmtrec_lab.config import apply_overrides
 
     torch.set_num_threads(1)
-    spec = load_grid(Path(__file__).resolve().parents[1] / "results" / "grid-v3.yaml")
+    spec = load_grid(args.grid)
     spec = spec.model_copy(update={"base": apply_overrides(copy.deepcopy(spec.base), args.set)})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,9 @@ learning rate and the seed), so their runs pair by (dataset, method, lr, seed). 
 method) present in both, one row:
 
 - ``paired_runs`` and ``identical``: runs finished in both, and how many of them report the same
-  test NDCG@20 to the last bit; ``max_abs_diff``: the largest change of one run's test NDCG@20;
+  test NDCG@20 to the last bit; ``records_identical``: how many wrote the same ``metrics.json``
+  and ``history.json`` (every ``seconds`` aside), so the same losses at every epoch;
+  ``max_abs_diff``: the largest change of one run's test NDCG@20;
 - ``lr_before`` / ``lr_after``: the learning rate each grid's seed-0 validation chose;
 - ``test_before`` / ``test_after``: mean test NDCG@20 over the seeds at that learning rate (what
   each grid's tables report), ``diff`` their difference and ``seed_std`` the standard deviation of
@@ -20,11 +22,13 @@ Command: ``python -m pmtrec_lab.compare.moved BEFORE_GRID AFTER_GRID`` (markdown
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from pmtrec_lab.compare.layout import choose_lr, collect
+from pmtrec_lab.compare.layout import choose_lr, collect, finished_runs
+from pmtrec_lab.compare.reproduce import without_seconds
 from pmtrec_lab.compare.spec import GridSpec, load_grid
 
 __all__ = ["moved", "markdown"]
@@ -47,14 +51,20 @@ def moved(before: Path, after: Path) -> pd.DataFrame:
     paired = runs_b[KEYS + [TEST, "best_epoch"]].merge(
         runs_a[KEYS + [TEST, "best_epoch"]], on=KEYS, suffixes=("_before", "_after")
     )
+    folders = {
+        side: {tuple(run[:4]): run[4] for run in finished_runs(Path(path), spec)}
+        for side, path, spec in (("before", before, spec_b), ("after", after, spec_a))
+    }
     rows = []
     for (dataset, method), pairs in paired.groupby(["dataset", "method"], sort=False):
         change = pairs[f"{TEST}_after"] - pairs[f"{TEST}_before"]
+        keys = [tuple(k) for k in pairs[KEYS].itertuples(index=False)]
         row = {
             "dataset": dataset,
             "method": method,
             "paired_runs": len(pairs),
             "identical": int((change == 0).sum()),
+            "records_identical": sum(_same_records(folders["before"][k], folders["after"][k]) for k in keys),
             "max_abs_diff": float(change.abs().max()),
         }
         for side, spec, runs in (("before", spec_b, runs_b), ("after", spec_a, runs_a)):
@@ -69,11 +79,20 @@ def moved(before: Path, after: Path) -> pd.DataFrame:
         row["diff"] = row["test_after"] - row["test_before"]
         rows.append(row)
     order = [
-        "dataset", "method", "paired_runs", "identical", "max_abs_diff", "lr_before", "lr_after",
-        "seeds_before", "seeds_after", "test_before", "test_after", "diff", "seed_std",
-        "epochs_before", "epochs_after",
+        "dataset", "method", "paired_runs", "identical", "records_identical", "max_abs_diff",
+        "lr_before", "lr_after", "seeds_before", "seeds_after", "test_before", "test_after", "diff",
+        "seed_std", "epochs_before", "epochs_after",
     ]  # fmt: skip
     return pd.DataFrame(rows)[order]
+
+
+def _same_records(a: Path, b: Path) -> bool:
+    """Whether two run folders wrote the same metrics and history, wall times aside."""
+    return all(
+        without_seconds(json.loads((a / name).read_text()))
+        == without_seconds(json.loads((b / name).read_text()))
+        for name in ("metrics.json", "history.json")
+    )
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -81,13 +100,13 @@ def markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no run finished in both grids)"
     lines = [
-        "| dataset | method | runs (identical) | lr before / after | test NDCG@20 x100 before | after | "
-        "change | seed std | largest run change |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | method | runs | test NDCG@20 identical | records identical | lr before / after | "
+        "test NDCG@20 x100 before | after | change | seed std | largest run change |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in table.itertuples(index=False):
         lines.append(
-            f"| {r.dataset} | {r.method} | {r.paired_runs} ({r.identical}) | "
+            f"| {r.dataset} | {r.method} | {r.paired_runs} | {r.identical} | {r.records_identical} | "
             f"{r.lr_before:g} / {r.lr_after:g} | "
             f"{100 * r.test_before:.2f} | {100 * r.test_after:.2f} | {100 * r.diff:+.2f} | "
             f"{100 * r.seed_std:.2f} | {100 * r.max_abs_diff:.2f} |"
