@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pmtrec_lab.compare.layout import renamed_runs, run_path
+from pmtrec_lab.compare.layout import finished_runs, renamed_runs, run_path
 from pmtrec_lab.compare.spec import GridSpec, load_grid, run_config, unit_lrs
 from pmtrec_lab.config import load_run_config
 from pmtrec_lab.train.trainer import _identity_yaml
@@ -123,18 +123,12 @@ def test_finished_runs_keep_their_settings(name, spec, out):
     would otherwise mix two configurations in one table without a word: every grid file pins the
     old value, and this test fails on a run whose recorded configuration the grid no longer gives."""
     moved, found = [], 0
-    for dataset in spec.datasets:
-        for method in spec.methods:
-            for lr in unit_lrs(spec, dataset, method):
-                for seed in spec.seeds:
-                    run = run_path(out, spec, dataset, method, lr, seed)
-                    if not (run / "metrics.json").is_file():
-                        continue
-                    found += 1
-                    recorded = load_run_config(run / "config.yaml")
-                    now = run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
-                    if _identity_yaml(recorded) != _identity_yaml(now):
-                        moved.append(str(run.relative_to(RESULTS)))
+    for dataset, method, lr, seed, run in finished_runs(out, spec):
+        found += 1
+        recorded = load_run_config(run / "config.yaml")
+        now = run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
+        if _identity_yaml(recorded) != _identity_yaml(now):
+            moved.append(str(run.relative_to(RESULTS)))
     assert not moved, (
         f"{name}: finished runs the grid would now configure differently, so a resumed grid would mix "
         f"two configurations: {moved[:4]} ... Pin the value these runs trained with in the grid file's base."
