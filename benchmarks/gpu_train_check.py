@@ -39,12 +39,13 @@ def config(encoder: str, device: str, data_dir: str, epochs: int, propagation: s
     split = {"trust": 0.5} if encoder == "hetero" else {}
     return load_config(
         base={
-            "data": {"name": "ciao", "data_dir": data_dir},
+            # pinned: the settings of the committed reference (switched to new defaults after it)
+            "data": {"name": "ciao", "data_dir": data_dir, "aux_holdout": 0},
             "encoder": {
                 "name": encoder, "dim": 64, "num_layers": 3, "propagation": propagation,
                 "split_relations": split,
             },
-            "optim": {"lr": SHORT_RUN_LR, "epochs": epochs},
+            "optim": {"lr": SHORT_RUN_LR, "epochs": epochs, "task_gradients": "autograd"},
             "diagnostics": {"enabled": False},
             "seed": 0,
             "device": device,

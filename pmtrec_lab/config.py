@@ -573,6 +573,11 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     return load_config(path, overrides, base=copy.deepcopy(BEFORE_THE_SETTING))
 
 
+def config_from_record(record: dict[str, Any]) -> RunConfig:
+    """:func:`load_run_config` for a record already read (a checkpoint's ``config``)."""
+    return load_config(base=_deep_merge(copy.deepcopy(BEFORE_THE_SETTING), record))
+
+
 def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():

@@ -387,9 +387,17 @@ class RunTracker:
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved configuration, as its ``config.yaml`` holds it."""
+    """The run's resolved configuration, as its ``config.yaml`` holds it (a record from before a
+    setting existed with the value it trained with: ``load_run_config``)."""
     import yaml
 
+    from pmtrec_lab.config import load_run_config
+    from pmtrec_lab.errors import ConfigError
+
+    try:
+        return load_run_config(run_dir / "config.yaml").to_dict()
+    except ConfigError:  # written by another version: logged as it is
+        pass
     try:
         loaded = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, yaml.YAMLError):

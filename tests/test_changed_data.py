@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pmtrec_lab.cli import main
-from pmtrec_lab.config import load_config
+from pmtrec_lab.config import load_config, load_run_config
 from pmtrec_lab.data.export import export_dataset
 from pmtrec_lab.data.loading import identity_for_config
 from pmtrec_lab.train import cached_run, train
@@ -113,13 +113,13 @@ def test_the_fingerprint_ignores_the_cache_format_and_preprocessing_version(monk
 def test_every_committed_v3_grid_run_is_recognised_from_the_shared_datasets(shared_datasets):
     by_data: dict[str, list[tuple[Path, str]]] = {}
     for status in sorted(GRID_V3.glob("*/*/*/status.json")):
-        cfg = load_config(status.parent / "config.yaml", [f"data.data_dir={shared_datasets}"])
+        cfg = load_run_config(status.parent / "config.yaml", [f"data.data_dir={shared_datasets}"])
         key = cfg.data.model_dump_json()
         recorded = json.loads(status.read_text())["data_fingerprint"]
         by_data.setdefault(key, []).append((status.parent, recorded))
     assert len(by_data) == 4 and sum(len(v) for v in by_data.values()) == 416
     for runs in by_data.values():
-        cfg = load_config(runs[0][0] / "config.yaml", [f"data.data_dir={shared_datasets}"])
+        cfg = load_run_config(runs[0][0] / "config.yaml", [f"data.data_dir={shared_datasets}"])
         identity = identity_for_config(cfg.data)
         stale = [str(run) for run, recorded in runs if not (recorded and identity.matches(recorded))]
         assert not stale, stale[:3]

@@ -52,7 +52,7 @@ def test_moved_pairs_runs_and_measures_the_change(tmp_path, capsys):
     assert ew["diff"] == pytest.approx(ew.test_after - ew.test_before)
     assert ew.max_abs_diff == pytest.approx(max(abs(x - y) for x, y in zip(b, a))) and ew.max_abs_diff > 0
     assert ew.seed_std == pytest.approx(pd.Series(b).std())
-    assert ew.lr_before == ew.lr_after == 0.01
+    assert ew.lr_before == ew.lr_after == 0.01 and ew.seeds == 2
 
     assert "| synthetic | single-task | 2 | 2 | 2 |" in markdown(same)
     csv = tmp_path / "moved.csv"
@@ -66,3 +66,16 @@ def test_a_folder_that_is_not_a_grid_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "empty"), str(tmp_path / "empty")])
     assert "is not a grid folder (no grid.resolved.yaml)" in capsys.readouterr().err
+
+
+def test_a_grid_still_running_is_compared_on_its_finished_seeds(tmp_path):
+    spec, before = _grid(tmp_path, "before", 0)
+    _, after = _grid(tmp_path, "after", 0.3)
+    (run_path(after, spec, "synthetic", "ew", 0.01, 1) / "metrics.json").unlink()  # seed 1 not done
+    ew = moved(before, after).set_index("method").loc["ew"]
+    b = _test_ndcg(before, spec, "ew")
+    a = json.loads((run_path(after, spec, "synthetic", "ew", 0.01, 0) / "metrics.json").read_text())["test"][
+        "ndcg@20"
+    ]
+    assert ew.paired_runs == 1 and ew.seeds == 1
+    assert ew.test_before == b[0] and ew.test_after == a  # seed 0 on both sides, not seeds 0 and 1

@@ -90,3 +90,43 @@ def test_datasets_info_says_what_the_default_holdout_keeps_out(capsys):
     assert "    friends: valid " in text and ", test " in text
     assert main(["datasets", "info", "synthetic", "--set", loader, "--set", "aux_holdout=0"]) == 0
     assert "aux_holdout" not in capsys.readouterr().out
+
+
+def _as_before_the_settings(path) -> None:
+    """Drop the two settings from a checkpoint's record of its run, as one written before they existed."""
+    import torch
+
+    saved = torch.load(path, weights_only=True)
+    record = saved["state"]["config"]
+    for section, keys in BEFORE_THE_SETTING.items():
+        for key in keys:
+            del record[section][key]
+    torch.save(saved, path)
+
+
+def test_a_paused_old_run_resumes_to_the_run_it_was_and_evaluates(tmp_path, capsys):
+    """A run paused before the switch (config.yaml and checkpoints without the two settings)
+    resumes under the old values to exactly the metrics of the same run trained whole, and
+    ``evaluate`` reads it; the checkpoints' records are read as the run trained, not compared as
+    written (they would differ in the two keys)."""
+    from pmtrec_lab.cli import main
+
+    whole = train(_cfg(*OLD, "optim.epochs=3"), tmp_path / "whole")
+    paused = tmp_path / "paused"
+    train(_cfg(*OLD, "optim.epochs=3"), paused, max_epochs_this_call=1)
+    path = paused / "config.yaml"
+    record = yaml.safe_load(path.read_text())
+    for section, keys in BEFORE_THE_SETTING.items():
+        for key in keys:
+            del record[section][key]
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    for name in ("last.pt", "best.pt"):
+        _as_before_the_settings(paused / name)
+    resumed = train(_cfg(*OLD, "optim.epochs=3"), paused)
+    assert resumed.finished and resumed.metrics["epochs_run"] == 3
+    strip = {k: v for k, v in resumed.metrics.items() if k != "seconds"}
+    assert strip == {k: v for k, v in whole.metrics.items() if k != "seconds"}
+    capsys.readouterr()
+    assert main(["evaluate", str(paused)]) == 0
+    out = capsys.readouterr().out
+    assert f"{whole.metrics['test']['ndcg@20']:.4f}" in out

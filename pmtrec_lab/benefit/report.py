@@ -173,12 +173,18 @@ class BenefitTables:
 
 def _dataset(out: Path, data_dir: str | None):
     """The dataset of the grid (one dataset per benefit-map grid), loaded as its runs trained it."""
+    from pmtrec_lab.compare.layout import finished_runs
     from pmtrec_lab.compare.spec import load_grid, run_config
+    from pmtrec_lab.config import load_run_config
     from pmtrec_lab.data import dataset_for_config
 
     spec = load_grid(out / "grid.resolved.yaml")
     if len(spec.datasets) != 1:
         raise ValueError(f"{out}: a benefit-map grid has one dataset, this one has {spec.datasets}")
+    run = next(finished_runs(out, spec), None)
+    if run is not None:  # as a run recorded it (a grid from before a default changed keeps its data)
+        data = load_run_config(run[4] / "config.yaml").data
+        return dataset_for_config(data.model_copy(update={"data_dir": data_dir or data.data_dir}))
     cfg = run_config(spec, spec.datasets[0], spec.methods[0], spec.lrs[0], spec.seeds[0], data_dir)
     return dataset_for_config(cfg.data)
 

@@ -10,9 +10,10 @@ method) present in both, one row:
   and ``history.json`` (every ``seconds`` aside), so the same losses at every epoch;
   ``max_abs_diff``: the largest change of one run's test NDCG@20;
 - ``lr_before`` / ``lr_after``: the learning rate each grid's seed-0 validation chose;
-- ``test_before`` / ``test_after``: mean test NDCG@20 over the seeds at that learning rate (what
-  each grid's tables report), ``diff`` their difference and ``seed_std`` the standard deviation of
-  the before grid's seeds (how large a move is against seed noise);
+- ``seeds``, ``test_before`` / ``test_after``: mean test NDCG@20 at that learning rate (what each
+  grid's tables report) over the seeds both grids have there (a grid still running is compared on
+  its finished seeds), ``diff`` their difference and ``seed_std`` the standard deviation of the
+  before grid's seeds (how large a move is against seed noise);
 - ``epochs_before`` / ``epochs_after``: mean selected epoch.
 
 Command: ``python -m pmtrec_lab.compare.moved BEFORE_GRID AFTER_GRID`` (markdown on stdout;
@@ -67,21 +68,30 @@ def moved(before: Path, after: Path) -> pd.DataFrame:
             "records_identical": sum(_same_records(folders["before"][k], folders["after"][k]) for k in keys),
             "max_abs_diff": float(change.abs().max()),
         }
-        for side, spec, runs in (("before", spec_b, runs_b), ("after", spec_a, runs_a)):
-            lr = choose_lr(Path(before if side == "before" else after), dataset, method, spec)
-            chosen = runs[(runs.dataset == dataset) & (runs.method == method) & (runs.lr == lr)]
-            row[f"lr_{side}"] = lr
-            row[f"seeds_{side}"] = len(chosen)
-            row[f"test_{side}"] = float(chosen[TEST].mean()) if len(chosen) else float("nan")
-            row[f"epochs_{side}"] = float(chosen["best_epoch"].mean()) if len(chosen) else float("nan")
+        chosen = {}
+        for side, folder, spec, runs in (
+            ("before", before, spec_b, runs_b),
+            ("after", after, spec_a, runs_a),
+        ):
+            lr = choose_lr(Path(folder), dataset, method, spec)
+            row[f"lr_{side}"] = float("nan") if lr is None else lr
+            chosen[side] = runs[(runs.dataset == dataset) & (runs.method == method) & (runs.lr == lr)]
+        # the seeds both grids have at their chosen rates, so a grid still running is not compared
+        # on other seeds than the finished one
+        seeds = sorted(set(chosen["before"].seed) & set(chosen["after"].seed))
+        row["seeds"] = len(seeds)
+        for side, runs in chosen.items():
+            runs = runs[runs.seed.isin(seeds)]
+            row[f"test_{side}"] = float(runs[TEST].mean()) if len(runs) else float("nan")
+            row[f"epochs_{side}"] = float(runs["best_epoch"].mean()) if len(runs) else float("nan")
             if side == "before":
-                row["seed_std"] = float(chosen[TEST].std()) if len(chosen) > 1 else float("nan")
+                row["seed_std"] = float(runs[TEST].std()) if len(runs) > 1 else float("nan")
         row["diff"] = row["test_after"] - row["test_before"]
         rows.append(row)
     order = [
         "dataset", "method", "paired_runs", "identical", "records_identical", "max_abs_diff",
-        "lr_before", "lr_after", "seeds_before", "seeds_after", "test_before", "test_after", "diff",
-        "seed_std", "epochs_before", "epochs_after",
+        "lr_before", "lr_after", "seeds", "test_before", "test_after", "diff", "seed_std",
+        "epochs_before", "epochs_after",
     ]  # fmt: skip
     return pd.DataFrame(rows)[order]
 
@@ -93,6 +103,10 @@ def _same_records(a: Path, b: Path) -> bool:
         == without_seconds(json.loads((b / name).read_text()))
         for name in ("metrics.json", "history.json")
     )
+
+
+def _lr(lr: float) -> str:
+    return "-" if pd.isna(lr) else f"{lr:g}"
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -107,7 +121,7 @@ def markdown(table: pd.DataFrame) -> str:
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.dataset} | {r.method} | {r.paired_runs} | {r.identical} | {r.records_identical} | "
-            f"{r.lr_before:g} / {r.lr_after:g} | "
+            f"{_lr(r.lr_before)} / {_lr(r.lr_after)} | "
             f"{100 * r.test_before:.2f} | {100 * r.test_after:.2f} | {100 * r.diff:+.2f} | "
             f"{100 * r.seed_std:.2f} | {100 * r.max_abs_diff:.2f} |"
         )

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pmtrec_lab.config import RunConfig, load_run_config
+from pmtrec_lab.config import RunConfig, config_from_record, load_run_config
 from pmtrec_lab.errors import ConfigError, PmtrecError
 from pmtrec_lab.paths import atomic_path, write_text_atomic
 
@@ -265,7 +265,12 @@ def check_checkpoint_run(path: Path, state: dict[str, Any], run_config: dict[str
     if not isinstance(recorded, dict):
         return
     # ``run_config`` is ``run_identity``'s, resolved when its configuration loaded; only the
-    # checkpoint's record (which may predate resolved records) is resolved here
+    # checkpoint's record (which may predate resolved records, or settings added since: read as
+    # the run trained, ``config_from_record``) is resolved here
+    try:
+        recorded = config_from_record(recorded).model_copy(update={"progress": "none"}).to_dict()
+    except ConfigError:  # a record this version cannot read: compared as written
+        pass
     recorded = _resolved_method(recorded)
     if recorded == run_config:
         return

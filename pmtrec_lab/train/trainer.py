@@ -423,8 +423,10 @@ def _plan(cfg: RunConfig, out: Path, resume: bool) -> str:
     status = read_json(status_path) if damage is None and status_path.is_file() else {}
     state = status.get("state") if isinstance(status, dict) else None
     has_last = (out / "last.pt").is_file()
-    # what may be replaced: a failed run, or one that never finished an epoch
-    replaceable = state == "failed" or (state != "finished" and not has_last)
+    # what may be replaced: a failed run, or one that never finished an epoch (a finished run's
+    # metrics.json says it finished even when its status.json is damaged)
+    finished = state == "finished" or (out / "metrics.json").is_file()
+    replaceable = state == "failed" or (not finished and not has_last)
     # the progress display does not change a run's result
     try:
         previous = _identity_yaml(load_run_config(out / "config.yaml"))
