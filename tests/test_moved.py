@@ -54,7 +54,7 @@ def test_moved_pairs_runs_and_measures_the_change(tmp_path, capsys):
     assert ew.seed_std == pytest.approx(pd.Series(b).std())
     assert ew.lr_before == ew.lr_after == 0.01 and ew.seeds == 2
 
-    assert "| synthetic | single-task | 2 | 2 | 2 |" in markdown(same)
+    assert "| synthetic | single-task | 2 | 2 | 2 | 0.01 / 0.01 | 2 |" in markdown(same)
     csv = tmp_path / "moved.csv"
     main([str(before), str(after), "--csv", str(csv)])
     assert "| synthetic | ew | 2 | " in capsys.readouterr().out

@@ -115,13 +115,13 @@ def markdown(table: pd.DataFrame) -> str:
         return "(no run finished in both grids)"
     lines = [
         "| dataset | method | runs | test NDCG@20 identical | records identical | lr before / after | "
-        "test NDCG@20 x100 before | after | change | seed std | largest run change |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "seeds | test NDCG@20 x100 before | after | change | seed std | largest run change |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.dataset} | {r.method} | {r.paired_runs} | {r.identical} | {r.records_identical} | "
-            f"{_lr(r.lr_before)} / {_lr(r.lr_after)} | "
+            f"{_lr(r.lr_before)} / {_lr(r.lr_after)} | {r.seeds} | "
             f"{100 * r.test_before:.2f} | {100 * r.test_after:.2f} | {100 * r.diff:+.2f} | "
             f"{100 * r.seed_std:.2f} | {100 * r.max_abs_diff:.2f} |"
         )
