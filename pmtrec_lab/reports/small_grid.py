@@ -147,6 +147,9 @@ GRID_LABELS = {
     "grid-v3-tuned": "PMTRec v3, tuning pilot (ASHA grace 1, 100 epochs: not the tuning protocol)",
     "grid-v3-tuned-study": "PMTRec v3 and its baselines, each tuned by the equal-budget study "
     "(20 trials x 200 epochs, TPE + ASHA from epoch 10; results/tuned-study)",
+    "grid-v3-analytic": "PMTRec v3 grid's runs again with the closed-form task gradients",
+    "grid-v3-new-defaults": "PMTRec v3 grid's runs again under today's defaults "
+    "(closed-form task gradients, 10% auxiliary holdout)",
 }
 
 
