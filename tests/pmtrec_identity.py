@@ -198,7 +198,9 @@ SYNTHETIC = {"num_users": 150, "num_items": 90}
 def train_short(
     name: str, params: dict[str, Any], out: Path, dim: int = 16, epochs: int = 3, data: dict | None = None
 ) -> Path:
-    """A short training on the small synthetic dataset (the meta split when the method reads it)."""
+    """A short training on the small synthetic dataset (the meta split when the method reads it),
+    with the settings its digests were recorded under: autograd task gradients, no auxiliary
+    holdout (both switched on by default after them)."""
     from pmtrec_lab.reports.defaults import notebook_config
     from pmtrec_lab.train import train
 
@@ -206,7 +208,10 @@ def train_short(
     cfg = notebook_config(
         dataset="synthetic", loader_args=data or SYNTHETIC, dim=dim, epochs=epochs, lr=0.01, method=name,
         method_params=params, batch_size=256,
-        overrides={"progress": "none", "data": {"meta_split": meta}},
+        overrides={
+            "progress": "none", "data": {"meta_split": meta, "aux_holdout": 0},
+            "optim": {"task_gradients": "autograd"},
+        },
     )  # fmt: skip
     with one_thread():
         train(cfg, out)
