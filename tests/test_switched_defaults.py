@@ -37,18 +37,26 @@ def test_the_defaults_are_on_and_off_has_one_form():
     assert _cfg("data.aux_holdout=0").to_yaml() == _cfg("data.aux_holdout=null").to_yaml()
 
 
+def _without_the_settings(record: dict) -> dict:
+    """``record`` (a run's configuration) as written before the two settings existed: neither key."""
+    for section, keys in BEFORE_THE_SETTING.items():
+        for key in keys:
+            del record[section][key]
+    return record
+
+
+def _config_yaml_before_the_settings(out) -> None:
+    path = out / "config.yaml"
+    path.write_text(yaml.safe_dump(_without_the_settings(yaml.safe_load(path.read_text())), sort_keys=False))
+
+
 def _record(tmp_path, name, drop: bool, *sets: str):
     """A finished run's folder; with ``drop``, its ``config.yaml`` as a run recorded before the two
-    settings existed wrote it (neither key)."""
+    settings existed wrote it."""
     out = tmp_path / name
     train(_cfg(*sets), out)
     if drop:
-        path = out / "config.yaml"
-        record = yaml.safe_load(path.read_text())
-        for section, keys in BEFORE_THE_SETTING.items():
-            for key in keys:
-                del record[section][key]
-        path.write_text(yaml.safe_dump(record, sort_keys=False))
+        _config_yaml_before_the_settings(out)
     return out
 
 
@@ -97,10 +105,7 @@ def _as_before_the_settings(path) -> None:
     import torch
 
     saved = torch.load(path, weights_only=True)
-    record = saved["state"]["config"]
-    for section, keys in BEFORE_THE_SETTING.items():
-        for key in keys:
-            del record[section][key]
+    _without_the_settings(saved["state"]["config"])
     torch.save(saved, path)
 
 
@@ -114,12 +119,7 @@ def test_a_paused_old_run_resumes_to_the_run_it_was_and_evaluates(tmp_path, caps
     whole = train(_cfg(*OLD, "optim.epochs=3"), tmp_path / "whole")
     paused = tmp_path / "paused"
     train(_cfg(*OLD, "optim.epochs=3"), paused, max_epochs_this_call=1)
-    path = paused / "config.yaml"
-    record = yaml.safe_load(path.read_text())
-    for section, keys in BEFORE_THE_SETTING.items():
-        for key in keys:
-            del record[section][key]
-    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    _config_yaml_before_the_settings(paused)
     for name in ("last.pt", "best.pt"):
         _as_before_the_settings(paused / name)
     resumed = train(_cfg(*OLD, "optim.epochs=3"), paused)
