@@ -115,6 +115,13 @@ def test_every_grid_folder_is_checked():
     assert committed <= checked, f"grid folders without their grid file here: {sorted(committed - checked)}"
 
 
+def _recorded_and_now(spec, out):
+    """``(run, its recorded configuration, the one its grid gives now)`` per finished run."""
+    for dataset, method, lr, seed, run in finished_runs(out, spec):
+        recorded = load_run_config(run / "config.yaml")
+        yield run, recorded, run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
+
+
 @pytest.mark.parametrize("name,spec,out", _grid_folders(), ids=lambda v: v if isinstance(v, str) else "")
 def test_finished_runs_keep_their_settings(name, spec, out):
     """A resumed grid returns its finished runs as they are and trains only the rest, so the rest
@@ -122,31 +129,23 @@ def test_finished_runs_keep_their_settings(name, spec, out):
     ``data.aux_holdout`` and ``optim.task_gradients`` did once the verdict grids were committed)
     would otherwise mix two configurations in one table without a word: every grid file pins the
     old value, and this test fails on a run whose recorded configuration the grid no longer gives."""
-    moved, found = [], 0
-    for dataset, method, lr, seed, run in finished_runs(out, spec):
-        found += 1
-        recorded = load_run_config(run / "config.yaml")
-        now = run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
-        if _identity_yaml(recorded) != _identity_yaml(now):
-            moved.append(str(run.relative_to(RESULTS)))
+    runs = list(_recorded_and_now(spec, out))
+    moved = [str(run.relative_to(RESULTS)) for run, a, b in runs if _identity_yaml(a) != _identity_yaml(b)]
     assert not moved, (
         f"{name}: finished runs the grid would now configure differently, so a resumed grid would mix "
         f"two configurations: {moved[:4]} ... Pin the value these runs trained with in the grid file's base."
     )
-    assert found > 0
+    assert runs
 
 
 @pytest.mark.parametrize("name", sorted(UNRESOLVED_RECORDS))
 def test_older_grids_keep_the_switched_settings(name):
     """Grids whose records predate resolved parameters cannot be compared whole; the settings whose
     defaults switched after them can (a record without them reads as the run trained)."""
-    spec, out, found = load_grid(RESULTS / f"{name}.yaml"), RESULTS / name, 0
-    for dataset, method, lr, seed, run in finished_runs(out, spec):
-        found += 1
-        recorded = load_run_config(run / "config.yaml")
-        now = run_config(spec, dataset, method, lr, seed, recorded.data.data_dir)
+    runs = list(_recorded_and_now(load_grid(RESULTS / f"{name}.yaml"), RESULTS / name))
+    for run, recorded, now in runs:
         assert (recorded.data.aux_holdout, recorded.optim.task_gradients) == (
             now.data.aux_holdout,
             now.optim.task_gradients,
         ), run
-    assert found > 0
+    assert runs

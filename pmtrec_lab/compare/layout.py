@@ -37,6 +37,7 @@ from pmtrec_lab.compare.spec import (
     METRIC,
     GridSpec,
     leave_out_of,
+    load_grid,
     lr_label,
     resolved_method,
     tuned_choice,
@@ -53,6 +54,7 @@ __all__ = [
     "finished_runs",
     "give_up_reason",
     "gather_per_user",
+    "grid_runs",
     "grid_progress",
     "load_results",
     "run_key",
@@ -317,6 +319,13 @@ def collect(out: Path, spec: GridSpec) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def grid_runs(out: Path) -> tuple[GridSpec, pd.DataFrame]:
+    """A grid folder's spec as last run (its ``grid.resolved.yaml``) and its finished runs
+    (:func:`collect`)."""
+    spec = load_grid(out / "grid.resolved.yaml")
+    return spec, collect(out, spec)
 
 
 def gather_per_user(

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pmtrec_lab.compare.layout import choose_lr, collect, finished_runs
+from pmtrec_lab.compare.layout import choose_lr, grid_runs, run_path
 from pmtrec_lab.compare.reproduce import without_seconds
-from pmtrec_lab.compare.spec import GridSpec, load_grid
 
 __all__ = ["moved", "markdown"]
 
@@ -38,34 +37,29 @@ TEST = "test_ndcg@20"
 KEYS = ["dataset", "method", "lr", "seed"]
 
 
-def _grid(path: Path) -> tuple[GridSpec, pd.DataFrame]:
-    spec = load_grid(path / "grid.resolved.yaml")
-    return spec, collect(path, spec)
-
-
 def moved(before: Path, after: Path) -> pd.DataFrame:
     """One row per (dataset, method) with finished runs in both grids (module docstring)."""
-    spec_b, runs_b = _grid(Path(before))
-    spec_a, runs_a = _grid(Path(after))
+    before, after = Path(before), Path(after)
+    spec_b, runs_b = grid_runs(before)
+    spec_a, runs_a = grid_runs(after)
     if runs_b.empty or runs_a.empty:
         return pd.DataFrame()
     paired = runs_b[KEYS + [TEST, "best_epoch"]].merge(
         runs_a[KEYS + [TEST, "best_epoch"]], on=KEYS, suffixes=("_before", "_after")
     )
-    folders = {
-        side: {tuple(run[:4]): run[4] for run in finished_runs(Path(path), spec)}
-        for side, path, spec in (("before", before, spec_b), ("after", after, spec_a))
-    }
     rows = []
     for (dataset, method), pairs in paired.groupby(["dataset", "method"], sort=False):
         change = pairs[f"{TEST}_after"] - pairs[f"{TEST}_before"]
-        keys = [tuple(k) for k in pairs[KEYS].itertuples(index=False)]
+        same = [
+            _same_records(run_path(before, spec_b, *key), run_path(after, spec_a, *key))
+            for key in pairs[KEYS].itertuples(index=False)
+        ]
         row = {
             "dataset": dataset,
             "method": method,
             "paired_runs": len(pairs),
             "identical": int((change == 0).sum()),
-            "records_identical": sum(_same_records(folders["before"][k], folders["after"][k]) for k in keys),
+            "records_identical": sum(same),
             "max_abs_diff": float(change.abs().max()),
         }
         chosen = {}
@@ -73,7 +67,7 @@ def moved(before: Path, after: Path) -> pd.DataFrame:
             ("before", before, spec_b, runs_b),
             ("after", after, spec_a, runs_a),
         ):
-            lr = choose_lr(Path(folder), dataset, method, spec)
+            lr = choose_lr(folder, dataset, method, spec)
             row[f"lr_{side}"] = float("nan") if lr is None else lr
             chosen[side] = runs[(runs.dataset == dataset) & (runs.method == method) & (runs.lr == lr)]
         # the seeds both grids have at their chosen rates, so a grid still running is not compared

@@ -27,20 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from pmtrec_lab.compare.layout import collect
-from pmtrec_lab.compare.spec import load_grid, method_of
+from pmtrec_lab.compare.layout import grid_runs
+from pmtrec_lab.compare.spec import method_of
 from pmtrec_lab.tune.output import grid_trials
 
 __all__ = ["tuned_against_untuned", "markdown"]
 
 VALID = "valid_ndcg@20"
 TEST = "test_ndcg@20"
-
-
-def _grid(path: Path):
-    """A grid folder's spec (its ``grid.resolved.yaml``) and its finished runs."""
-    spec = load_grid(path / "grid.resolved.yaml")
-    return spec, collect(path, spec)
 
 
 def _untuned_candidates(spec, method: str) -> list[str]:
@@ -74,8 +68,8 @@ def _test(runs: pd.DataFrame, method: str, lr: float) -> pd.Series:
 
 def tuned_against_untuned(tuned_grid: Path, untuned_grid: Path, short: int = 2) -> pd.DataFrame:
     """The table described in the module docstring (NDCG@20 in percent)."""
-    tuned_spec, tuned_runs = _grid(Path(tuned_grid))
-    untuned_spec, untuned_runs = _grid(Path(untuned_grid))
+    tuned_spec, tuned_runs = grid_runs(Path(tuned_grid))
+    untuned_spec, untuned_runs = grid_runs(Path(untuned_grid))
     trials = grid_trials(Path(tuned_grid))
     rows = []
     for dataset in tuned_spec.datasets:
